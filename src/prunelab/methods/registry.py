@@ -1,0 +1,115 @@
+"""Methods and their ablatable components, registered by name.
+
+A method is (config dataclass, build function). `build(loaded, config, ctx)` returns a
+`MethodPlugin`: the callbacks the training loop calls plus `prepare`/`finalize` hooks. The
+loop never asks which method is running.
+
+A component is a named switch of a method with options; each option is a set of overrides
+of the method's config, so an ablation cell is just another RunConfig. The ablation engine
+reads components from here and never imports method internals.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from prunelab.errors import PrunelabError, unknown
+
+
+@dataclass
+class Component:
+    name: str
+    default: str
+    options: dict[str, dict[str, Any]]          # option -> method_args overrides
+    remove: str | None = None                    # the option REMOVE maps to
+    aliases: list[str] = field(default_factory=list)           # free-text names of the component
+    option_aliases: dict[str, list[str]] = field(default_factory=dict)  # option -> free-text names
+    numeric: str | None = None                   # method arg that takes any number (ADD 0.2, 0.5 ...)
+    numeric_range: tuple[float, float] | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.default not in self.options:
+            raise ValueError(f"component {self.name}: default {self.default!r} not in options")
+        if self.remove is not None and self.remove not in self.options:
+            raise ValueError(f"component {self.name}: remove {self.remove!r} not in options")
+
+    def overrides(self, option: str) -> dict[str, Any]:
+        if option not in self.options:
+            raise unknown(f"option of component {self.name!r}", option, self.options)
+        return dict(self.options[option])
+
+    def numeric_overrides(self, value: float) -> dict[str, Any]:
+        if self.numeric is None:
+            raise PrunelabError(f"component {self.name!r} takes no numeric value (options: {', '.join(self.options)})")
+        lo, hi = self.numeric_range or (float("-inf"), float("inf"))
+        if not lo <= value <= hi:
+            raise PrunelabError(f"{self.name} value {value} out of range [{lo}, {hi}]")
+        return {self.numeric: value}
+
+
+@dataclass
+class Method:
+    name: str
+    config_cls: type
+    build: Callable[..., Any]                    # build(loaded, config, ctx) -> MethodPlugin
+    components: dict[str, Component] = field(default_factory=dict)
+    description: str = ""
+    runner: Callable[..., dict] | None = None    # methods that are not a fine-tuning run (SDTP) run themselves
+
+    def make_config(self, args: dict | None):
+        from prunelab.config import _build
+
+        args = dict(args or {})
+        preset = args.pop("preset", None)
+        base = {}
+        if preset is not None:
+            presets = getattr(self.config_cls, "PRESETS", {})
+            if preset not in presets:
+                raise unknown(f"preset of method {self.name!r}", preset, presets)
+            base = dict(presets[preset])
+        base.update(args)
+        return _build(self.config_cls, base, f"method_args ({self.name})")
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    _METHODS[method.name] = method
+    return method
+
+
+def _load_builtin():
+    # importing each package registers its methods; new methods add one line here
+    import prunelab.methods.ft  # noqa: F401
+    import prunelab.methods.lora  # noqa: F401
+
+    for optional in ("prunelab.methods.apt", "prunelab.methods.masktune", "prunelab.methods.cofi",
+                     "prunelab.methods.sdtp"):
+        try:
+            __import__(optional)
+        except ModuleNotFoundError as e:
+            if e.name != optional and not optional.startswith(str(e.name)):
+                raise
+
+
+def get_method(name: str) -> Method:
+    _load_builtin()
+    if name not in _METHODS:
+        raise unknown("method", name, _METHODS)
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    _load_builtin()
+    return sorted(_METHODS)
+
+
+def components(method: str) -> dict[str, Component]:
+    return get_method(method).components
+
+
+def config_fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,226 @@
+"""Results store: one SQLite row per run, keyed by the content hash of the resolved config.
+
+Why SQLite (WAL): many worker processes write concurrently, a reader can watch a study live,
+and each write is one transaction, so a run killed with SIGKILL leaves its row 'running'
+(never a half-written 'done'); the next attempt replaces it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+DEFAULT_PATH = "runs/prunelab.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id        TEXT PRIMARY KEY,      -- config hash
+    method    TEXT, model TEXT, task TEXT, seed INTEGER,
+    status    TEXT NOT NULL,         -- running | done | failed
+    error     TEXT,
+    config    TEXT NOT NULL,         -- resolved RunConfig as JSON
+    metrics   TEXT,                  -- JSON
+    curve     TEXT,                  -- JSON list of {step, seconds, score}
+    env       TEXT,                  -- JSON: versions, device, git sha, host, seed
+    pid       INTEGER, host TEXT,
+    started   REAL, finished REAL,
+    attempts  INTEGER DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS study_cells (
+    study TEXT, cell TEXT, seed INTEGER, run_id TEXT,
+    PRIMARY KEY (study, cell, seed)
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike = DEFAULT_PATH):
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as c:
+            c.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    # -- writes (each one transaction) --------------------------------------------------
+    def start(self, run_id: str, config: dict, env: dict) -> None:
+        now = time.time()
+        with self._connect() as c:
+            c.execute("BEGIN IMMEDIATE")
+            prev = c.execute("SELECT attempts FROM runs WHERE id=?", (run_id,)).fetchone()
+            attempts = (prev["attempts"] + 1) if prev else 1
+            c.execute(
+                "INSERT OR REPLACE INTO runs (id, method, model, task, seed, status, error, config, metrics,"
+                " curve, env, pid, host, started, finished, attempts)"
+                " VALUES (?,?,?,?,?,'running',NULL,?,NULL,NULL,?,?,?,?,NULL,?)",
+                (run_id, config.get("method"), config.get("model"), config.get("task"), config.get("seed"),
+                 json.dumps(config, sort_keys=True), json.dumps(env, sort_keys=True), os.getpid(),
+                 socket.gethostname(), now, attempts),
+            )
+            c.execute("COMMIT")
+
+    def finish(self, run_id: str, metrics: dict, curve: list) -> None:
+        with self._connect() as c:
+            c.execute(
+                "UPDATE runs SET status='done', error=NULL, metrics=?, curve=?, finished=? WHERE id=?",
+                (json.dumps(metrics, sort_keys=True, default=_jsonable), json.dumps(curve, default=_jsonable),
+                 time.time(), run_id),
+            )
+
+    def fail(self, run_id: str, error: str, curve: list | None = None, metrics: dict | None = None) -> None:
+        with self._connect() as c:
+            c.execute(
+                "UPDATE runs SET status='failed', error=?, curve=?, metrics=?, finished=? WHERE id=?",
+                (error[:4000], json.dumps(curve or [], default=_jsonable),
+                 json.dumps(metrics or {}, default=_jsonable), time.time(), run_id),
+            )
+
+    def link(self, study: str, cell: str, seed: int, run_id: str) -> None:
+        with self._connect() as c:
+            c.execute("INSERT OR REPLACE INTO study_cells (study, cell, seed, run_id) VALUES (?,?,?,?)",
+                      (study, cell, seed, run_id))
+
+    def update_metrics(self, run_id: str, extra: dict) -> None:
+        """Merge derived metrics (e.g. time-to-accuracy once a baseline exists)."""
+        with self._connect() as c:
+            c.execute("BEGIN IMMEDIATE")
+            row = c.execute("SELECT metrics FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is not None:
+                m = json.loads(row["metrics"] or "{}")
+                m.update(extra)
+                c.execute("UPDATE runs SET metrics=? WHERE id=?", (json.dumps(m, sort_keys=True, default=_jsonable), run_id))
+            c.execute("COMMIT")
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, run_id: str) -> dict | None:
+        with self._connect() as c:
+            row = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return _row(row) if row else None
+
+    def find(self, run_id_prefix: str) -> dict | None:
+        with self._connect() as c:
+            rows = c.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id_prefix + "%",)).fetchall()
+        return _row(rows[0]) if len(rows) == 1 else None
+
+    def runs(self, status: str | None = None, **where) -> list[dict]:
+        q, args = "SELECT * FROM runs", []
+        conds = []
+        if status:
+            conds.append("status=?"); args.append(status)
+        for k, v in where.items():
+            if k not in ("method", "model", "task", "seed"):
+                raise ValueError(k)
+            conds.append(f"{k}=?"); args.append(v)
+        if conds:
+            q += " WHERE " + " AND ".join(conds)
+        q += " ORDER BY started"
+        with self._connect() as c:
+            return [_row(r) for r in c.execute(q, args).fetchall()]
+
+    def study(self, study: str) -> list[dict]:
+        with self._connect() as c:
+            rows = c.execute(
+                "SELECT s.cell AS cell, s.seed AS cell_seed, r.* FROM study_cells s LEFT JOIN runs r ON r.id = s.run_id"
+                " WHERE s.study=? ORDER BY s.cell, s.seed", (study,)).fetchall()
+        out = []
+        for r in rows:
+            d = _row(r)
+            d["cell"], d["cell_seed"] = r["cell"], r["cell_seed"]
+            out.append(d)
+        return out
+
+
+def _row(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    for k in ("config", "metrics", "curve", "env"):
+        if k in d and d[k] is not None:
+            d[k] = json.loads(d[k])
+    # a 'running' row whose process is gone on this host was killed: say so
+    if d.get("status") == "running" and d.get("host") == socket.gethostname() and d.get("pid"):
+        if not _pid_alive(d["pid"]):
+            d["status"], d["error"] = "failed", "process died while running (killed?)"
+    return d
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0): read its state from /proc where there is one
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _jsonable(x):
+    try:
+        import numpy as np
+
+        if isinstance(x, np.generic):
+            return x.item()
+    except ImportError:
+        pass
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def environment(seed: int, device: str) -> dict:
+    """What a reader needs to reproduce the run."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("prunelab", "torch", "transformers", "peft", "accelerate", "datasets", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "cpu_threads": _torch_threads(),
+        "git_sha": git_sha(),
+        "host": socket.gethostname(),
+        "seed": seed,
+    }
+
+
+def _torch_threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None

@@ -1,0 +1,129 @@
+"""The one training loop. Methods change its behaviour only through callbacks.
+
+Devices come from accelerate (CPU by default, CUDA and DDP unchanged). Training time is
+counted per step, so dev evaluations never inflate time-to-accuracy. A NaN/inf loss stops
+the run and raises TrainingDiverged, which the runner records as a failed run.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from prunelab.train.callbacks import CallbackList, MethodPlugin, TrainState
+from prunelab.train.measure import Timer
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then linear decay to zero (the HF default schedule)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+@dataclass
+class TrainResult:
+    state: TrainState
+    curve: list = field(default_factory=list)      # [{step, seconds, score, ...metrics}]
+
+
+def count_steps(n_batches: int, epochs: float, max_steps: int | None) -> int:
+    return max_steps if max_steps else max(1, math.ceil(n_batches * epochs))
+
+
+def eval_steps(total: int, points: int) -> set[int]:
+    return {max(1, round(total * k / points)) for k in range(1, points + 1)}
+
+
+def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, dev_features: list,
+          config, family=None, accelerator=None, callbacks=(), progress=None) -> TrainResult:
+    """Train `model` (already prepared by the plugin) and return the curve.
+
+    `callbacks` are extra observers (progress, logging) called after the plugin."""
+    from accelerate import Accelerator
+
+    tc = config.train
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    n_batches = math.ceil(len(train_features) / tc.batch_size)
+    total = count_steps(n_batches, tc.epochs, tc.max_steps)
+    warmup = int(tc.warmup_ratio * total)
+    evals = eval_steps(total, tc.eval_points)
+
+    model = accelerator.prepare_model(model)
+    state = TrainState(model=model, config=config, task=task, family=family, total_steps=total)
+    cbs = CallbackList([plugin, *callbacks])
+
+    def rebuild():
+        # a fresh optimizer and a scheduler bound to it, continuing from the current step
+        groups = plugin.param_groups(accelerator.unwrap_model(state.model), tc.lr, tc.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+        state.optimizer = accelerator.prepare_optimizer(opt)
+        base = state.step
+        state.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            state.optimizer, lambda i: lr_factor(base + i, total, warmup))
+
+    state._rebuild = rebuild
+    rebuild()
+    curve: list[dict] = []
+    timer = Timer()
+    cbs.on_train_start(state)
+    done = False
+    while not done:
+        for batch_features in task.batches(train_features, tc.batch_size, shuffle=True,
+                                           seed=config.seed * 1000 + state.epoch, bucket=tc.bucket):
+            batch = {k: v.to(device) for k, v in task.collate(batch_features, tokenizer).items()}
+            state.batch = batch
+            with timer:
+                state.model.train()
+                cbs.on_step_start(state)
+                outputs = state.model(**batch)
+                state.outputs = outputs
+                loss = cbs.compute_loss(state, outputs.loss)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss is {loss.item()} at step {state.step}")
+                state.loss = loss
+                accelerator.backward(loss)
+                cbs.after_backward(state)
+                if tc.grad_clip:
+                    accelerator.clip_grad_norm_(
+                        [p for g in state.optimizer.param_groups for p in g["params"]], tc.grad_clip)
+                state.optimizer.step()
+                state.scheduler.step()
+                state.optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                cbs.on_step_end(state)
+            state.train_seconds = timer.seconds
+            if progress is not None:
+                progress(state)
+            if state.step in evals:
+                metrics = task.evaluate(accelerator.unwrap_model(state.model), dev_features, tokenizer,
+                                        tc.eval_batch_size, device)
+                s = state.last_score = metrics["score"]
+                if state.best_score is None or (s > state.best_score if task.higher_is_better else s < state.best_score):
+                    state.best_score = s
+                curve.append({"step": state.step, "seconds": round(timer.seconds, 4), **metrics,
+                              **{k: v for k, v in state.log.items()}})
+                cbs.on_eval(state, metrics)
+            if state.step >= total:
+                done = True
+                break
+        state.epoch += 1
+    cbs.on_train_end(state)
+    state.model = accelerator.unwrap_model(state.model)
+    return TrainResult(state=state, curve=curve)

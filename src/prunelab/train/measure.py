@@ -1,0 +1,151 @@
+"""Measurements of the seed-003 protocol, each computed in exactly one place.
+
+- peak memory: CUDA -> torch.cuda.max_memory_allocated (what APT reports); CPU -> the peak
+  resident set size of this process during the phase, sampled by a thread (labelled
+  'cpu_rss': it includes the Python heap and the model, so compare methods as ratios).
+- throughput: samples/s after warm-up, median over timed repeats.
+- FLOPs per sample: torch.utils.flop_counter on one batch.
+- time-to-accuracy: first training second (evals excluded) at which the dev score reaches
+  97% of the FT baseline's final dev score.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+# -- memory -----------------------------------------------------------------------------
+class PeakMemory:
+    """Context manager: peak memory of the enclosed phase, in MB, with its kind."""
+
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.01):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak_mb = 0.0
+        self.kind = "cuda" if self.device.type == "cuda" else "cpu_rss"
+
+    def __enter__(self):
+        if self.kind == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            import psutil
+
+            self._proc = psutil.Process()
+            self._peak = self._proc.memory_info().rss
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc):
+        if self.kind == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self.peak_mb = self._peak / 2**20
+        return False
+
+
+# -- parameters and FLOPs ---------------------------------------------------------------
+def count_params(model: torch.nn.Module) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters(recurse=False))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params": total, "params_nonemb": total - emb, "params_trainable": trainable}
+
+
+def dummy_inputs(model: torch.nn.Module, batch_size: int, seq_len: int, device, vocab_size: int | None = None) -> dict:
+    """Random token ids with a full attention mask (APT times all-pad inputs; random ids
+    exercise the same matmuls and avoid pad-specific shortcuts)."""
+    cfg = model.config
+    vocab = vocab_size or cfg.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, max(6, vocab - 1), (batch_size, seq_len), generator=g).to(device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if getattr(cfg, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = torch.full((batch_size, 1), cfg.decoder_start_token_id or 0, device=device)
+    return inputs
+
+
+def flops_per_sample(model: torch.nn.Module, inputs: dict) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    return counter.get_total_flops() / inputs["input_ids"].shape[0]
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5) -> float:
+    """Median seconds for one pass over `batches` (a list of model-input dicts)."""
+    model.eval()
+    for _ in range(warmup):
+        for b in batches:
+            model(**b)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for b in batches:
+            model(**b)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def throughput(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5) -> float:
+    n = sum(b["input_ids"].shape[0] for b in batches)
+    return n / time_forward(model, batches, device, warmup, repeats)
+
+
+# -- time to accuracy -------------------------------------------------------------------
+TTA_FRACTION = 0.97
+
+
+def time_to_accuracy(curve: list[dict], reference: float, higher_is_better: bool = True,
+                     fraction: float = TTA_FRACTION) -> float | None:
+    """First training second at which the score reaches `fraction` of `reference`.
+
+    For lower-is-better metrics (perplexity) the target is reference / fraction."""
+    if reference is None:
+        return None
+    target = reference * fraction if higher_is_better else reference / fraction
+    for point in curve:
+        s = point.get("score")
+        if s is None:
+            continue
+        if (s >= target) if higher_is_better else (s <= target):
+            return float(point["seconds"])
+    return None
+
+
+@dataclass
+class Timer:
+    """Accumulates wall time of the enclosed blocks (training time with evals excluded)."""
+    seconds: float = 0.0
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._t0
+        return False
