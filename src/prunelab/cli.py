@@ -34,11 +34,9 @@ def build_config(args):
             except yaml.YAMLError as e:
                 raise PrunelabError(f"config {args.config} is not valid YAML: {str(e).splitlines()[0]}") from None
         d = RunConfig.from_dict(loaded).to_dict() if loaded else d
-    for flag in ("model", "task", "method", "seed", "data_dir"):
+    for flag in ("model", "task", "method", "seed", "data_dir", "output_dir", "log_dir"):
         if getattr(args, flag, None) is not None:
             d[flag] = getattr(args, flag)
-    if d.get("data_dir") is None and os.environ.get("PRUNELAB_DATA"):
-        d["data_dir"] = None  # resolved by the task loader from the environment
     for flag, key in TRAIN_FLAGS.items():
         if getattr(args, flag, None) is not None:
             set_dotted(d, key, getattr(args, flag))
@@ -57,6 +55,8 @@ def add_run_flags(p):
     p.add_argument("--method")
     p.add_argument("--seed", type=int)
     p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--output-dir", dest="output_dir", help="save the final model (loads with from_pretrained)")
+    p.add_argument("--tensorboard", dest="log_dir", metavar="DIR", help="write TensorBoard scalars to DIR")
     for flag in TRAIN_FLAGS:
         typ = float if flag in ("lr", "epochs") else int
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ)

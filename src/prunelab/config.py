@@ -80,9 +80,11 @@ class RunConfig:
     data_dir: str | None = None         # else $PRUNELAB_DATA, else HF datasets
     study: str | None = None            # ablation study name (not part of the hash)
     cell: str | None = None             # ablation cell label (not part of the hash)
+    output_dir: str | None = None       # save the final (pruned, merged) model here
+    log_dir: str | None = None          # TensorBoard scalars (needs the tensorboard package)
 
     # fields that label a run but do not change what it computes
-    _UNHASHED = ("study", "cell", "data_dir")
+    _UNHASHED = ("study", "cell", "data_dir", "output_dir", "log_dir")
 
     def __post_init__(self):
         if isinstance(self.train, dict):

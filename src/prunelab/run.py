@@ -87,9 +87,14 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
     model = plugin.prepare(loaded.model.to(device))
     trainable = measure.count_params(model)["params_trainable"]
 
+    observers = []
+    if config.log_dir:
+        from prunelab.train.tensorboard import TensorBoardLogger
+
+        observers.append(TensorBoardLogger(config.log_dir))
     with measure.PeakMemory(device) as mem:
         result = train(model, plugin, task, loaded.tokenizer, train_features, dev_features, config,
-                       family=loaded.family, progress=progress)
+                       family=loaded.family, callbacks=observers, progress=progress)
     state = result.state
     model = plugin.finalize(state.model)
     model.eval()
@@ -104,6 +109,7 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
         "higher_is_better": task.higher_is_better,
         "train_seconds": state.train_seconds,
         "train_steps": state.step,
+        "final_loss": state.loss.item() if state.loss is not None else None,
         "step_seconds": state.train_seconds / max(1, state.step),
         "train_peak_mem_mb": mem.peak_mb,
         "train_peak_mem_kind": mem.kind,
@@ -113,6 +119,11 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
     }
     metrics.update(measure_inference(model, task, loaded.tokenizer, dev_features, config, device))
     metrics["param_ratio"] = metrics["params"] / dense_params["params"]
+    if config.output_dir:
+        from prunelab.export import save_pruned
+
+        save_pruned(model, config.output_dir, loaded.tokenizer)
+        metrics["output_dir"] = config.output_dir
     return metrics, result.curve
 
 

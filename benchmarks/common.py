@@ -1,0 +1,73 @@
+"""Settings and helpers shared by the benchmarks, so FT/LoRA rows are reused across them.
+
+Every benchmark run goes through prunelab.run.run into one store (runs/bench.db, not
+committed); identical configs hash to the same row and are trained once.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+STORE = os.environ.get("PRUNELAB_BENCH_STORE", str(ROOT / "runs" / "bench.db"))
+
+# MiniLM-L6 / SST-2: the same data and steps for every method
+SST2 = dict(model="minilm-l6", task="glue/sst2")
+SST2_TRAIN = dict(train_limit=8000, max_steps=500, batch_size=32, eval_points=10, max_length=128)
+SST2_LR = {"ft": 5e-5, "lora": 5e-4}
+SEEDS = (0, 1, 2)
+
+
+def sst2_config(method: str, seed: int, lr: float | None = None, **method_args):
+    from prunelab.config import RunConfig, TrainConfig
+
+    return RunConfig(method=method, seed=seed, method_args=method_args,
+                     train=TrainConfig(lr=lr or SST2_LR.get(method, 5e-4), **SST2_TRAIN), **SST2)
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version()}
+
+
+def provenance() -> dict:
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "git_sha": sha, "machine": machine()}
+
+
+def mean_std(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt_ms(values, fmt="{:.4f}") -> str:
+    m, s = mean_std(values)
+    if m is None:
+        return "-"
+    return (fmt + " ± " + fmt).format(m, s)
+
+
+def write(name: str, data: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
