@@ -35,10 +35,13 @@ def with_derived(row: dict | None, store: Store) -> dict | None:
         "tta_s": time_to_accuracy(row.get("curve") or [], ref_score, hib),
         "rel_acc": (m["score"] / ref_score) if hib else (ref_score / m["score"]),
     }
-    ref_tta = [time_to_accuracy(r.get("curve") or [], ref_score, hib) for r in refs]
-    ref_tta = [t for t in ref_tta if t is not None]
-    if ref_tta and derived["tta_s"] is not None:
-        derived["tta_ratio"] = derived["tta_s"] / statistics.mean(ref_tta)
+    derived["tta_cpu_s"] = time_to_accuracy(row.get("curve") or [], ref_score, hib, clock="cpu_seconds")
+    for key, clock in (("tta_ratio", "seconds"), ("tta_cpu_ratio", "cpu_seconds")):
+        mine = derived["tta_s" if clock == "seconds" else "tta_cpu_s"]
+        ref_tta = [time_to_accuracy(r.get("curve") or [], ref_score, hib, clock=clock) for r in refs]
+        ref_tta = [t for t in ref_tta if t]
+        if ref_tta and mine is not None:
+            derived[key] = mine / statistics.mean(ref_tta)
     for key in [k for k in m if k.startswith("throughput_")]:
         vals = [r["metrics"].get(key) for r in refs if r["metrics"].get(key)]
         if vals and m.get(key):

@@ -108,6 +108,7 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
         "metric": task.metric,
         "higher_is_better": task.higher_is_better,
         "train_seconds": state.train_seconds,
+        "train_cpu_seconds": state.train_cpu_seconds,
         "train_steps": state.step,
         "final_loss": state.loss.item() if state.loss is not None else None,
         "step_seconds": state.train_seconds / max(1, state.step),

@@ -108,7 +108,7 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
                 state.optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 cbs.on_step_end(state)
-            state.train_seconds = timer.seconds
+            state.train_seconds, state.train_cpu_seconds = timer.seconds, timer.cpu_seconds
             if progress is not None:
                 progress(state)
             if state.step in evals:
@@ -117,7 +117,8 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
                 s = state.last_score = metrics["score"]
                 if state.best_score is None or (s > state.best_score if task.higher_is_better else s < state.best_score):
                     state.best_score = s
-                curve.append({"step": state.step, "seconds": round(timer.seconds, 4), **metrics,
+                curve.append({"step": state.step, "seconds": round(timer.seconds, 4),
+                              "cpu_seconds": round(timer.cpu_seconds, 4), **metrics,
                               **{k: v for k, v in state.log.items()}})
                 cbs.on_eval(state, metrics)
             if state.step >= total:

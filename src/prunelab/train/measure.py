@@ -121,10 +121,10 @@ TTA_FRACTION = 0.97
 
 
 def time_to_accuracy(curve: list[dict], reference: float, higher_is_better: bool = True,
-                     fraction: float = TTA_FRACTION) -> float | None:
-    """First training second at which the score reaches `fraction` of `reference`.
-
-    For lower-is-better metrics (perplexity) the target is reference / fraction."""
+                     fraction: float = TTA_FRACTION, clock: str = "seconds") -> float | None:
+    """First training second (`clock`: wall "seconds" or "cpu_seconds") at which the score
+    reaches `fraction` of `reference`. For lower-is-better metrics (perplexity) the target is
+    reference / fraction."""
     if reference is None:
         return None
     target = reference * fraction if higher_is_better else reference / fraction
@@ -133,19 +133,22 @@ def time_to_accuracy(curve: list[dict], reference: float, higher_is_better: bool
         if s is None:
             continue
         if (s >= target) if higher_is_better else (s <= target):
-            return float(point["seconds"])
+            return float(point[clock]) if clock in point else None
     return None
 
 
 @dataclass
 class Timer:
-    """Accumulates wall time of the enclosed blocks (training time with evals excluded)."""
+    """Accumulates wall time of the enclosed blocks (training time with evals excluded), and
+    this process's CPU time, which other processes on a shared machine do not inflate."""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def __enter__(self):
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.seconds += time.perf_counter() - self._t0
+        self.cpu_seconds += time.process_time() - self._c0
         return False
