@@ -17,11 +17,11 @@ METRICS = [("dev accuracy", "score", "{:.4f}"), ("TTA (s)", "tta_s", "{:.1f}"),
            ("TTA (process CPU s)", "tta_cpu_s", "{:.1f}"),
            ("train time (s)", "train_seconds", "{:.1f}"), ("train CPU time (s)", "train_cpu_seconds", "{:.1f}"),
            ("step time (s)", "step_seconds", "{:.3f}"),
-           ("peak train mem (MB, RSS)", "train_peak_mem_mb", "{:.0f}"),
+           ("peak train mem (MB)", "train_peak_mem_mb", "{:.0f}"),
            ("throughput bs32 (samples/s)", "throughput_bs32", "{:.1f}"),
            ("throughput bs128 (samples/s)", "throughput_bs128", "{:.1f}"),
            ("throughput real lengths", "throughput_real", "{:.1f}"),
-           ("inference peak mem (MB, RSS)", "inf_peak_mem_mb", "{:.0f}"),
+           ("inference peak mem (MB)", "inf_peak_mem_mb", "{:.0f}"),
            ("trainable params at start", "params_trainable_start", "{:,.0f}"),
            ("GFLOPs / sample (seq 128)", "flops_per_sample", "{:.3f}")]
 
@@ -33,8 +33,10 @@ def main():
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    ap.add_argument("--name", default="core", help="results file name (e.g. core-cuda for a GPU run)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(2)
     store = Store(STORE)
     ids = {"ft": [], "lora": []}
     for seed in args.seeds:
@@ -64,9 +66,9 @@ def main():
           f"(stratified, seeded), {sst2_config('ft', 0).train.max_steps} steps, batch 32, length-bucketed; "
           f"lr FT 5e-5, LoRA 5e-4 (r=8, alpha=16, q/v); full SST-2 dev set (872).\n"
           f"Mean ± std over seeds. TTA = first training second (evals excluded) at which dev accuracy "
-          f"reaches 97% of FT's final dev accuracy; the process-CPU variant is robust to other processes sharing the machine. Memory is the process's peak RSS on CPU (not CUDA).\n\n"
+          f"reaches 97% of FT's final dev accuracy; the process-CPU variant is robust to other processes sharing the machine. Memory: peak RSS of the process on CPU; torch.cuda.max_memory_allocated on CUDA.\n\n"
           + head + "\n".join(lines) + "\n")
-    write("core", data, md)
+    write(args.name, data, md)
     print(md)
 
 
