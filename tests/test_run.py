@@ -16,7 +16,7 @@ METRIC_KEYS = ["score", "train_seconds", "step_seconds", "train_peak_mem_mb", "t
 def tiny(sst2_dir, method="ft", seed=0, **kw):
     return RunConfig(model="tiny-bert", task="glue/sst2", method=method, seed=seed, data_dir=sst2_dir,
                      train=TrainConfig(batch_size=8, max_steps=6, eval_points=2, lr=1e-3, **kw),
-                     measure={"batch_sizes": [4, 8], "seq_len": 16, "repeats": 1, "warmup": 0})
+                     measure={"batch_sizes": [4, 8], "seq_len": 16, "repeats": 1, "warmup": 0, "min_seconds": 0})
 
 
 def test_cli_train_json_prints_every_metric(sst2_dir, tmp_path, capsys):

@@ -57,6 +57,7 @@ class MeasureConfig:
     real_lengths: bool = True           # also time the task's own dev batches
     warmup: int = 2
     repeats: int = 5
+    min_seconds: float = 0.5            # keep timing until this much time is measured
     flops: bool = True
 
     def __post_init__(self):
@@ -66,6 +67,7 @@ class MeasureConfig:
         _check_range("measure.seq_len", self.seq_len, lo=1)
         _check_range("measure.warmup", self.warmup, lo=0)
         _check_range("measure.repeats", self.repeats, lo=1)
+        _check_range("measure.min_seconds", self.min_seconds, lo=0)
 
 
 @dataclass

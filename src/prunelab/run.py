@@ -98,6 +98,7 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
     state = result.state
     model = plugin.finalize(state.model)
     model.eval()
+    release_training_memory(state)
     final = task.evaluate(model, dev_features, loaded.tokenizer, tc.eval_batch_size, device)
 
     metrics = {
@@ -128,6 +129,20 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
     return metrics, result.curve
 
 
+def release_training_memory(state) -> None:
+    """Drop optimizer state, the last batch and its graph before inference is measured, so
+    inference peak memory is the deployable model's, not the training leftovers'."""
+    import gc
+
+    state.optimizer = state.scheduler = state.batch = state.outputs = None
+    state._rebuild = None
+    if state.loss is not None:
+        state.loss = state.loss.detach()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def measure_inference(model, task, tokenizer, dev_features, config, device) -> dict:
     """Throughput at fixed shapes and at the task's real lengths, peak memory, params, FLOPs."""
     mc = config.measure
@@ -141,7 +156,8 @@ def measure_inference(model, task, tokenizer, dev_features, config, device) -> d
     with measure.PeakMemory(device) as mem:
         for bs in mc.batch_sizes:
             batch = measure.dummy_inputs(model, bs, mc.seq_len, device)
-            out[f"throughput_bs{bs}"] = measure.throughput(model, [batch], device, mc.warmup, mc.repeats)
+            out[f"throughput_bs{bs}"] = measure.throughput(model, [batch], device, mc.warmup, mc.repeats,
+                                                           mc.min_seconds)
         if mc.real_lengths and dev_features:
             batches = []
             for chunk in task.batches(dev_features, config.train.eval_batch_size, shuffle=False, seed=0):
@@ -153,7 +169,8 @@ def measure_inference(model, task, tokenizer, dev_features, config, device) -> d
                     b["decoder_input_ids"] = torch.full((b["input_ids"].shape[0], 1),
                                                         model.config.decoder_start_token_id or 0)
                 batches.append({k: v.to(device) for k, v in b.items()})
-            out["throughput_real"] = measure.throughput(model, batches, device, 1, max(1, mc.repeats // 2))
+            out["throughput_real"] = measure.throughput(model, batches, device, 1, max(1, mc.repeats // 2),
+                                                        mc.min_seconds)
     out["inf_peak_mem_mb"] = mem.peak_mb
     out["inf_peak_mem_kind"] = mem.kind
     return out

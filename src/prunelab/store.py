@@ -214,7 +214,11 @@ def _torch_threads():
 
 
 def git_sha() -> str | None:
+    """HEAD of the checkout prunelab runs from (+dirty), or $PRUNELAB_GIT_SHA where there is no
+    .git (a copy of the tree shipped to another machine)."""
     here = Path(__file__).resolve().parent
+    if os.environ.get("PRUNELAB_GIT_SHA"):
+        return os.environ["PRUNELAB_GIT_SHA"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:

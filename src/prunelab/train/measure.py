@@ -94,15 +94,19 @@ def _sync(device):
 
 
 @torch.no_grad()
-def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5) -> float:
-    """Median seconds for one pass over `batches` (a list of model-input dicts)."""
+def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
+                 min_seconds: float = 0.5) -> float:
+    """Median seconds for one pass over `batches` (a list of model-input dicts).
+
+    At least `repeats` timed passes, and more until `min_seconds` have been timed: a 4 ms
+    GPU pass timed five times is mostly noise."""
     model.eval()
     for _ in range(warmup):
         for b in batches:
             model(**b)
     _sync(device)
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 1000):
         t0 = time.perf_counter()
         for b in batches:
             model(**b)
@@ -111,9 +115,10 @@ def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: in
     return statistics.median(times)
 
 
-def throughput(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5) -> float:
+def throughput(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
+               min_seconds: float = 0.5) -> float:
     n = sum(b["input_ids"].shape[0] for b in batches)
-    return n / time_forward(model, batches, device, warmup, repeats)
+    return n / time_forward(model, batches, device, warmup, repeats, min_seconds)
 
 
 # -- time to accuracy -------------------------------------------------------------------
