@@ -1,0 +1,251 @@
+"""SDTP configuration: one dataclass, validated on construction.
+
+Definitions that the rest of the package relies on:
+
+Stage layers
+    A *stage* is a 0-indexed decoder layer whose **input** is pruned: the pruner scores the
+    hidden states entering that layer, and that layer and every later one run on the
+    survivors. ``layers`` picks them:
+      "schedule"  ``num_stages`` stages from 1-indexed layer 4 with a step of 3 on a 32-layer
+                  model (0-indexed 3, 6, ..., 30), spread over the same span when the model
+                  has another depth (30 layers: 3, 6, 9, 11, 14, 17, 20, 22, 25, 28)
+      "single"    only the first schedule layer ("prune only layer 4")
+      "fixed3"    3 stages spread over the schedule's span (32 layers: 3, 17, 30)
+      "first2" / "last2"  the first / last two schedule layers (communication ablation)
+      "3,6,9" or (3, 6, 9)  explicit 0-indexed layers, each in [1, num_layers - 1]
+
+Keep ratio
+    ``cum_s`` is the fraction of the prompt that survives stage s (s = 1..S):
+      keep_ratio_mode="per_stage": cum_s = keep_ratio ** s        (paper: 0.9 per stage,
+                                    so 0.9**10 = 0.349 of the prompt survives stage 10)
+      keep_ratio_mode="overall":   cum_s = keep_ratio ** (s / S)   (seed 004: 0.7 of the
+                                    prompt survives the last stage, whatever S is)
+    The number of tokens alive after stage s, for a prompt of n real tokens of which P are
+    protected, is exactly
+      count_protected=True:  max(P, ceil(cum_s * n))        (protected tokens use budget)
+      count_protected=False: P + ceil(cum_s * (n - P))       (protected tokens are extra)
+    with top-k selection. top-p / threshold selection choose their own counts (the ratio
+    still drives training). The last prompt token is always protected: it produces the
+    first output token.
+
+Protected tokens (``protect=True``): the first ``protect_first`` tokens and the last
+``max(protect_last, ceil(protect_last_frac * n))`` tokens of the prompt.
+
+Budget fields (train_*, eval_*, gen_*, latency_*) size a run; presets.py has tiny/cpu.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from prunelab.errors import PrunelabError, unknown
+
+PRUNERS = ("mlp", "saliency", "random")
+LAYER_SCHEDULES = ("schedule", "single", "fixed3", "first2", "last2")
+KEEP_MODES = ("per_stage", "overall")
+SELECTIONS = ("topk", "topp", "threshold")
+MASKS = ("hard", "soft")
+PROPAGATIONS = ("cumulative", "local")
+DTYPES = ("float32", "bfloat16", "float64")
+
+# Fields that change the trained pruner weights; everything else is inference/eval only,
+# so e.g. the RoPE or selection ablations reuse the baseline's trained pruners.
+TRAINING_FIELDS = (
+    "pruner", "layers", "num_stages", "keep_ratio", "keep_ratio_mode", "count_protected",
+    "protect", "protect_first", "protect_last", "protect_last_frac",
+    "lm_weight", "mse_weight", "rank_weight", "ratio_weight", "distill_weight", "rank_pairs",
+    "mask", "propagation", "gumbel_tau", "pruner_hidden_frac",
+    "train_steps", "train_batch_size", "train_seq_len", "train_cont_len", "lr", "dtype",
+)
+
+
+def _choice(kind: str, value, choices) -> None:
+    if value not in choices:
+        raise unknown(kind, value, choices)
+
+
+def _fraction(name: str, value, lo_open: bool = True) -> None:
+    ok = (0.0 < value <= 1.0) if lo_open else (0.0 <= value <= 1.0)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+        rng = "(0, 1]" if lo_open else "[0, 1]"
+        raise PrunelabError(f"SDTP {name} must be in {rng}, got {value!r}")
+
+
+def _positive_int(name: str, value, allow_zero: bool = False) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+        raise PrunelabError(f"SDTP {name} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
+
+
+def _int_tuple(name: str, value) -> tuple[int, ...]:
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    else:
+        parts = list(value)
+    try:
+        return tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise PrunelabError(f"SDTP {name} must be integers like '512,1024', got {value!r}") from None
+
+
+@dataclass
+class SDTPConfig:
+    # -- method ---------------------------------------------------------------------------
+    pruner: str = "mlp"                 # mlp (learned) | saliency (gradient x input, no MLP) | random
+    layers: str | tuple = "schedule"    # see module docstring
+    num_stages: int = 10                # stages of the "schedule" (before scaling to depth)
+    keep_ratio: float = 0.7
+    keep_ratio_mode: str = "overall"    # overall | per_stage (see module docstring)
+    count_protected: bool = True        # protected tokens count toward the keep budget
+    protect: bool = True                # head/tail preservation on/off
+    protect_first: int = 4
+    protect_last: int = 16
+    protect_last_frac: float = 0.0
+    rope_fix: bool = True               # False: survivors re-indexed 0..n-1 at each layer
+    lm_weight: float = 1.0
+    mse_weight: float = 1.0
+    rank_weight: float = 1.0
+    ratio_weight: float = 2.0           # DynamicViT's keep-ratio constraint
+    distill_weight: float = 0.0         # KL(dense || pruned) on the continuation
+    rank_pairs: int = 512               # sampled pairs per sequence and stage
+    selection: str = "topk"             # topk | topp | threshold (inference)
+    top_p: float = 0.9                  # topp: keep the fewest tokens holding this share of keep-probability mass
+    threshold: float = 0.5              # threshold: keep tokens whose keep probability >= this
+    mask: str = "hard"                  # hard (straight-through Gumbel) | soft (relaxed policy)
+    propagation: str = "cumulative"     # cumulative | local (each stage chooses from all tokens)
+    mask_update: bool = True            # False: dropped tokens are zeroed but stay attendable
+    gumbel_tau: float = 1.0
+    pruner_hidden_frac: float = 0.25    # MLP width as a fraction of the model width
+    pipeline_devices: int = 4           # simulated pipeline split for communication bytes
+    pipeline_prune_before_boundary: bool = True
+    # -- budget ---------------------------------------------------------------------------
+    train_steps: int = 150
+    train_batch_size: int = 1
+    train_seq_len: int = 256            # context + continuation
+    train_cont_len: int = 32            # unpruned continuation whose LM loss trains the pruners
+    lr: float = 1e-3
+    eval_samples: int = 16
+    eval_ctx_len: int = 1024
+    eval_cont_len: int = 64
+    gen_samples: int = 4
+    gen_ctx_len: int = 512
+    gen_tokens: int = 32
+    latency_lens: str | tuple = (512, 1024, 2048)
+    latency_repeats: int = 3
+    dtype: str = "float32"
+
+    PRESETS: ClassVar[dict] = {}        # filled by presets.py (registry reads config_cls.PRESETS)
+
+    def __post_init__(self):
+        _choice("SDTP pruner", self.pruner, PRUNERS)
+        if isinstance(self.layers, str) and self.layers in LAYER_SCHEDULES:
+            pass
+        elif isinstance(self.layers, (str, list, tuple)):
+            if isinstance(self.layers, str) and not any(c.isdigit() for c in self.layers):
+                raise unknown("SDTP layers", self.layers, list(LAYER_SCHEDULES) + ["'3,6,9' (explicit)"])
+            self.layers = tuple(sorted(set(_int_tuple("layers", self.layers))))
+            if not self.layers or min(self.layers) < 1:
+                raise PrunelabError(f"SDTP layers must be 0-indexed layers >= 1, got {self.layers!r}")
+        else:
+            raise unknown("SDTP layers", self.layers, LAYER_SCHEDULES)
+        _positive_int("num_stages", self.num_stages)
+        _fraction("keep_ratio", self.keep_ratio)
+        _choice("SDTP keep_ratio_mode", self.keep_ratio_mode, KEEP_MODES)
+        for name in ("count_protected", "protect", "rope_fix", "mask_update", "pipeline_prune_before_boundary"):
+            if not isinstance(getattr(self, name), bool):
+                raise PrunelabError(f"SDTP {name} must be true/false, got {getattr(self, name)!r}")
+        _positive_int("protect_first", self.protect_first, allow_zero=True)
+        _positive_int("protect_last", self.protect_last, allow_zero=True)
+        _fraction("protect_last_frac", self.protect_last_frac, lo_open=False)
+        for name in ("lm_weight", "mse_weight", "rank_weight", "ratio_weight", "distill_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise PrunelabError(f"SDTP {name} must be a number >= 0, got {v!r}")
+        _positive_int("rank_pairs", self.rank_pairs)
+        _choice("SDTP selection", self.selection, SELECTIONS)
+        _fraction("top_p", self.top_p)
+        _fraction("threshold", self.threshold, lo_open=False)
+        _choice("SDTP mask", self.mask, MASKS)
+        _choice("SDTP propagation", self.propagation, PROPAGATIONS)
+        if not self.gumbel_tau > 0:
+            raise PrunelabError(f"SDTP gumbel_tau must be > 0, got {self.gumbel_tau!r}")
+        _fraction("pruner_hidden_frac", self.pruner_hidden_frac)
+        _positive_int("pipeline_devices", self.pipeline_devices)
+        for name in ("train_steps", "train_batch_size", "train_seq_len", "train_cont_len",
+                     "eval_samples", "eval_ctx_len", "eval_cont_len", "gen_samples",
+                     "gen_ctx_len", "gen_tokens", "latency_repeats"):
+            _positive_int(name, getattr(self, name))
+        if self.train_cont_len >= self.train_seq_len:
+            raise PrunelabError(f"SDTP train_cont_len ({self.train_cont_len}) must be < train_seq_len ({self.train_seq_len})")
+        if not self.lr > 0:
+            raise PrunelabError(f"SDTP lr must be > 0, got {self.lr!r}")
+        self.latency_lens = _int_tuple("latency_lens", self.latency_lens)
+        if any(n < 2 for n in self.latency_lens):
+            raise PrunelabError(f"SDTP latency_lens must be >= 2, got {self.latency_lens!r}")
+        _choice("SDTP dtype", self.dtype, DTYPES)
+
+    # -- derived ----------------------------------------------------------------------------
+    def stage_layers(self, num_layers: int) -> list[int]:
+        """0-indexed layers whose input is pruned, for a model with `num_layers` layers."""
+        if isinstance(self.layers, tuple):
+            bad = [l for l in self.layers if l >= num_layers]
+            if bad:
+                raise PrunelabError(f"SDTP layers {bad} out of range for a {num_layers}-layer model (valid 1..{num_layers - 1})")
+            return list(self.layers)
+        if num_layers < 2:
+            raise PrunelabError("SDTP needs a model with at least 2 layers")
+        if self.layers == "single":
+            return _spread(num_layers, 1)
+        if self.layers == "fixed3":
+            return _spread(num_layers, 3)
+        full = _spread(num_layers, self.num_stages)
+        if self.layers == "first2":
+            return full[:2]
+        if self.layers == "last2":
+            return full[-2:]
+        return full
+
+    def cumulative_keep(self, num_stages: int) -> list[float]:
+        """cum_s for s = 1..S: the fraction of the prompt alive after stage s."""
+        if self.keep_ratio_mode == "per_stage":
+            return [self.keep_ratio ** s for s in range(1, num_stages + 1)]
+        return [self.keep_ratio ** (s / num_stages) for s in range(1, num_stages + 1)]
+
+    def training_key(self) -> dict:
+        d = {k: getattr(self, k) for k in TRAINING_FIELDS}
+        d["layers"] = list(d["layers"]) if isinstance(d["layers"], tuple) else d["layers"]
+        return d
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    def hash(self, extra: dict | None = None) -> str:
+        """Hash of the training-relevant fields (plus `extra`, e.g. model name and seed)."""
+        blob = json.dumps({"cfg": self.training_key(), "extra": extra or {}}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _spread(num_layers: int, stages: int) -> list[int]:
+    """`stages` layers from the paper's start (1-indexed 4 of 32) to the second-to-last layer.
+
+    For 32 layers and 10 stages this is exactly 3, 6, ..., 30 (start 4, step 3). Other
+    depths keep the same relative span; duplicates (tiny models) are merged.
+    """
+    start = max(1, int(3 * num_layers / 32 + 0.5))
+    last = max(start, num_layers - 2)
+    if stages == 1:
+        return [start]
+    pos = {int(start + i * (last - start) / (stages - 1) + 0.5) for i in range(stages)}
+    return sorted(p for p in pos if 1 <= p < num_layers)
+
+
+def ceil_count(x: float) -> int:
+    """ceil() that ignores float noise (0.7 * 10 = 7.000000000000001 must give 7)."""
+    return int(math.ceil(x - 1e-9))
