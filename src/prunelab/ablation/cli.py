@@ -1,0 +1,122 @@
+"""What `prunelab plan check|generate`, `prunelab ablate` and `prunelab report` call.
+
+Exit codes: plan_check returns 0 (everything resolved), 1 (some items skipped with
+skip_unresolved) or 2 (error, text is the one-line message); ablate returns 0 when every
+run is done, 1 when some failed (re-run the same command to retry them), and raises
+PrunelabError on bad input (the CLI prints it as one line).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from prunelab.ablation import presets as presets_mod
+from prunelab.ablation.executors import run_matrix
+from prunelab.ablation.generate import generate_plan
+from prunelab.ablation.matrix import build_matrix, study_name
+from prunelab.ablation.parse import load_plan
+from prunelab.ablation.report import write_report
+from prunelab.ablation.resolve import Resolution, resolve_plan
+from prunelab.ablation.studies import save_study, study_meta
+from prunelab.errors import PrunelabError
+from prunelab.store import DEFAULT_PATH, Store
+
+
+def _fmt_value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def describe_resolution(res: Resolution) -> str:
+    plan = res.plan
+    n_cells = sum(len(i.choices) for i in res.items)
+    out = [f"plan: {plan.name}" + (f" ({plan.source})" if plan.source else ""),
+           f"method: {res.method}; {len(plan.ablations)} ablations -> baseline + {n_cells} variant cells"]
+    for item in res.items:
+        a = item.ablation
+        out.append(f"  [{a.action.value}] {a.name}" + (f" ({a.id})" if a.id else "") + f": {a.ablated_part!r}")
+        for ch in item.choices:
+            ov = ", ".join(f"{k}={_fmt_value(v)}" for k, v in ch.overrides.items()) or "(defaults)"
+            out.append(f"      -> {ch.component}.{ch.label}  [{ov}]  match {ch.score:.2f}  <- {ch.text!r}")
+        out.append("      metrics: " + ", ".join(f"{m.text} -> {m.key}" + (f" ({m.spec.unit})" if m.spec.unit else "")
+                                              for m in item.metrics))
+        if a.hypothesis or a.expected_effect:
+            out.append(f"      hypothesis: {a.hypothesis or '-'}; expected: {a.expected_effect or '-'}")
+    if res.unresolved:
+        out.append(f"unresolved ({len(res.unresolved)}, skipped):")
+        out += [f"  {u.ablation}: {u.item!r}: {u.reason}" for u in res.unresolved]
+    if plan.sections:
+        out.append("paper sections: " + "; ".join(f"{s.number} {s.title} [{', '.join(s.ids)}]" for s in plan.sections))
+    return "\n".join(out)
+
+
+def resolution_json(res: Resolution) -> dict:
+    return {
+        "plan": res.plan.to_dict(),
+        "method": res.method,
+        "ablations": [{"name": i.ablation.name, "action": i.ablation.action.value,
+                       "choices": [{"component": c.component, "option": c.option, "value": c.value,
+                                    "overrides": c.overrides, "score": round(c.score, 3), "text": c.text}
+                                   for c in i.choices],
+                       "metrics": [m.to_dict() for m in i.metrics]} for i in res.items],
+        "unresolved": [vars(u) for u in res.unresolved],
+    }
+
+
+def plan_check(path, method: str | None = None, as_json: bool = False,
+               skip_unresolved: bool = False) -> tuple[str, int]:
+    try:
+        plan = load_plan(path, method=method)
+        res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
+    except PrunelabError as e:
+        if as_json:
+            return json.dumps({"error": str(e)}), 2
+        return f"error: {e}", 2
+    code = 1 if res.unresolved else 0
+    if as_json:
+        return json.dumps(resolution_json(res), indent=2, ensure_ascii=False, default=str), code
+    return describe_resolution(res), code
+
+
+def plan_generate(method: str) -> str:
+    return generate_plan(method)
+
+
+def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers: int = 1,
+           store: str | None = None, study: str | None = None, skip_unresolved: bool = False,
+           method: str | None = None, *, runner=None, overrides: list | dict | None = None,
+           progress: bool = True, retry_failed: bool = True, force: bool = False, reference: bool = True,
+           out=None) -> int:
+    out = out or sys.stdout
+    plan = load_plan(path, method=method)
+    res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
+    base = presets_mod.base_config(preset, res.method, overrides)
+    ref = presets_mod.reference_config(preset, res.method, overrides) if reference else None
+    study = study or f"{study_name(plan.name)}-{preset}"
+    matrix = build_matrix(res, base, seeds, study=study, reference=ref)
+    store_path = store or DEFAULT_PATH
+    st = Store(store_path)
+    save_study(st.path, study_meta(matrix, preset))
+    n_links = len(matrix.links())
+    print(f"study {study}: {len(matrix.cells)} cells x {len(matrix.seeds)} seeds = {n_links} "
+          f"({len(matrix.runs)} distinct runs), preset {preset} ({base.model} on {base.task}), store {st.path}",
+          file=out)
+    for note in matrix.notes:
+        print(f"note: {note}", file=out)
+    for u in res.unresolved:
+        print(f"skipped: {u.ablation}: {u.item!r}: {u.reason}", file=out)
+    summary = run_matrix(matrix, st, executor=executor, workers=workers, runner=runner, progress=progress,
+                         retry_failed=retry_failed, force=force)
+    print(f"{summary.done} run(s) done, {summary.skipped} already done, {summary.failed} failed"
+          + (f", {summary.elsewhere} running elsewhere" if summary.elsewhere else "")
+          + f" in {summary.seconds:.0f}s", file=out)
+    for cells, run_id, err in summary.failures[:10]:
+        print(f"  failed {cells} ({run_id[:8]}): {err.strip().splitlines()[0] if err.strip() else ''}", file=out)
+    if summary.failed:
+        print("re-run the same command to retry the failed runs (done runs are kept)", file=out)
+    print(f"report: prunelab report {study} --store {st.path}", file=out)
+    return 0 if summary.ok else 1
+
+
+def report(study: str, store: str | None = None, out_dir: str | None = None) -> list[str]:
+    return [str(p) for p in write_report(study, store or DEFAULT_PATH, Path(out_dir) if out_dir else None)]

@@ -1,0 +1,161 @@
+"""Executors with the simulated runner: fresh process per cell, skip done, retry failed,
+resume after the driver is killed with SIGKILL, Ray when installed."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from prunelab.ablation.executors import run_matrix
+from prunelab.ablation.fake import register_fake_methods
+from prunelab.ablation.matrix import build_matrix
+from prunelab.ablation.plan import Ablation, Plan
+from prunelab.ablation.presets import base_config
+from prunelab.ablation.resolve import resolve_plan
+from prunelab.store import Store
+
+RUNNER = "prunelab.ablation.fake:fake_runner"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(autouse=True)
+def fakes(monkeypatch, tmp_path):
+    register_fake_methods()
+    monkeypatch.setenv("PRUNELAB_FAKE_LOG", str(tmp_path / "calls.log"))
+    for k in ("PRUNELAB_FAKE_SLEEP", "PRUNELAB_FAKE_FAIL", "PRUNELAB_FAKE_FAIL_ONCE", "PRUNELAB_FAKE_CRASH"):
+        monkeypatch.delenv(k, raising=False)
+
+
+def small_matrix(seeds=2, study="s"):
+    plan = Plan("p", "fake_apt", [
+        Ablation(name="No KD", ablated_part="self-distillation", action="REMOVE"),
+        Ablation(name="Ratio", ablated_part="pruning ratio", action="ADD", replacement=["0.3"]),
+    ])
+    return build_matrix(resolve_plan(plan), base_config("tiny", "fake_apt"), seeds, study=study)
+
+
+def calls(tmp_path) -> list[str]:
+    f = tmp_path / "calls.log"
+    return f.read_text().split("\n")[:-1] if f.exists() else []
+
+
+def test_local_runs_each_cell_once_and_skips_done(tmp_path):
+    store = str(tmp_path / "runs.db")
+    m = small_matrix()
+    s = run_matrix(m, store, workers=2, runner=RUNNER, progress=False, poll_s=0.05)
+    assert (s.done, s.failed, s.skipped) == (6, 0, 0) and s.ok
+    rows = Store(store).study("s")
+    assert len(rows) == 6 and all(r["status"] == "done" for r in rows)
+    assert len({r["pid"] for r in rows}) == 6 and os.getpid() not in {r["pid"] for r in rows}  # fresh processes
+    assert len(calls(tmp_path)) == 6
+    s2 = run_matrix(m, store, workers=2, runner=RUNNER, progress=False, poll_s=0.05)
+    assert (s2.done, s2.skipped) == (0, 6)
+    assert len(calls(tmp_path)) == 6
+
+
+def test_failed_cells_are_retried(tmp_path, monkeypatch):
+    store = str(tmp_path / "runs.db")
+    monkeypatch.setenv("PRUNELAB_FAKE_FAIL_ONCE", str(tmp_path))
+    m = small_matrix(seeds=1)
+    s = run_matrix(m, store, workers=2, runner=RUNNER, progress=False, poll_s=0.05)
+    assert s.failed == 3 and not s.ok
+    assert all("simulated first-attempt failure" in err and "log:" in err for _, _, err in s.failures)
+    s2 = run_matrix(m, store, workers=2, runner=RUNNER, progress=False, retry_failed=False, poll_s=0.05)
+    assert (s2.done, s2.failed) == (0, 3)
+    s3 = run_matrix(m, store, workers=2, runner=RUNNER, progress=False, poll_s=0.05)
+    assert (s3.done, s3.failed) == (3, 0)
+    assert all(r["attempts"] == 2 for r in Store(store).runs())
+
+
+def test_a_crashing_cell_does_not_stop_the_others(tmp_path, monkeypatch):
+    store = str(tmp_path / "runs.db")
+    monkeypatch.setenv("PRUNELAB_FAKE_CRASH", "ratio/")
+    m = small_matrix(seeds=1)
+    s = run_matrix(m, store, workers=1, runner=RUNNER, progress=False, poll_s=0.05)
+    assert (s.done, s.failed) == (2, 1)
+    (cell, run_id, err), = s.failures
+    assert cell == "ratio/sparsity=0.3" and "exited with code 3" in err
+    assert Store(store).get(run_id)["status"] == "failed"
+
+
+def test_progress_lines(tmp_path, capsys):
+    store = str(tmp_path / "runs.db")
+    run_matrix(small_matrix(seeds=1), store, workers=1, runner=RUNNER, progress=True, poll_s=0.05)
+    err = capsys.readouterr().err
+    assert err.count(" start  ") == 3 and err.count(" done   ") == 3 and "[3/3]" in err
+
+
+DRIVER = textwrap.dedent("""
+    import sys
+    from prunelab.ablation.fake import register_fake_methods
+    register_fake_methods()
+    sys.path.insert(0, {tests!r})
+    from test_ablation_exec import small_matrix
+    from prunelab.ablation.executors import run_matrix
+    run_matrix(small_matrix(seeds=2, study="killed"), {store!r}, workers=1, runner={runner!r}, progress=False,
+               poll_s=0.05)
+""")
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, monkeypatch):
+    store = str(tmp_path / "runs.db")
+    monkeypatch.setenv("PRUNELAB_FAKE_SLEEP", "0.7")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    code = DRIVER.format(tests=str(Path(__file__).parent), store=store, runner=RUNNER)
+    driver = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if Path(store).exists() and any(r["status"] == "done" for r in Store(store).runs()):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the first cell never finished")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    finished = {r["id"] for r in Store(store).runs() if r["status"] == "done"}
+    assert finished and len(finished) < 6
+    monkeypatch.setenv("PRUNELAB_FAKE_SLEEP", "0")
+    s = run_matrix(small_matrix(seeds=2, study="killed"), store, workers=2, runner=RUNNER, progress=False,
+                   poll_s=0.05)
+    assert s.failed == 0 and s.done + s.skipped == 6 and s.skipped >= len(finished)
+    ids = [line.split()[0] for line in calls(tmp_path)]
+    for run_id in finished:
+        assert ids.count(run_id) == 1          # a finished cell never runs again
+    assert len(set(ids)) == 6 and len(ids) == 6  # the orphaned in-flight cell was waited for, not duplicated
+    assert all(r["status"] == "done" for r in Store(store).study("killed"))
+
+
+def test_ray_executor(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'prunelab[ray]' to test the ray executor")
+    store = str(tmp_path / "runs.db")
+    if not ray.is_initialized():
+        path = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "PRUNELAB_FAKE_LOG": str(tmp_path / "calls.log")}})
+    try:
+        m = small_matrix()
+        s = run_matrix(m, store, executor="ray", workers=2, runner=RUNNER, progress=False, gpus_per_cell=0)
+        assert (s.done, s.failed) == (6, 0)
+        pids = {r["pid"] for r in Store(store).runs()}
+        assert len(pids) == 6                   # max_calls=1: one worker process per cell
+        s2 = run_matrix(m, store, executor="ray", workers=2, runner=RUNNER, progress=False, gpus_per_cell=0)
+        assert s2.skipped == 6 and len(calls(tmp_path)) == 6
+    finally:
+        ray.shutdown()
+
+
+def test_unknown_executor_and_bad_workers(tmp_path):
+    from prunelab.errors import PrunelabError
+
+    with pytest.raises(PrunelabError, match="unknown executor"):
+        run_matrix(small_matrix(), str(tmp_path / "r.db"), executor="slurm")
+    with pytest.raises(PrunelabError, match="workers"):
+        run_matrix(small_matrix(), str(tmp_path / "r.db"), workers=0)

@@ -1,0 +1,225 @@
+"""Reports regenerated from a store: stats, verdicts, Markdown/LaTeX/CSV/PNG/HTML, paper section."""
+import csv
+import glob
+import io
+
+import pytest
+
+from prunelab.ablation import cli
+from prunelab.ablation.fake import fake_runner, register_fake_methods
+from prunelab.ablation.matrix import build_matrix
+from prunelab.ablation.parse import load_plan
+from prunelab.ablation.plan import Ablation, Plan
+from prunelab.ablation.presets import base_config
+from prunelab.ablation.report import write_report
+from prunelab.ablation.resolve import resolve_plan
+from prunelab.ablation.stats import Comparison, Expectation, expected_sign, paired, parse_expectations, verdict
+from prunelab.ablation.studies import save_study, study_meta
+from prunelab.errors import PrunelabError
+from prunelab.store import Store
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fakes():
+    register_fake_methods()
+
+
+# ----------------------------------------------------------------------------- stats
+
+@pytest.mark.parametrize("text, dims", [
+    ("Performance ↓, Speed ≈", [("performance", -1, 1), ("speed", 0, 1)]),
+    ("Performance ↓↓, Speed ↑↑", [("performance", -1, 2), ("speed", 1, 2)]),
+    ("Performance ↓ (moderate)", [("performance", -1, 1)]),
+    ("Small change", [("performance", 0, 1)]),
+    ("accuracy degrades and memory decreases", [("performance", -1, 1), ("memory", -1, 1)]),
+    ("faster inference", [("speed", 1, 1)]),
+])
+def test_parse_expectations(text, dims):
+    assert [(e.dimension, e.direction, e.strength) for e in parse_expectations(text)] == dims
+
+
+def test_expectations_from_hypothesis_and_implied():
+    assert parse_expectations(None, "Ranking loss is important")[0].direction == -1
+    crash = parse_expectations("Model crashes")[0]
+    assert crash.crash and crash.direction == -1
+    implied = parse_expectations(None, None, implied_action="REMOVE")[0]
+    assert implied.implied and implied.dimension == "performance"
+    assert parse_expectations(None, None, implied_action="ADD") == []
+
+
+def test_expected_sign_follows_metric_orientation():
+    perf_down = parse_expectations("Performance ↓")
+    assert expected_sign(perf_down, "score").direction == -1
+    assert expected_sign(perf_down, "perplexity").direction == 1       # worse = higher perplexity
+    assert expected_sign(perf_down, "score", higher_is_better=False).direction == 1
+    speed_up = parse_expectations("Speed ↑")
+    assert expected_sign(speed_up, "prefill_latency_s").direction == -1
+    assert expected_sign(speed_up, "train_peak_mem_mb") is None
+
+
+def test_paired_and_verdicts():
+    base = {0: 0.90, 1: 0.91, 2: 0.905}
+    worse = {0: 0.85, 1: 0.86, 2: 0.851}
+    c = paired(base, worse)
+    assert c.n == 3 and c.test == "t-test" and c.significant and c.mean_diff == pytest.approx(-0.0513, abs=1e-3)
+    assert c.ci[1] < 0 and c.p_value < 0.05
+    assert verdict(Expectation("performance", -1), c, 0.905) == "confirmed"
+    assert verdict(Expectation("performance", 1), c, 0.905) == "refuted"
+    same = paired(base, {0: 0.901, 1: 0.909, 2: 0.906})
+    assert verdict(Expectation("performance", 0), same, 0.905) == "confirmed"
+    assert verdict(Expectation("performance", 0), c, 0.905) == "refuted"
+    noisy = paired(base, {0: 0.95, 1: 0.86, 2: 0.90})
+    assert verdict(Expectation("performance", -1), noisy, 0.905) == "inconclusive"
+    assert verdict(Expectation("performance", -1), paired(base, {0: 0.5}), 0.905) == "inconclusive"
+    assert verdict(Expectation("performance", -1, crash=True), Comparison(0, None, None, None, None, "none", False),
+                   0.9, variant_failed=True) == "confirmed"
+    assert verdict(None, c, 0.9) == ""
+    many = paired({s: 0.9 + 0.001 * s for s in range(6)}, {s: 0.88 + 0.002 * (s % 2) for s in range(6)})
+    assert many.test == "t-test" and many.significant
+
+
+# ----------------------------------------------------------------------------- reports
+
+def synthetic_study(tmp_path):
+    """A fake_apt study with planted outcomes: confirmed, refuted, no-change, crash, pending."""
+    plan = Plan("synthetic apt plan", "fake_apt", [
+        Ablation(name="No KD", ablated_part="self-distillation", action="REMOVE", metrics=["accuracy", "Peak Memory (GB)"],
+                 expected_effect="Performance ↓", id="A1"),
+        Ablation(name="Random salience", ablated_part="salience", action="REPLACE", replacement=["random scoring"],
+                 metrics=["accuracy", "Inference Speedup"], hypothesis="random scoring is better", expected_effect="Performance ↑"),
+        Ablation(name="Uniform salience", ablated_part="salience", action="REPLACE", replacement=["uniform scoring"],
+                 metrics=["accuracy"], expected_effect="Performance ≈"),
+        Ablation(name="Gradual", ablated_part="pruning schedule", action="REPLACE", replacement=["gradual pruning"],
+                 metrics=["accuracy"], expected_effect="Model crashes"),
+        Ablation(name="Late", ablated_part="pruning schedule", action="REPLACE", replacement=["late pruning"],
+                 metrics=["accuracy"]),
+    ])
+    res = resolve_plan(plan)
+    m = build_matrix(res, base_config("tiny", "fake_apt"), [0, 1, 2], study="synth")
+    store = Store(tmp_path / "runs.db")
+    save_study(store.path, study_meta(m, "tiny"))
+    shift = {"baseline": 0.0, "no-kd/none": -0.05, "random-salience/random": -0.04,
+             "uniform-salience/uniform": 0.0005}
+    for run in m.runs:
+        cell = run.links[0][0]
+        for c, s in run.links:
+            store.link(m.study, c, s, run.run_id)
+        if cell == "late/late":
+            continue                                    # pending
+        store.start(run.run_id, run.config.to_dict(), {})
+        if cell == "gradual/gradual":
+            store.fail(run.run_id, "RuntimeError: NaN loss")
+            continue
+        seed = run.config.seed
+        metrics = {"score": 0.90 + 0.004 * seed + shift[cell] + 0.0003 * (seed % 2), "higher_is_better": True,
+                   "train_peak_mem_mb": 4096 + 10 * seed, "throughput_bs32": 100 + seed, "speedup": 2.0 + 0.01 * seed}
+        curve = [{"step": 1, "seconds": 5.0, "score": metrics["score"]}]
+        store.finish(run.run_id, metrics, curve)
+    return store, m
+
+
+def test_report_files_and_verdicts(tmp_path):
+    store, m = synthetic_study(tmp_path)
+    paths = write_report("synth", store, tmp_path / "out")
+    names = {p.name for p in paths}
+    assert {"report.md", "section.md", "report.tex", "results.csv", "report.html", "metric_score.png",
+            "metric_train_peak_mem_mb.png", "metric_speedup.png", "accuracy_vs_speedup.png"} <= names
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| No KD | none | accuracy | ↓ | -0.05 (-5.5%) | confirmed |" in md
+    assert "| Random salience | random (random scoring) | accuracy | ↑ | -0.04 (-4.4%) | REFUTED |" in md
+    assert "| Uniform salience | uniform (uniform scoring) | accuracy | ≈ | +0.0005 (+0.1%) | confirmed |" in md
+    assert "| Gradual | gradual (gradual pruning) | accuracy | crash | -- | confirmed |" in md
+    assert "[3 pending]" in md and "failed: RuntimeError: NaN loss" in md
+    assert "Peak Memory (GB) ↓" in md and "4.01 ± 0.0098" in md        # MB shown in GB
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "results.csv").read_text())))
+    kd = [r for r in rows if r["cell"] == "no-kd/none" and r["metric"] == "score"][0]
+    assert kd["verdict"] == "confirmed" and float(kd["delta"]) == pytest.approx(-0.05) and kd["n"] == "3"
+    assert float([r for r in rows if r["cell"] == "no-kd/none" and r["metric"] == "train_peak_mem_mb"][0]["mean"]) \
+        == pytest.approx(4106 / 1024 - 0.0, rel=1e-3)
+    tex = (tmp_path / "out" / "report.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "$\\pm$" in tex
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html and "src=\"http" not in html
+    section = (tmp_path / "out" / "section.md").read_text()
+    assert "#### 6.1 Effect of Self-distillation" in section
+    assert "which supports the expected effect (Performance ↓)" in section
+    assert "which contradicts the hypothesis “random scoring is better” and the expected effect" in section
+    assert "made every run fail (RuntimeError: NaN loss), as the plan expected" in section
+    assert "results pending (0/3 seeds finished)" in section
+
+
+def test_report_is_regenerated_from_the_store(tmp_path):
+    store, m = synthetic_study(tmp_path)
+    first = (tmp_path / "a")
+    write_report("synth", store.path, first)
+    run = m.run_of("late/late", 0)
+    store.start(run.run_id, run.config.to_dict(), {})
+    store.finish(run.run_id, {"score": 0.5}, [])
+    write_report("synth", store.path, tmp_path / "b")
+    assert "[3 pending]" in (first / "report.md").read_text()
+    assert "[2 pending]" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_unknown_study(tmp_path):
+    store, _ = synthetic_study(tmp_path)
+    with pytest.raises(PrunelabError, match="unknown study 'synt'; did you mean 'synth'"):
+        write_report("synt", store)
+    with pytest.raises(PrunelabError, match="no ablation study"):
+        write_report("x", Store(tmp_path / "empty.db"))
+
+
+def test_sdtp_section_follows_the_plan_layout(tmp_path):
+    found = glob.glob("/work/shared/seeds/004_*.txt")
+    if not found:
+        pytest.skip("seed 004 not found")
+    res = resolve_plan(load_plan(found[0]), "fake_sdtp")
+    m = build_matrix(res, base_config("tiny", "fake_sdtp"), [0, 1], study="sdtp-synth")
+    store = Store(tmp_path / "runs.db")
+    save_study(store.path, study_meta(m, "tiny"))
+    for run in m.runs:
+        for c, s in run.links:
+            store.link(m.study, c, s, run.run_id)
+        fake_runner(run.config, store)
+    write_report("sdtp-synth", store, tmp_path / "out")
+    section = (tmp_path / "out" / "section.md").read_text()
+    heads = [line for line in section.splitlines() if line.startswith("#### ")]
+    assert heads == ["#### 6.1 Effect of the Learnable Pruner", "#### 6.2 Contribution of Each Loss Component",
+                     "#### 6.3 Influence of Pruning Ratio", "#### 6.4 Role of Head/Tail Preservation",
+                     "#### 6.5 RoPE Index Correction Is Essential", "#### 6.6 Multi-Layer vs Single-Layer Pruning",
+                     "#### 6.7 Communication Reduction in Multi-GPU Inference"]
+    assert section.startswith("### 6. Ablation Studies\n\nTo better understand the contribution of each SDTP")
+    assert "Setting ratio to 0.3 changes perplexity from" in section
+    assert "the hypothesis “Learnable pruner performance > saliency” and the expected effect (Performance ↓, Speed ≈)" \
+        in section
+    assert "prefill speedup" in section
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## A1: Remove Pruner → Use saliency baseline" in md and "Expected effect: Performance ↓, Speed ≈." in md
+
+
+def test_cli_functions(tmp_path, monkeypatch, capsys):
+    found = glob.glob("/work/shared/seeds/002_*.txt")
+    if not found:
+        pytest.skip("seed 002 not found")
+    text, code = cli.plan_check(found[0], method="fake_apt")
+    assert code == 0 and "-> sparsity.sparsity=0.5" in text and "Pruning efficiency -> tta_s" in text
+    js, code = cli.plan_check(found[0], method="fake_apt", as_json=True)
+    assert code == 0 and '"component": "distill"' in js
+    text, code = cli.plan_check(found[0], method="nosuch")
+    assert code == 2 and text.startswith("error: unknown method")
+    plan = tmp_path / "p.md"
+    plan.write_text("# x\n### Ablation: A\n- Ablated Part: warp drive\n- Action: REMOVE\n"
+                    "### Ablation: B\n- Ablated Part: salience\n- Action: REPLACE\n- Replacement: random scoring\n")
+    text, code = cli.plan_check(str(plan), method="fake_apt", skip_unresolved=True)
+    assert code == 1 and "unresolved (1, skipped)" in text
+    assert cli.plan_generate("fake_apt").startswith("# prunelab/generated/fake_apt")
+
+    monkeypatch.setenv("PRUNELAB_FAKE_LOG", str(tmp_path / "calls.log"))
+    out = io.StringIO()
+    store = str(tmp_path / "runs.db")
+    code = cli.ablate(str(plan), preset="tiny", seeds=2, method="fake_apt", store=store, skip_unresolved=True,
+                      runner="prunelab.ablation.fake:fake_runner", workers=2, progress=False, out=out)
+    log = out.getvalue()
+    assert code == 0 and "study x-tiny: 3 cells x 2 seeds = 6 (6 distinct runs)" in log
+    assert "skipped: A: 'warp drive'" in log and "report: prunelab report x-tiny" in log
+    paths = cli.report("x-tiny", store, str(tmp_path / "rep"))
+    assert any(p.endswith("report.html") for p in paths)
