@@ -2,7 +2,7 @@
 prefill speedup vs the dense model at 512/1024/2048 tokens (interleaved repeats) against the
 analytic FLOPs limit, continuation perplexity and greedy-generation agreement.
 
-    PRUNELAB_DATA=/work/shared/data PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py   # ~20-35 min, 2 cores
+    PRUNELAB_DATA=../shared/data PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py   # ~20-35 min, 2 cores
     PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py --smoke    # tiny-llama, seconds
 
 Writes benchmarks/results/sdtp.json and sdtp.md. Trained pruners and saliency targets are

@@ -11,6 +11,7 @@ import pytest
 
 from prunelab.ablation import cli
 from prunelab.errors import PrunelabError
+from paths import SEEDS
 
 E2E = os.environ.get("PRUNELAB_E2E") == "1"
 
@@ -26,7 +27,7 @@ def need_method(name: str) -> None:
 
 
 def seed(prefix):
-    found = glob.glob(f"/work/shared/seeds/{prefix}_*.txt")
+    found = glob.glob(f"{SEEDS}/{prefix}_*.txt")
     if not found:
         pytest.skip("seed plans not found")
     return found[0]

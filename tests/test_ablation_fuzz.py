@@ -7,8 +7,9 @@ import pytest
 from prunelab.ablation.parse import load_plan
 from prunelab.ablation.plan import Plan
 from prunelab.errors import PrunelabError
+from paths import SEEDS as SEEDS_DIR
 
-SEEDS = sorted(glob.glob("/work/shared/seeds/00[0124]_*.txt"))
+SEED_FILES = sorted(glob.glob(f"{SEEDS_DIR}/00[0124]_*.txt"))
 PIECES = ["### Ablation: ", "- **Ablated Part**: ", "- **Action**: ", "REPLACE", "REMOVE", "ADD", "- **Replacement**:",
           "  - ", "- **Metrics**: ", "|", "| A1 | x | k=v | h | ↓ |", "|---|---|", "{", "}", "[", "]", '"', ":",
           "\n", "    ", "**", "`", "<div>", "</div>", "<style>", "ðŸ", "↓↓", "→", "#### 6.1 X\n(A1–A9 results)",
@@ -17,11 +18,11 @@ PIECES = ["### Ablation: ", "- **Ablated Part**: ", "- **Action**: ", "REPLACE",
 
 def _texts():
     texts = []
-    for path in SEEDS:
+    for path in SEED_FILES:
         with open(path, encoding="utf-8") as f:
             texts.append(f.read())
     if texts:
-        p = load_plan(SEEDS[0])
+        p = load_plan(SEED_FILES[0])
         texts += [p.to_jsonl(), p.to_yaml()]
     return texts
 
@@ -66,7 +67,7 @@ def check(text: str, fmt=None) -> None:
     assert isinstance(plan, Plan) and plan.ablations
 
 
-@pytest.mark.skipif(not SEEDS, reason="seed plans not found under /work/shared/seeds")
+@pytest.mark.skipif(not SEED_FILES, reason=f"seed plans not found under {SEEDS_DIR}")
 def test_random_mutations_never_crash():
     rng = random.Random(1234)
     texts = _texts()
@@ -76,7 +77,7 @@ def test_random_mutations_never_crash():
         check(mutate(base, rng), fmt)
 
 
-@pytest.mark.skipif(not SEEDS, reason="seed plans not found under /work/shared/seeds")
+@pytest.mark.skipif(not SEED_FILES, reason=f"seed plans not found under {SEEDS_DIR}")
 def test_every_truncation_point_of_a_seed_is_handled():
     text = _texts()[2]
     for cut in range(0, len(text), 37):

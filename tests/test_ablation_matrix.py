@@ -10,6 +10,7 @@ from prunelab.ablation.plan import Ablation, Plan
 from prunelab.ablation.presets import base_config, reference_config
 from prunelab.ablation.resolve import resolve_plan
 from prunelab.errors import PrunelabError
+from paths import SEEDS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -18,7 +19,7 @@ def fakes():
 
 
 def seed(prefix):
-    found = glob.glob(f"/work/shared/seeds/{prefix}_*.txt")
+    found = glob.glob(f"{SEEDS}/{prefix}_*.txt")
     if not found:
         pytest.skip("seed plans not found")
     return found[0]

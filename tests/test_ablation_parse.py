@@ -9,8 +9,8 @@ from prunelab.ablation.parse import detect_method, load_plan, sniff
 from prunelab.ablation.plan import Ablation, Action, Plan
 from prunelab.ablation.text import clean_lines, fix_mojibake
 from prunelab.errors import PrunelabError
+from paths import SEEDS
 
-SEEDS = Path("/work/shared/seeds")
 
 
 def seed(prefix: str) -> str:

@@ -17,6 +17,7 @@ from prunelab.ablation.stats import Comparison, Expectation, expected_sign, pair
 from prunelab.ablation.studies import save_study, study_meta
 from prunelab.errors import PrunelabError
 from prunelab.store import Store
+from paths import SEEDS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -169,7 +170,7 @@ def test_unknown_study(tmp_path):
 
 
 def test_sdtp_section_follows_the_plan_layout(tmp_path):
-    found = glob.glob("/work/shared/seeds/004_*.txt")
+    found = glob.glob(f"{SEEDS}/004_*.txt")
     if not found:
         pytest.skip("seed 004 not found")
     res = resolve_plan(load_plan(found[0]), "fake_sdtp")
@@ -197,7 +198,7 @@ def test_sdtp_section_follows_the_plan_layout(tmp_path):
 
 
 def test_cli_functions(tmp_path, monkeypatch, capsys):
-    found = glob.glob("/work/shared/seeds/002_*.txt")
+    found = glob.glob(f"{SEEDS}/002_*.txt")
     if not found:
         pytest.skip("seed 002 not found")
     text, code = cli.plan_check(found[0], method="fake_apt")

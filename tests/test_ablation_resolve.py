@@ -12,6 +12,7 @@ from prunelab.ablation.plan import Ablation, Plan
 from prunelab.ablation.resolve import parse_number, resolve_ablation, resolve_plan
 from prunelab.errors import PrunelabError
 from prunelab.methods.registry import Component, Method, get_method, register_method
+from paths import SEEDS
 
 
 @dataclasses.dataclass
@@ -32,7 +33,7 @@ def toy_apt():
 
 
 def seed(prefix):
-    found = glob.glob(f"/work/shared/seeds/{prefix}_*.txt")
+    found = glob.glob(f"{SEEDS}/{prefix}_*.txt")
     if not found:
         pytest.skip("seed plans not found")
     return found[0]
