@@ -1,0 +1,264 @@
+"""What to remove: block costs, salience density, one global ranking, the budget search, masks.
+
+Blocks (paper section 4.2): attention heads, FFN neurons and hidden dimensions (one hidden
+mask shared by every layer). With grouped KV heads (LLaMA) the unit is a whole KV group (one
+kv head and its q heads): HF's attention repeats kv heads uniformly, so only whole groups can
+go without breaking it.
+
+Cost in parameters (paper Eqs. 10-12, counted from the live modules so that biases, gated
+FFNs, GQA and T5's cross-attention are exact; the code's param.py does the same by formula):
+
+    size(n, d') = d' * sum_b c_b n_b + sum_b e_b n_b + f d'
+
+with, per unit of block b, c_b weights per hidden dim (MHA head: 4 d_h; GQA group of g q
+heads: (2g + 2) d_h; neuron: n_up + 1) and e_b bias entries (q/k/v or up biases), and f bias
+entries per hidden dim (o and down biases). The cost of one unit is c_b d' + e_b, of one
+hidden dim sum_b c_b n_b + f. Norm weights (2 d' per norm) are not counted: under 0.1% of the
+budget for BERT-size models. The budget is over the layers' linear parameters, i.e. the
+non-embedding encoder parameters the paper counts.
+
+Selection (paper Eq. 14, code ``DensityBSMaskPruner``): density = salience / cost, all units
+of all types in one list sorted by density, and the largest prefix whose size is within the
+budget. The size of a prefix is monotone in its length, so the search is a binary search
+(``torch.searchsorted``) over the prefix sizes, which are computed in one vectorised pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class AttnInfo:
+    index: int
+    layer: int
+    kind: str
+    units: int          # heads (MHA) or kv groups (GQA) currently present
+    group: int          # q heads per unit
+    head_dim: int
+    c: int              # weight entries per unit per hidden dim
+    e: int              # bias entries per unit
+
+
+@dataclass
+class FFNInfo:
+    index: int
+    layer: int
+    units: int
+    c: int
+    e: int
+
+
+@dataclass
+class Structure:
+    attn: list = field(default_factory=list)
+    ffn: list = field(default_factory=list)
+    hidden: int = 0
+    f: int = 0          # bias entries per hidden dim
+
+    @classmethod
+    def from_family(cls, family, group_sizes: dict | None = None) -> "Structure":
+        """Read the current widths from the family's blocks (after any physical pruning)."""
+        s = cls(hidden=int(family.hidden_size))
+        for i, blk in enumerate(family.attention_blocks()):
+            hd = int(blk.head_dim)
+            n_q = blk.q.out_features // hd
+            n_kv = blk.k.out_features // hd
+            g = (n_q // n_kv) if n_kv else (group_sizes or {}).get(i, 1)
+            gqa = g > 1
+            units = n_kv if gqa else n_q
+            c = (2 * g + 2) * hd if gqa else 4 * hd
+            e = (g * hd * (blk.q.bias is not None) + hd * (blk.k.bias is not None)
+                 + hd * (blk.v.bias is not None))
+            s.attn.append(AttnInfo(i, int(blk.layer), str(blk.kind), units, g, hd, c, e))
+            s.f += int(blk.o.bias is not None)
+        for i, blk in enumerate(family.ffn_blocks()):
+            ups = list(blk.up)
+            s.ffn.append(FFNInfo(i, int(blk.layer), ups[0].out_features, len(ups) + 1,
+                                 sum(int(u.bias is not None) for u in ups)))
+            s.f += int(blk.down.bias is not None)
+        return s
+
+    def size(self) -> int:
+        w = sum(a.c * a.units for a in self.attn) + sum(b.c * b.units for b in self.ffn)
+        e = sum(a.e * a.units for a in self.attn) + sum(b.e * b.units for b in self.ffn)
+        return self.hidden * w + e + self.f * self.hidden
+
+    def unit_costs(self) -> dict:
+        """Current cost in parameters of one unit of each block, and of one hidden dim."""
+        d = self.hidden
+        w = sum(a.c * a.units for a in self.attn) + sum(b.c * b.units for b in self.ffn)
+        return {"head": {a.index: a.c * d + a.e for a in self.attn},
+                "neuron": {b.index: b.c * d + b.e for b in self.ffn},
+                "hidden": w + self.f}
+
+
+def measured_size(family) -> int:
+    """Parameters of every attention / FFN linear, counted from the tensors themselves."""
+    seen, total = set(), 0
+    for blk in family.attention_blocks():
+        for lin in (blk.q, blk.k, blk.v, blk.o):
+            for p in (lin.weight, lin.bias):
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+    for blk in family.ffn_blocks():
+        for lin in (*blk.up, blk.down):
+            for p in (lin.weight, lin.bias):
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+    return total
+
+
+# -- selection ---------------------------------------------------------------------------------
+@dataclass
+class Keep:
+    """Boolean keep-vectors: per attention block (units), per FFN block (neurons), hidden."""
+    head: dict
+    neuron: dict
+    hidden: torch.Tensor
+
+    def counts(self) -> dict:
+        return {"heads": {b: int(v.sum()) for b, v in self.head.items()},
+                "neurons": {b: int(v.sum()) for b, v in self.neuron.items()},
+                "hidden": int(self.hidden.sum())}
+
+
+def densities(structure: Structure, scores: dict, is_density: bool = False) -> dict:
+    """salience / cost per unit (scores: {"head": {b: t}, "neuron": {b: t}, "hidden": t})."""
+    if is_density:
+        return scores
+    costs = structure.unit_costs()
+    return {"head": {b: v / max(1, costs["head"][b]) for b, v in scores["head"].items()},
+            "neuron": {b: v / max(1, costs["neuron"][b]) for b, v in scores["neuron"].items()},
+            "hidden": scores["hidden"] / max(1, costs["hidden"])}
+
+
+def select(structure: Structure, density: dict, target: float, enabled=("head", "neuron", "hidden")) -> Keep:
+    """Largest top-density prefix whose size is <= target (a parameter count).
+
+    Units of types not in `enabled` are always kept; their parameters count towards the
+    budget and the search runs over the enabled units only.
+    """
+    parts, kinds, blocks, coef_w, coef_e, forced = [], [], [], [], [], []
+    for a in structure.attn:
+        parts.append(density["head"][a.index].double().cpu())
+        kinds.append(torch.zeros(a.units, dtype=torch.long))
+        blocks.append(torch.full((a.units,), a.index, dtype=torch.long))
+        coef_w.append(torch.full((a.units,), float(a.c), dtype=torch.float64))
+        coef_e.append(torch.full((a.units,), float(a.e), dtype=torch.float64))
+        forced.append(torch.full((a.units,), "head" not in enabled))
+    for b in structure.ffn:
+        parts.append(density["neuron"][b.index].double().cpu())
+        kinds.append(torch.ones(b.units, dtype=torch.long))
+        blocks.append(torch.full((b.units,), b.index, dtype=torch.long))
+        coef_w.append(torch.full((b.units,), float(b.c), dtype=torch.float64))
+        coef_e.append(torch.full((b.units,), float(b.e), dtype=torch.float64))
+        forced.append(torch.full((b.units,), "neuron" not in enabled))
+    parts.append(density["hidden"].double().cpu())
+    kinds.append(torch.full((structure.hidden,), 2, dtype=torch.long))
+    blocks.append(torch.arange(structure.hidden))
+    coef_w.append(torch.zeros(structure.hidden, dtype=torch.float64))
+    coef_e.append(torch.zeros(structure.hidden, dtype=torch.float64))
+    forced.append(torch.full((structure.hidden,), "hidden" not in enabled))
+
+    dens = torch.nan_to_num(torch.cat(parts), nan=0.0)
+    kind, block, cw, ce = torch.cat(kinds), torch.cat(blocks), torch.cat(coef_w), torch.cat(coef_e)
+    fixed = torch.cat(forced)
+    is_hidden = (kind == 2).double()
+    w0, e0, d0 = float(cw[fixed].sum()), float(ce[fixed].sum()), float(is_hidden[fixed].sum())
+    free = torch.nonzero(~fixed).flatten()
+    order = free[torch.argsort(dens[free], descending=True, stable=True)]
+    w = w0 + cw[order].cumsum(0)
+    e = e0 + ce[order].cumsum(0)
+    d = d0 + is_hidden[order].cumsum(0)
+    base = torch.tensor([d0 * w0 + e0 + structure.f * d0], dtype=torch.float64)
+    sizes = torch.cat([base, d * w + e + structure.f * d])
+    # sizes is non-decreasing: the largest i with sizes[i] <= target is a binary search
+    n_keep = int(torch.searchsorted(sizes, torch.tensor([float(target)], dtype=torch.float64), right=True)) - 1
+    keep_flat = fixed.clone()
+    keep_flat[order[:max(0, n_keep)]] = True
+
+    keep = Keep({}, {}, torch.zeros(structure.hidden, dtype=torch.bool))
+    for a in structure.attn:
+        keep.head[a.index] = keep_flat[(kind == 0) & (block == a.index)]
+    for b in structure.ffn:
+        keep.neuron[b.index] = keep_flat[(kind == 1) & (block == b.index)]
+    keep.hidden = keep_flat[kind == 2]
+    return keep
+
+
+def keep_size(structure: Structure, keep: Keep) -> int:
+    """size() of the structure after applying keep (for checks and logs)."""
+    d = int(keep.hidden.sum())
+    w = sum(a.c * int(keep.head[a.index].sum()) for a in structure.attn) + \
+        sum(b.c * int(keep.neuron[b.index].sum()) for b in structure.ffn)
+    e = sum(a.e * int(keep.head[a.index].sum()) for a in structure.attn) + \
+        sum(b.e * int(keep.neuron[b.index].sum()) for b in structure.ffn)
+    return d * w + e + structure.f * d
+
+
+# -- masks --------------------------------------------------------------------------------------
+class MaskState:
+    """Soft masks in [0, 1]: +-lr per window step towards the current selection, snap at pruning.
+
+    Masks of units that stay at 1 are not handed to the family (an all-ones mask only costs
+    time), so outside mask windows the model runs unmasked.
+    """
+
+    def __init__(self, structure: Structure, device=None):
+        self.device = device
+        self.reset(structure)
+
+    def reset(self, structure: Structure) -> None:
+        self.head = {a.index: torch.ones(a.units, device=self.device) for a in structure.attn}
+        self.neuron = {b.index: torch.ones(b.units, device=self.device) for b in structure.ffn}
+        self.hidden = torch.ones(structure.hidden, device=self.device)
+        self.group = {a.index: a.group for a in structure.attn}
+
+    def _all(self):
+        yield from (("head", b, m) for b, m in self.head.items())
+        yield from (("neuron", b, m) for b, m in self.neuron.items())
+        yield ("hidden", None, self.hidden)
+
+    def move(self, keep: Keep, lr: float) -> None:
+        for kind, b, m in self._all():
+            k = keep.hidden if kind == "hidden" else getattr(keep, kind)[b]
+            step = torch.where(k.to(m.device), lr, -lr)
+            m.add_(step).clamp_(0.0, 1.0)
+
+    def snap(self, keep: Keep) -> None:
+        for kind, b, m in self._all():
+            k = keep.hidden if kind == "hidden" else getattr(keep, kind)[b]
+            m.copy_(k.to(m.device, m.dtype))
+
+    def is_binary(self) -> bool:
+        return all(bool(((m == 0) | (m == 1)).all()) for _, _, m in self._all())
+
+    def all_ones(self) -> bool:
+        return all(bool((m == 1).all()) for _, _, m in self._all())
+
+    def zero_units(self) -> dict:
+        """Where masks are exactly 0 (virtually pruned units), as boolean vectors."""
+        return {"head": {b: m == 0 for b, m in self.head.items()},
+                "neuron": {b: m == 0 for b, m in self.neuron.items()},
+                "hidden": self.hidden == 0}
+
+    def as_keep(self) -> Keep:
+        return Keep({b: m > 0 for b, m in self.head.items()}, {b: m > 0 for b, m in self.neuron.items()},
+                    self.hidden > 0)
+
+    def family_masks(self) -> dict:
+        """Keyword arguments for family.set_masks(): only masks that are not all ones."""
+        head = {b: m.clone() for b, m in self.head.items() if not bool((m == 1).all())}
+        neuron = {b: m.clone() for b, m in self.neuron.items() if not bool((m == 1).all())}
+        hidden = None if bool((self.hidden == 1).all()) else self.hidden.clone()
+        return {"head_mask": head, "neuron_mask": neuron, "hidden_mask": hidden}
+
+
+def unit_heads(unit_keep: torch.Tensor, group: int) -> list[int]:
+    """Kept units (heads or kv groups) -> kept q-head indices."""
+    units = torch.nonzero(unit_keep).flatten().tolist()
+    return [u * group + j for u in units for j in range(group)]
