@@ -52,6 +52,14 @@ class LoRAPlugin(MethodPlugin):
         return model.merge_and_unload()
 
 
+def lora_plugin_from(loaded, task, config) -> LoRAPlugin:
+    """A LoRA plugin from another method's config fields lora_r/lora_alpha/lora_dropout/lora_targets
+    (methods that tune with LoRA before or while they prune)."""
+    lc = LoRAConfig(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                    targets=config.lora_targets)
+    return LoRAPlugin(loaded, lc, task)
+
+
 def build(loaded, config: LoRAConfig, ctx) -> MethodPlugin:
     return LoRAPlugin(loaded, config, ctx.task)
 

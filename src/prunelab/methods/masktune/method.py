@@ -135,11 +135,9 @@ class MaskTunePlugin(MethodPlugin):
         self.report: dict = {}
 
     def _lora(self):
-        from prunelab.methods.lora import LoRAConfig, LoRAPlugin
+        from prunelab.methods.lora import lora_plugin_from
 
-        c = self.config
-        lc = LoRAConfig(r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout, targets=c.lora_targets)
-        return LoRAPlugin(self.loaded, lc, self.ctx.task)
+        return lora_plugin_from(self.loaded, self.ctx.task, self.config)
 
     def prepare(self, model):
         if self.config.base == "lora":
