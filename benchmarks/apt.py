@@ -230,6 +230,17 @@ def fmt(x, f="{:.3f}"):
     return "-" if x is None else f.format(x)
 
 
+def _progress(method: str, seed: int):
+    """Log a line every 50 steps (a run takes minutes to an hour on a shared 2-core machine)."""
+    t0 = time.time()
+
+    def report(state):
+        if state.step % 50 == 0:
+            print(f"  {method} seed {seed}: step {state.step}/{state.total_steps}, {time.time() - t0:.0f} s, "
+                  f"last dev {state.last_score}", flush=True)
+    return report
+
+
 def main():
     from prunelab.derived import with_derived
     from prunelab.run import run
@@ -254,7 +265,7 @@ def main():
                 ids[method].append(cfg.resolve().hash())
                 continue
             wait_for_other_process(store, cfg)
-            row = run(cfg, store)
+            row = run(cfg, store, progress=_progress(method, seed))
             print(method, seed, row["status"], m(row, "score") or row.get("error"), flush=True)
             ids[method].append(row["id"])
         rows = collect()

@@ -52,6 +52,14 @@ PAPER = {
     "APT": dict(sst2=94.5, tta=592.1, mem=70.1, inf_time=41.3, inf_mem=78.1),
 }
 
+MEMORY_NOTE = {
+    "cpu": "Memory is the process's peak RSS on CPU (it includes the Python heap), so ratios matter, not MB.",
+    "cuda": "Training ran on CUDA: memory is torch.cuda.max_memory_allocated (MB), APT's measure.",
+}
+
+# APT results written by benchmarks/apt.py: the CPU file, else the one from the lent GPU machine
+APT_FILES = ("apt.json", "apt-cuda.json")
+
 # Written after looking at the results (re-render with --report-only after editing).
 DISCUSSION = ""
 
@@ -91,21 +99,29 @@ def apt_rows(store, ref_cfg) -> tuple[list[dict], str]:
         for r in rows:                      # newest per seed
             by_seed[r["seed"]] = r
         return list(by_seed.values()), f"store {STORE} (method 'apt', {len(by_seed)} seeds)"
-    path = RESULTS / "apt.json"
-    if path.exists():
+    for name in APT_FILES:
+        path = RESULTS / name
+        if not path.exists():
+            continue
         try:
             data = json.loads(path.read_text())
         except ValueError:
-            return [], "apt.json unreadable"
+            continue
         found = _apt_from_json(data)
         if found:
-            return found, "benchmarks/results/apt.json"
-    return [], "no APT results yet (neither store rows nor benchmarks/results/apt.json)"
+            prov = data.get("provenance", {}) if isinstance(data, dict) else {}
+            return found, (f"benchmarks/results/{name} ({prov.get('date', '?')}, {len(found)} seeds; TTA and memory "
+                           "ratios as derived there against its own FT runs of the same config)")
+    return [], "no APT results yet (neither store rows nor benchmarks/results/apt*.json)"
 
 
 def _apt_from_json(data) -> list[dict]:
-    """Best effort: a list of run rows, or {"runs"|"rows": [...]} / {"methods": {"apt": {metric: [per seed]}}}."""
+    """Best effort: {"runs": {"apt": [rows]}} (benchmarks/apt.py), a list of run rows under "runs"/"rows",
+    or {"methods": {"apt": {metric: [per seed]}}}."""
     if isinstance(data, dict):
+        runs = data.get("runs")
+        if isinstance(runs, dict) and isinstance(runs.get("apt"), list):
+            return [r for r in runs["apt"] if isinstance(r, dict) and r.get("metrics")]
         for key in ("runs", "rows"):
             if isinstance(data.get(key), list):
                 return [r for r in data[key] if isinstance(r, dict) and r.get("metrics")
@@ -231,7 +247,8 @@ COLUMNS = [  # header, metric key, format, scale
 def metric(row: dict, key: str):
     m = row.get("metrics") or {}
     if key == "nonemb_kept":
-        return m.get("nonemb_param_ratio", 1.0 if m.get("params") else None)
+        v = m.get("nonemb_param_ratio", m.get("apt_nonemb_param_ratio"))
+        return v if v is not None else (1.0 if m.get("params") else None)
     return m.get(key)
 
 
@@ -362,8 +379,12 @@ def render(summary: dict, rows: dict, meta: dict, apt_source: str) -> str:
         "Mean ± std over seeds; '(k/n)' = only k of n seeds have a value (e.g. TTA when a seed never reached "
         "97% of FT's dev accuracy). TTA = first training second (evals excluded) at which dev accuracy reaches "
         "97% of FT's final dev accuracy; it includes pruning work done inside the loop (Mask Tuning's "
-        "pipeline, CoFi's masks). Memory is the process's peak RSS on CPU (not CUDA), so ratios matter, not MB. "
-        "Speedup = inference throughput / FT's (random tokens, seq 128; 'real' = the dev set's own lengths).\n\n"
+        "pipeline, CoFi's masks). " + MEMORY_NOTE[meta.get("device", "cpu")] +
+        " Speedups: every pruned model and the dense FT model timed round-robin in one process on the CPU with "
+        "2 torch threads (random tokens, seq 128), as benchmarks/apt.py does; 'FLOPs limit' = dense / pruned FLOPs "
+        "from torch's FLOP counter, which has no entry for the CPU SDPA kernel, so it counts the linear layers "
+        "only (attention scores and context, 2*s^2*d_h per head, are missing). 'real lengths' = the run's own "
+        "throughput on the dev set, measured inside the run (on the training device).\n\n"
         "## Results\n\n" + head + body + "\n\n"
         "## Normalised to FT, APT Table 2 style (RoBERTa-base numbers from the paper for reference)\n\n"
         "Train time = TTA / FT's TTA (wall, and process CPU time, which the load of other processes on this "
@@ -371,6 +392,33 @@ def render(summary: dict, rows: dict, meta: dict, apt_source: str) -> str:
         "to FT's; all in %. '—' = not reached (TTA) or not measured.\n\n" + t2 +
         "\n## Orderings (ours vs paper Table 2)\n\n| quantity | ours | paper (RoBERTa-base) |\n|---|---|---|\n"
         + "\n".join(orders) + "\n\n## Method details\n\n" + "\n".join(extras) + "\n\n" + discussion)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "method_args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+def compatible_done_row(store, cfg) -> dict | None:
+    """A finished row of the same config recorded before the core config grew new fields (e.g.
+    measure.min_seconds): every key the old row has must match; keys it lacks are new defaults.
+    Runs are too slow on this shared CPU to redo for a field added after they finished."""
+    want = cfg.resolve()
+    row = store.get(want.hash())
+    if row and row["status"] == "done":
+        return row
+    cur = _flat(want.to_dict())
+    skip = {"study", "cell", "data_dir", "output_dir", "log_dir"}
+    for r in reversed(store.runs(status="done", method=want.method, model=want.model, task=want.task, seed=want.seed)):
+        old = _flat(r.get("config") or {})
+        if all(old[k] == cur[k] for k in old if k in cur and k not in skip) and set(old) - set(cur) <= skip:
+            return r
+    return None
 
 
 def wait_for_other_process(store, cfg, poll: float = 30.0) -> None:
@@ -401,27 +449,35 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny-bert, a few steps, temporary store; writes nothing")
     ap.add_argument("--report-only", action="store_true", help="render from the store without running anything")
     ap.add_argument("--no-speed", action="store_true", help="skip the interleaved inference timing")
+    ap.add_argument("--only", nargs="+", default=None, help="train only these rows (labels, e.g. FT LoRA LoRA+Prune); "
+                    "implies --no-report")
+    ap.add_argument("--out", default=None, help="also copy baselines.json/.md (and nothing else) into this folder")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     store = Store("/tmp/prunelab_baselines_smoke.db" if args.smoke else STORE)
     rows: dict[str, list[dict]] = {}
-    # the baselines first; FT / LoRA last: core.py (or apt.py) may be training those very rows now
-    plan = [(seed, label, cfg) for seed in args.seeds for label, cfg in configs(seed, args.smoke)]
-    plan.sort(key=lambda x: x[1] in ("FT", "LoRA"))
+    # seed by seed (a partial run still gives complete rows); within a seed the references FT
+    # (TTA, memory and speed ratios) and the baselines first, LoRA last
+    first = {"LoRA+Prune": 0, "FT": 1, "Prune+Distill": 2, "LoRA+Prune+Distill": 3, "LoRA": 4}
+    plan = [(seed, label, cfg) for seed in args.seeds for label, cfg in configs(seed, args.smoke)
+            if args.only is None or label in args.only]
+    plan.sort(key=lambda x: (args.seeds.index(x[0]), first.get(x[1], 9)))
     for seed, label, cfg in plan:
         if args.report_only:
-            row = store.get(cfg.resolve().hash())
-            if not row or row["status"] != "done":
+            row = compatible_done_row(store, cfg)
+            if not row:
                 continue
         else:
             t = time.perf_counter()
             wait_for_other_process(store, cfg)
-            row = run(cfg, store)
+            row = compatible_done_row(store, cfg) or run(cfg, store)
             print(f"{label:20s} seed {seed} {row['status']} score "
                   f"{(row.get('metrics') or {}).get('score')} ({time.perf_counter() - t:.0f} s)",
                   row.get("error") or "", flush=True)
         rows.setdefault(label, []).append(row)
+    if args.only is not None:
+        return
     order = [lab for lab, *_ in ROWS]
     rows = {lab: sorted(rows[lab], key=lambda r: r["seed"]) for lab in order if lab in rows}
     rows = {lab: [with_derived(store.get(r["id"]), store) for r in rs] for lab, rs in rows.items()}
@@ -434,7 +490,7 @@ def main():
         speed = interleaved_speed(rows)
         attach_speed(rows, speed)
     summary = summarise(rows)
-    meta = {"provenance": provenance(), "seeds": args.seeds, "wall_seconds": time.perf_counter() - t0,
+    meta = {"provenance": provenance(), "seeds": args.seeds, "device": "cuda" if torch.cuda.is_available() else "cpu", "wall_seconds": time.perf_counter() - t0,
             "apt_source": apt_source, "reg_lr": REG_LR, "retune_fraction": RETUNE_FRACTION}
     md = render(summary, rows, meta, apt_source)
     data = {**meta, "settings": {lab: cfg.resolve().to_dict() for lab, cfg in configs(args.seeds[0], args.smoke)},
@@ -445,6 +501,11 @@ def main():
         print(md)
         return
     write("baselines", data, md)
+    if args.out:
+        import shutil
+
+        for ext in ("json", "md"):
+            shutil.copy(RESULTS / f"baselines.{ext}", os.path.join(args.out, f"baselines.{ext}"))
     print(md)
 
 

@@ -146,6 +146,9 @@ def accumulate(model, family, unit, batches, teacher_masks, student_masks, cls_o
     cap = Capture(model, proj)
     w = proj.weight.detach().double()                     # [D, in]
     bias = proj.bias.detach().double() if proj.bias is not None else 0.0
+    if kind == "neuron":
+        wk = w[:, kept]                                   # [D, k] down columns of the kept neurons
+        wtw = wk.t() @ wk                                 # batch-independent half of A^T A
     try:
         for batch in batches:
             family.set_masks(head_mask=dict(enumerate(teacher_masks[0])), neuron_mask=dict(enumerate(teacher_masks[1])))
@@ -172,8 +175,8 @@ def accumulate(model, family, unit, batches, teacher_masks, student_masks, cls_o
                 atb[k] += b.sum()
             else:
                 a = x[:, kept]                            # [N, k] activations
-                wk = w[:, kept]                           # [D, k] down columns
-                ata += (a.t() @ a) * (wk.t() @ wk)
+                # A = [a_n * w_n for kept n] flattened over (token, output): A^T A = (a^T a) o (W^T W)
+                ata += (a.t() @ a) * wtw
                 atb += ((b @ wk) * a).sum(0)
     finally:
         cap.remove()
