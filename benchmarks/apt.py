@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from common import SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
+from common import pruned_like, SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
 
 APT_LR = 1e-3
 APT_ARGS = {"sparsity": 0.6}
@@ -57,22 +57,6 @@ def wait_for_other_process(store, cfg, poll: float = 30.0) -> None:
 
 
 # -- interleaved inference ----------------------------------------------------------------------------
-def pruned_like(widths: dict):
-    """MiniLM-L6 with the given per-layer widths (which units are kept does not change speed)."""
-    from prunelab.models.load import load_model
-    from prunelab.tasks import get_task
-
-    loaded = load_model("minilm-l6", get_task("glue/sst2"))
-    fam = loaded.family
-    for b, n in enumerate(widths["heads"]):
-        fam.prune_heads(b, list(range(n)))
-    for b, n in enumerate(widths["ffn"]):
-        fam.prune_neurons(b, list(range(n)))
-    if widths["hidden"] < fam.hidden_size:
-        fam.prune_hidden(list(range(widths["hidden"])))
-    return loaded.model.eval()
-
-
 def interleaved_speed(apt_widths: list[dict]) -> dict:
     from prunelab.models.load import load_model
     from prunelab.tasks import get_task

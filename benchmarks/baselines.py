@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from common import RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
+from common import pruned_like, RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
 
 # Budget adaptations of the baselines (everything else: the methods' published defaults)
 COFI_PRESET = "small"  # our 8000-example SST-2 subset is the size of CoFi's small tasks (CoLA: 8.5k), so
@@ -153,22 +153,6 @@ def widths_of(row: dict) -> dict | None:
         return [total // layers + (1 if i < total % layers else 0) for i in range(layers)]
     return {"heads": spread(int(m["heads_kept"])), "ffn": spread(int(m["neurons_kept"])),
             "hidden": int(m.get("hidden_kept") or 384), "approximate": True}
-
-
-def pruned_like(widths: dict):
-    """MiniLM-L6 with the given per-layer widths (which units are kept does not change speed)."""
-    from prunelab.models.load import load_model
-    from prunelab.tasks import get_task
-
-    loaded = load_model("minilm-l6", get_task("glue/sst2"))
-    fam = loaded.family
-    for b, n in enumerate(widths["heads"]):
-        fam.prune_heads(b, list(range(n)))
-    for b, n in enumerate(widths["ffn"]):
-        fam.prune_neurons(b, list(range(n)))
-    if widths["hidden"] < fam.hidden_size:
-        fam.prune_hidden(list(range(widths["hidden"])))
-    return loaded.model.eval()
 
 
 def interleaved_speed(rows: dict[str, list[dict]]) -> dict:

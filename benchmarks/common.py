@@ -72,3 +72,19 @@ def write(name: str, data: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
+
+
+def pruned_like(widths: dict):
+    """MiniLM-L6 with the given per-layer widths (which units are kept does not change speed)."""
+    from prunelab.models.load import load_model
+    from prunelab.tasks import get_task
+
+    loaded = load_model("minilm-l6", get_task("glue/sst2"))
+    fam = loaded.family
+    for b, n in enumerate(widths["heads"]):
+        fam.prune_heads(b, list(range(n)))
+    for b, n in enumerate(widths["ffn"]):
+        fam.prune_neurons(b, list(range(n)))
+    if widths["hidden"] < fam.hidden_size:
+        fam.prune_hidden(list(range(widths["hidden"])))
+    return loaded.model.eval()
