@@ -133,6 +133,21 @@ def test_resume_after_the_driver_is_killed(tmp_path, monkeypatch):
     assert all(r["status"] == "done" for r in Store(store).study("killed"))
 
 
+def test_two_drivers_on_one_store_run_each_cell_once(tmp_path, monkeypatch):
+    # both drivers see all six cells as to-do; the cells' atomic claim decides who runs each,
+    # and the loser's driver waits for the holder's row instead of running it again
+    store = str(tmp_path / "runs.db")
+    monkeypatch.setenv("PRUNELAB_FAKE_SLEEP", "0.3")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    code = DRIVER.format(tests=str(Path(__file__).parent), store=store, runner=RUNNER)
+    drivers = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(2)]
+    for d in drivers:
+        assert d.wait(180) == 0
+    ids = [line.split()[0] for line in calls(tmp_path)]
+    assert len(ids) == 6 and len(set(ids)) == 6
+    assert all(r["status"] == "done" for r in Store(store).study("killed"))
+
+
 def test_ray_executor(tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'prunelab[ray]' to test the ray executor")
     store = str(tmp_path / "runs.db")

@@ -4,7 +4,9 @@ import subprocess
 import sys
 import textwrap
 
-from prunelab.store import Store, environment
+import pytest
+
+from prunelab.store import AlreadyDone, AlreadyRunning, Store, environment
 
 
 def test_start_finish_fail(tmp_path):
@@ -14,7 +16,9 @@ def test_start_finish_fail(tmp_path):
     s.finish("a", {"score": 0.5}, [{"step": 1, "seconds": 0.1, "score": 0.5}])
     row = s.get("a")
     assert row["status"] == "done" and row["metrics"]["score"] == 0.5 and row["curve"][0]["step"] == 1
-    s.start("a", {"method": "ft"}, {})          # a re-run replaces the row
+    with pytest.raises(AlreadyDone):
+        s.start("a", {"method": "ft"}, {})      # a done run is not claimed again by accident
+    s.start("a", {"method": "ft"}, {}, force=True)   # a forced re-run replaces the row
     assert s.get("a")["status"] == "running" and s.get("a")["attempts"] == 2
     s.fail("a", "boom")
     assert s.get("a")["status"] == "failed" and s.get("a")["error"] == "boom"
@@ -56,3 +60,29 @@ def test_environment_records_versions_and_seed():
     env = environment(7, "cpu")
     assert env["seed"] == 7 and env["device"] == "cpu" and env["versions"]["torch"]
     assert "git_sha" in env
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from prunelab.store import Store
+    Store(sys.argv[1]).start("h", {"method": "ft"}, {})
+    print("claimed", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_live_holder_cannot_be_claimed_twice_but_a_dead_one_can(tmp_path):
+    db = str(tmp_path / "r.db")
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert p.stdout.readline().strip() == "claimed"
+        with pytest.raises(AlreadyRunning, match=f"pid {p.pid}"):
+            Store(db).start("h", {"method": "ft"}, {})
+        assert Store(db).get("h")["pid"] == p.pid           # the holder's row is untouched
+    finally:
+        p.kill()
+        p.wait()
+    Store(db).start("h", {"method": "ft"}, {})              # its process is gone: the run is free
+    row = Store(db).get("h")
+    assert row["pid"] == os.getpid() and row["attempts"] == 2

@@ -11,7 +11,7 @@ import torch
 
 from prunelab.config import RunConfig
 from prunelab.errors import PrunelabError
-from prunelab.store import Store, environment
+from prunelab.store import AlreadyDone, Store, environment
 from prunelab.train import measure
 from prunelab.train.loop import TrainingDiverged, set_seed, train
 
@@ -43,7 +43,10 @@ def run(config: RunConfig, store: Store | str | None = None, *, force: bool = Fa
     existing = store.get(run_id)
     if existing and existing["status"] == "done" and not force:
         return with_derived(existing, store)
-    store.start(run_id, config.to_dict(), environment(config.seed, device_name()))
+    try:
+        store.start(run_id, config.to_dict(), environment(config.seed, device_name()), force=force)
+    except AlreadyDone:                   # another process finished it since we looked
+        return with_derived(store.get(run_id), store)
     curve: list = []
     try:
         metrics, curve = execute(config, progress=progress)

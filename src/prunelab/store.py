@@ -16,6 +16,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from prunelab.errors import PrunelabError
+
 DEFAULT_PATH = "runs/prunelab.db"
 
 SCHEMA = """
@@ -39,6 +41,14 @@ CREATE TABLE IF NOT EXISTS study_cells (
 """
 
 
+class AlreadyRunning(PrunelabError):
+    """Another live process on this host holds the run."""
+
+
+class AlreadyDone(PrunelabError):
+    """The run finished (in another process) before this one could claim it."""
+
+
 class Store:
     def __init__(self, path: str | os.PathLike = DEFAULT_PATH):
         self.path = str(path)
@@ -58,11 +68,23 @@ class Store:
             conn.close()
 
     # -- writes (each one transaction) --------------------------------------------------
-    def start(self, run_id: str, config: dict, env: dict) -> None:
+    def start(self, run_id: str, config: dict, env: dict, *, force: bool = False) -> None:
+        """Claim `run_id` for this process, atomically. Two processes that race for one run
+        (a killed driver's orphan cell and its resume, or two drivers on one store) cannot both
+        run it: the loser gets AlreadyRunning and should wait for the winner's row. A done run
+        is claimed again only with force=True (else AlreadyDone: someone finished it meanwhile)."""
         now = time.time()
         with self._connect() as c:
             c.execute("BEGIN IMMEDIATE")
-            prev = c.execute("SELECT attempts FROM runs WHERE id=?", (run_id,)).fetchone()
+            prev = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if prev is not None and prev["status"] == "done" and not force:
+                c.execute("ROLLBACK")
+                raise AlreadyDone(f"run {run_id} is already done")
+            if prev is not None and prev["pid"] != os.getpid():
+                seen = _row(prev)         # reads a dead process's 'running' on this host as failed
+                if seen["status"] == "running" and seen["host"] == socket.gethostname():
+                    c.execute("ROLLBACK")
+                    raise AlreadyRunning(f"run {run_id} is already running (pid {prev['pid']} on {prev['host']})")
             attempts = (prev["attempts"] + 1) if prev else 1
             c.execute(
                 "INSERT OR REPLACE INTO runs (id, method, model, task, seed, status, error, config, metrics,"

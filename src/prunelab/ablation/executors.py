@@ -5,6 +5,9 @@ Resume contract, keyed by the config hash in the store:
   failed, or running with a dead pid on this host -> run again (retry_failed=True)
   running with a live pid on this host (e.g. left by a driver that was killed: its cell
   processes keep going)        -> waited for, not duplicated
+A cell claims its row atomically (Store.start) when it starts; one that finds the row held by
+another live process exits with EXIT_ELSEWHERE and the driver waits for the holder instead,
+so an orphan that had not started yet when its driver died is not run twice either.
   running on another host      -> reported, not waited for
 Each run writes its own row (start -> finish/fail) from its own process, so killing the
 driver (even with SIGKILL) loses no finished run: the next `ablate` picks up where it was.
@@ -24,7 +27,7 @@ from typing import Callable
 
 import prunelab
 from prunelab.ablation.matrix import Matrix, Run
-from prunelab.ablation.worker import execute_cell, runner_spec
+from prunelab.ablation.worker import ELSEWHERE, EXIT_ELSEWHERE, execute_cell, runner_spec
 from prunelab.errors import PrunelabError
 from prunelab.store import Store
 
@@ -91,9 +94,9 @@ def run_matrix(matrix: Matrix, store: Store | str, *, executor: str = "local", w
     try:
         if todo:
             if executor == "local":
-                _local(todo, path, runner, workers, rep, summary, poll_s)
+                _local(todo, path, runner, workers, rep, summary, poll_s, waiting)
             else:
-                _ray(todo, path, runner, workers, rep, summary, cpus_per_cell, gpus_per_cell, ray_address)
+                _ray(todo, path, runner, workers, rep, summary, cpus_per_cell, gpus_per_cell, ray_address, waiting)
         if waiting:
             _wait_for(waiting, store, rep, summary, poll_s)
     finally:
@@ -113,7 +116,8 @@ def _record(result: dict, run: Run, rep: "Reporter", summary: Summary) -> None:
         rep.failed(run, err)
 
 
-def _local(todo: list[Run], store_path: str, runner, workers: int, rep, summary, poll_s: float) -> None:
+def _local(todo: list[Run], store_path: str, runner, workers: int, rep, summary, poll_s: float,
+           waiting: list[Run]) -> None:
     spec = runner_spec(runner)
     env = dict(os.environ)
     root = str(Path(prunelab.__file__).resolve().parent.parent)
@@ -129,6 +133,9 @@ def _local(todo: list[Run], store_path: str, runner, workers: int, rep, summary,
             time.sleep(poll_s)
             for p in [p for p in active if p.poll() is not None]:
                 run = active.pop(p)
+                if p.returncode == EXIT_ELSEWHERE:    # another process claimed it first: wait for that one
+                    waiting.append(run)
+                    continue
                 row = Store(store_path).get(run.run_id)
                 log = _log_path(store_path, run)
                 crashed = p.returncode not in (0, 1)     # 1: the worker's own "run failed"
@@ -181,7 +188,7 @@ def _mark_failed(store_path: str, run: Run, error: str) -> None:
 
 
 def _ray(todo: list[Run], store_path: str, runner, workers: int, rep, summary, cpus: float, gpus: float | None,
-         address: str | None) -> None:
+         address: str | None, waiting: list[Run]) -> None:
     try:
         import ray
     except ImportError:
@@ -215,6 +222,9 @@ def _ray(todo: list[Run], store_path: str, runner, workers: int, rep, summary, c
                 except Exception as e:  # noqa: BLE001 - worker crash, OOM kill, ...
                     result = {"status": "failed", "error": f"ray task failed: {type(e).__name__}: {e}"}
                     _mark_failed(store_path, run, result["error"])
+                if result.get("status") == ELSEWHERE:
+                    waiting.append(run)
+                    continue
                 _record(result, run, rep, summary)
     except BaseException:
         for ref in inflight:

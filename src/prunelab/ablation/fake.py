@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from prunelab.config import RunConfig
 from prunelab.methods.registry import Component, Method, register_method
-from prunelab.store import Store
+from prunelab.store import AlreadyDone, Store
 
 
 def reference_components(method: str) -> dict[str, Component]:
@@ -189,7 +189,10 @@ def fake_runner(config: RunConfig, store: Store | str, *, force: bool = False) -
     row = store.get(run_id)
     if row and row["status"] == "done" and not force:
         return row
-    store.start(run_id, config.to_dict(), {"fake": True, "seed": config.seed})
+    try:
+        store.start(run_id, config.to_dict(), {"fake": True, "seed": config.seed}, force=force)
+    except AlreadyDone:
+        return store.get(run_id)
     log = os.environ.get("PRUNELAB_FAKE_LOG")
     if log:
         with open(log, "a") as f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -17,9 +18,11 @@ from typing import Callable
 
 from prunelab.config import RunConfig
 from prunelab.errors import PrunelabError
-from prunelab.store import Store
+from prunelab.store import AlreadyRunning, Store
 
 DEFAULT_RUNNER = "prunelab.run:run"
+ELSEWHERE = "elsewhere"    # status when another live process holds the run: wait for it
+EXIT_ELSEWHERE = 4
 
 
 def load_runner(runner: Callable | str | None) -> Callable:
@@ -47,7 +50,8 @@ def runner_spec(runner: Callable | str | None) -> str:
 
 
 def execute_cell(runner: Callable | str | None, config: dict, store_path: str) -> dict:
-    """Run one config in this process; always leaves the row done or failed. Returns a summary."""
+    """Run one config in this process; leaves the row done or failed, unless another live process
+    holds it (status 'elsewhere': that process writes the row). Returns a summary."""
     t0 = time.time()
     cfg = RunConfig.from_dict(config)
     run_id = cfg.hash()
@@ -56,25 +60,35 @@ def execute_cell(runner: Callable | str | None, config: dict, store_path: str) -
         row = load_runner(runner)(cfg, store_path) or {}
         out.update(id=row.get("id") or run_id, status=row.get("status", "failed"), error=row.get("error"),
                    metrics=row.get("metrics") or {})
+    except AlreadyRunning as e:
+        out.update(status=ELSEWHERE, error=str(e))
     except PrunelabError as e:
         out["error"] = str(e)
     except BaseException as e:  # noqa: BLE001 - a cell's crash must not take the driver down
         out["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
     finally:
         try:
-            store = Store(store_path)
-            row = store.get(out["id"])
-            if row is None or row["status"] != "done":
-                if row is None:
-                    store.start(out["id"], cfg.to_dict(), {"seed": cfg.seed})
-                if out["status"] == "done":
-                    out["status"] = "failed"
-                    out["error"] = out["error"] or "the runner returned 'done' but the store row is not"
-                store.fail(out["id"], out["error"] or "run did not finish")
+            if out["status"] != ELSEWHERE:     # else not ours: the holder writes the row
+                _settle(Store(store_path), out, cfg)
         except Exception as e:  # noqa: BLE001
             out["error"] = (out["error"] or "") + f" (and the store could not be updated: {e})"
     out["seconds"] = time.time() - t0
     return out
+
+
+def _settle(store: Store, out: dict, cfg: RunConfig) -> None:
+    """Leave the row done or failed, whatever the runner did."""
+    row = store.get(out["id"])
+    if row is not None and row["status"] == "done":
+        return
+    if row is not None and row["status"] == "running" and row["pid"] != os.getpid():
+        return                                 # a live process elsewhere holds it: not ours to fail
+    if row is None:
+        store.start(out["id"], cfg.to_dict(), {"seed": cfg.seed})
+    if out["status"] == "done":
+        out["status"] = "failed"
+        out["error"] = out["error"] or "the runner returned 'done' but the store row is not"
+    store.fail(out["id"], out["error"] or "run did not finish")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     result = execute_cell(args.runner, config, args.store)
     if result.get("error"):
         print(f"prunelab worker: {result['error']}", file=sys.stderr)
+    if result["status"] == ELSEWHERE:
+        return EXIT_ELSEWHERE
     return 0 if result["status"] == "done" else 1
 
 
