@@ -3,10 +3,11 @@
   tiny   random tiny models (tiny-bert / tiny-llama), a few dozen examples, a handful of
          steps: a whole seed plan runs in minutes on a laptop CPU. Used by the tests.
   cpu    MiniLM-L6 on SST-2 subsets (APT and the other encoder methods; lr 1e-3 as in
-         examples/apt.yaml, FT 5e-5, LoRA 5e-4), SmolLM2-135M on WikiText-2 (SDTP, the
-         method's `cpu` budget). Sized for a seed plan (about 10 cells x 3 seeds) in about 2 h
-         on 2 idle CPU cores: 120 steps of batch 32 per encoder run (~3-4 min each; measured:
-         8.5 min and 72% SST-2 dev accuracy for one APT run on 2 cores loaded ~4x by other jobs).
+         examples/apt.yaml, FT 5e-5, LoRA 5e-4), SmolLM2-135M on WikiText-2 (SDTP, its
+         `study` budget: 40 training sequences, perplexity on 4 windows of 512 tokens, latency
+         at 512 and 1024). Sized so a seed plan fits in about 2 h of one CPU core: an encoder
+         run (120 steps of batch 32) takes ~1 min, an SDTP run ~2.5 min (seed 000: 30 runs,
+         seed 004: 42 runs).
   paper  RoBERTa-base on GLUE (APT: 40 epochs, lr 2e-4, batch 32, weight decay 0.1, the
          method's `paper` preset) and LLaMA-2-7B for SDTP (the method's `paper` preset).
          Needs GPUs and the Hugging Face hub. T5-base runs: `--set model=t5-base task=cnn_dm`.

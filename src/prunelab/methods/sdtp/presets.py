@@ -27,6 +27,12 @@ BUDGETS = {
     "cpu": dict(train_steps=150, train_batch_size=1, train_seq_len=256, train_cont_len=32, rank_pairs=512,
                 eval_samples=16, eval_ctx_len=1024, eval_cont_len=64, gen_samples=4, gen_ctx_len=512,
                 gen_tokens=32, latency_lens=(512, 1024, 2048), latency_repeats=3),
+    # what `prunelab ablate --preset cpu` runs: seed 004's plan is 14 cells x 3 seeds, so a run
+    # gets ~2.5 min of one core (measured: 270 s with 48 steps and 6 windows, 82 s of it the
+    # saliency targets, which are cached per seed and stage layout)
+    "study": dict(train_steps=40, train_batch_size=1, train_seq_len=256, train_cont_len=32, rank_pairs=256,
+                  eval_samples=4, eval_ctx_len=512, eval_cont_len=32, gen_samples=1, gen_ctx_len=256,
+                  gen_tokens=8, latency_lens=(512, 1024), latency_repeats=3),
 }
 
 # What the registry's make_config(preset=...) sees: method presets (cpu budget) and combos.
@@ -34,7 +40,7 @@ SDTPConfig.PRESETS = {
     **{name: dict(p) for name, p in METHOD_PRESETS.items()},
     **{f"{name}-{b}": {**p, **BUDGETS[b]} for name, p in METHOD_PRESETS.items() for b in BUDGETS},
     "tiny": {**METHOD_PRESETS["seed"], **BUDGETS["tiny"]},
-    "cpu": {**METHOD_PRESETS["seed"], **BUDGETS["cpu"]},
+    "cpu": {**METHOD_PRESETS["seed"], **BUDGETS["study"]},
 }
 
 
