@@ -8,8 +8,9 @@ FT, LoRA, LoRA+Prune (Mask Tuning), Prune+Distill (CoFi), LoRA+Prune+Distill, AP
 Every method gets the same data budget as the core and APT benchmarks (benchmarks/common.py:
 8000 stratified SST-2 training examples, 500 steps of batch 32, 10 dev evaluations, full dev
 set); FT and LoRA rows are the same store rows as core.py's (identical configs hash alike).
-APT's row is read from the store (method "apt", same model/task/training settings) or, failing
-that, from benchmarks/results/apt.json. Writes benchmarks/results/baselines.json and .md.
+APT runs here too, with benchmarks/apt.py's config (the same store rows as apt.py's when both
+ran on one machine), so every row shares the machine; with --only and no APT label its row is
+read from the store or benchmarks/results/apt.json. Writes benchmarks/results/baselines.json and .md.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 
 import torch
 
+from apt import APT_ARGS, APT_LR
 from common import pruned_like, RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
 
 # Budget adaptations of the baselines (everything else: the methods' published defaults)
@@ -40,6 +42,7 @@ ROWS = [  # label, method, lr, method args
     ("LoRA+Prune", "lora_prune", LORA_LR, {"retune_fraction": RETUNE_FRACTION}),
     ("Prune+Distill", "prune_distill", FT_LR, {"preset": COFI_PRESET, "reg_lr": REG_LR}),
     ("LoRA+Prune+Distill", "lora_prune_distill", LORA_LR, {"preset": COFI_PRESET, "reg_lr": REG_LR}),
+    ("APT", "apt", APT_LR, APT_ARGS),  # benchmarks/apt.py's config, run here so every row shares the machine
 ]
 
 # APT paper Table 2 (RoBERTa-base, SST-2 column; efficiency normalised to FT, lower is better)
@@ -465,10 +468,14 @@ def main():
     order = [lab for lab, *_ in ROWS]
     rows = {lab: sorted(rows[lab], key=lambda r: r["seed"]) for lab in order if lab in rows}
     rows = {lab: [with_derived(store.get(r["id"]), store) for r in rs] for lab, rs in rows.items()}
-    ref = configs(args.seeds[0], args.smoke)[0][1]
-    apt, apt_source = apt_rows(store, ref)
-    if apt:
-        rows["APT"] = apt
+    if "APT" in rows:
+        apt_source = (f"run here in this benchmark with benchmarks/apt.py's config (lr {APT_LR}, {APT_ARGS}), "
+                      f"{len(rows['APT'])} seeds")
+    else:                                   # e.g. --only without APT: the APT benchmark's own results
+        ref = configs(args.seeds[0], args.smoke)[0][1]
+        apt, apt_source = apt_rows(store, ref)
+        if apt:
+            rows["APT"] = apt
     speed = None
     if not args.smoke and not args.no_speed:
         speed = interleaved_speed(rows)
