@@ -71,6 +71,29 @@ def test_failed_cells_are_retried(tmp_path, monkeypatch):
     assert all(r["attempts"] == 2 for r in Store(store).runs())
 
 
+def test_rerun_runs_chosen_done_cells_again(tmp_path):
+    from prunelab.ablation.cli import rerun_ids
+    from prunelab.errors import PrunelabError
+
+    store = str(tmp_path / "runs.db")
+    m = small_matrix()
+    run_matrix(m, store, workers=2, runner=RUNNER, progress=False, poll_s=0.05)
+    assert len(calls(tmp_path)) == 6
+    first = {r["id"]: r["started"] for r in Store(store).runs()}
+    ids = rerun_ids(m, ["ratio/sparsity=0.3:1", "no-kd/none"])
+    assert len(ids) == 3
+    s = run_matrix(m, store, workers=2, runner=RUNNER, progress=False, poll_s=0.05, rerun=ids)
+    assert (s.done, s.skipped, s.failed) == (3, 3, 0)
+    again = [line.split()[0] for line in calls(tmp_path)[6:]]
+    assert sorted(again) == sorted(ids)                     # exactly those ran again
+    rows = {r["id"]: r for r in Store(store).runs()}
+    assert all(rows[i]["started"] > first[i] and rows[i]["status"] == "done" for i in ids)
+    with pytest.raises(PrunelabError, match="unknown cell to re-run 'ratio'.*valid: "):
+        rerun_ids(m, ["ratio"])
+    with pytest.raises(PrunelabError, match="no seed 7"):
+        rerun_ids(m, ["ratio/sparsity=0.3:7"])
+
+
 def test_a_crashing_cell_does_not_stop_the_others(tmp_path, monkeypatch):
     store = str(tmp_path / "runs.db")
     monkeypatch.setenv("PRUNELAB_FAKE_CRASH", "ratio/")

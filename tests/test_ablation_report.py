@@ -113,7 +113,10 @@ def synthetic_study(tmp_path):
             continue
         seed = run.config.seed
         metrics = {"score": 0.90 + 0.004 * seed + shift[cell] + 0.0003 * (seed % 2), "higher_is_better": True,
-                   "train_peak_mem_mb": 4096 + 10 * seed, "throughput_bs32": 100 + seed, "speedup": 2.0 + 0.01 * seed}
+                   "train_peak_mem_mb": 4096 + 10 * seed, "throughput_bs32": 100 + seed, "speedup": 2.0 + 0.01 * seed,
+                   # one run shared the CPU with another process: its wall time is stretched
+                   "train_seconds": 60.0 * (2.0 if (cell, seed) == ("no-kd/none", 1) else 1.02),
+                   "train_cpu_seconds": 60.0 - seed}
         curve = [{"step": 1, "seconds": 5.0, "score": metrics["score"]}]
         store.finish(run.run_id, metrics, curve)
     return store, m
@@ -147,6 +150,9 @@ def test_report_files_and_verdicts(tmp_path):
     assert "which contradicts the hypothesis “random scoring is better” and the expected effect" in section
     assert "made every run fail (RuntimeError: NaN loss), as the plan expected" in section
     assert "results pending (0/3 seeds finished)" in section
+    # the timing check names the one disturbed run and how to re-run it
+    assert "## Timing check" in md and "| no-kd/none | 1 | 120.0 | 59.0 | 2.03 |" in md
+    assert md.count("--rerun ") == 1 and "--rerun no-kd/none:1" in md
 
 
 def test_report_is_regenerated_from_the_store(tmp_path):

@@ -178,7 +178,7 @@ def cmd_ablate(args):
 
     return acli.ablate(args.plan, preset=args.preset, seeds=args.seeds, executor=args.executor,
                        workers=args.workers, store=args.store, study=args.study,
-                       skip_unresolved=args.skip_unresolved, method=args.method)
+                       skip_unresolved=args.skip_unresolved, method=args.method, rerun=args.rerun)
 
 
 def cmd_report(args):
@@ -248,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--method")
     a.add_argument("--skip-unresolved", action="store_true")
     a.add_argument("--store", default=os.environ.get("PRUNELAB_STORE", "runs/prunelab.db"))
+    a.add_argument("--rerun", action="append", default=[], metavar="CELL[:SEED]",
+                   help="run this done cell again (all seeds, or one), replacing its result; repeatable")
     a.set_defaults(fn=cmd_ablate)
 
     rp = sub.add_parser("report", help="tables, plots and the paper section of a study")

@@ -118,6 +118,32 @@ class StudyResult:
         return [self.baseline] + [v for a in self.ablations for v in a.variants]
 
 
+CONTENTION_LIMIT = 1.25   # wall / CPU time this much above the study's median: disturbed timing
+
+
+def disturbed_timings(res: StudyResult, limit: float = CONTENTION_LIMIT) -> list[dict]:
+    """Runs whose training wall time was stretched by other processes on the machine.
+
+    A run's train wall / process-CPU time is ~constant across a study's runs on one machine
+    (it depends on the thread count, not the method); a run well above the study's median
+    waited for the CPU, so its wall-clock metrics (training time, TTA, in-run throughput)
+    are not comparable with the others. Scores are unaffected.
+    """
+    ratios = []
+    ref = [res.reference] if res.reference else []
+    for c in res.cells() + ref:
+        for s in c.done:
+            m = c.rows[s].get("metrics") or {}
+            wall, cpu = m.get("train_seconds"), m.get("train_cpu_seconds")
+            if isinstance(wall, (int, float)) and isinstance(cpu, (int, float)) and cpu > 0 and wall > 0:
+                ratios.append((c.label, s, wall / cpu, wall, cpu))
+    if len(ratios) < 3:
+        return []
+    med = sorted(r[2] for r in ratios)[len(ratios) // 2]
+    return [{"cell": lab, "seed": s, "ratio": r, "median": med, "wall": w, "cpu": c}
+            for lab, s, r, w, c in ratios if r > limit * med]
+
+
 def metric_value(metrics: dict, metric: dict) -> float | None:
     for k in metric.get("keys") or [metric["key"]]:
         v = metrics.get(k)

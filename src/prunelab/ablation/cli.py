@@ -86,7 +86,7 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
            store: str | None = None, study: str | None = None, skip_unresolved: bool = False,
            method: str | None = None, *, runner=None, overrides: list | dict | None = None,
            progress: bool = True, retry_failed: bool = True, force: bool = False, reference: bool = True,
-           out=None) -> int:
+           out=None, rerun: list[str] | None = None) -> int:
     out = out or sys.stdout
     plan = load_plan(path, method=method)
     res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
@@ -106,7 +106,7 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
     for u in res.unresolved:
         print(f"skipped: {u.ablation}: {u.item!r}: {u.reason}", file=out)
     summary = run_matrix(matrix, st, executor=executor, workers=workers, runner=runner, progress=progress,
-                         retry_failed=retry_failed, force=force)
+                         retry_failed=retry_failed, force=force, rerun=rerun_ids(matrix, rerun or []))
     print(f"{summary.done} run(s) done, {summary.skipped} already done, {summary.failed} failed"
           + (f", {summary.elsewhere} running elsewhere" if summary.elsewhere else "")
           + f" in {summary.seconds:.0f}s", file=out)
@@ -116,6 +116,27 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
         print("re-run the same command to retry the failed runs (done runs are kept)", file=out)
     print(f"report: prunelab report {study} --store {st.path}", file=out)
     return 0 if summary.ok else 1
+
+
+def rerun_ids(matrix, specs: list[str]) -> set[str]:
+    """'CELL' (every seed) or 'CELL:SEED' -> the run ids to run again even though they are done."""
+    links = matrix.links()
+    cells = sorted({c for c, _, _ in links})
+    out = set()
+    for spec in specs:
+        cell, _, seed = str(spec).rpartition(":") if ":" in str(spec) else (str(spec), "", "")
+        if cell not in cells:
+            from prunelab.errors import unknown
+
+            raise unknown("cell to re-run", cell, cells)
+        if seed and not seed.isdigit():
+            raise PrunelabError(f"--rerun {spec!r}: the seed after ':' must be a whole number")
+        hits = [rid for c, s, rid in links if c == cell and (not seed or s == int(seed))]
+        if not hits:
+            raise PrunelabError(f"--rerun {spec!r}: cell {cell!r} has no seed {seed}; seeds: "
+                                f"{', '.join(str(s) for c, s, _ in links if c == cell)}")
+        out.update(hits)
+    return out
 
 
 def report(study: str, store: str | None = None, out_dir: str | None = None) -> list[str]:

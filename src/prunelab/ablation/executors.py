@@ -1,7 +1,8 @@
 """Run a matrix: each run in its own fresh process (local) or Ray task (max_calls=1).
 
 Resume contract, keyed by the config hash in the store:
-  done                          -> skipped (never re-run unless force=True)
+  done                          -> skipped (re-run only with force=True, or when its run id is
+                                   in `rerun`: the new result replaces the old one)
   failed, or running with a dead pid on this host -> run again (retry_failed=True)
   running with a live pid on this host (e.g. left by a driver that was killed: its cell
   processes keep going)        -> waited for, not duplicated
@@ -55,7 +56,7 @@ class Summary:
 def run_matrix(matrix: Matrix, store: Store | str, *, executor: str = "local", workers: int = 1,
                runner: Callable | str | None = None, retry_failed: bool = True, force: bool = False,
                progress: bool = True, cpus_per_cell: float = 1, gpus_per_cell: float | None = None,
-               ray_address: str | None = None, poll_s: float = 0.5) -> Summary:
+               ray_address: str | None = None, poll_s: float = 0.5, rerun: set | frozenset = frozenset()) -> Summary:
     if executor not in EXECUTORS:
         from prunelab.errors import unknown
 
@@ -69,10 +70,14 @@ def run_matrix(matrix: Matrix, store: Store | str, *, executor: str = "local", w
     summary = Summary(matrix.study, total=len(matrix.runs))
     todo: list[Run] = []
     waiting: list[Run] = []
+    forced: set[str] = set()
     for run in matrix.runs:
         row = store.get(run.run_id)
         status = row["status"] if row else None
-        if status == "done" and not force:
+        if status == "done" and (force or run.run_id in rerun):
+            forced.add(run.run_id)
+            todo.append(run)
+        elif status == "done":
             summary.skipped += 1
         elif status == "running" and row.get("host") == socket.gethostname():
             waiting.append(run)
@@ -94,9 +99,10 @@ def run_matrix(matrix: Matrix, store: Store | str, *, executor: str = "local", w
     try:
         if todo:
             if executor == "local":
-                _local(todo, path, runner, workers, rep, summary, poll_s, waiting)
+                _local(todo, path, runner, workers, rep, summary, poll_s, waiting, forced)
             else:
-                _ray(todo, path, runner, workers, rep, summary, cpus_per_cell, gpus_per_cell, ray_address, waiting)
+                _ray(todo, path, runner, workers, rep, summary, cpus_per_cell, gpus_per_cell, ray_address, waiting,
+                     forced)
         if waiting:
             _wait_for(waiting, store, rep, summary, poll_s)
     finally:
@@ -117,7 +123,7 @@ def _record(result: dict, run: Run, rep: "Reporter", summary: Summary) -> None:
 
 
 def _local(todo: list[Run], store_path: str, runner, workers: int, rep, summary, poll_s: float,
-           waiting: list[Run]) -> None:
+           waiting: list[Run], forced: set[str]) -> None:
     spec = runner_spec(runner)
     env = dict(os.environ)
     root = str(Path(prunelab.__file__).resolve().parent.parent)
@@ -128,7 +134,7 @@ def _local(todo: list[Run], store_path: str, runner, workers: int, rep, summary,
         while pending or active:
             while pending and len(active) < workers:
                 run = pending.popleft()
-                active[_spawn(run, store_path, spec, env)] = run
+                active[_spawn(run, store_path, spec, env, run.run_id in forced)] = run
                 rep.started(run)
             time.sleep(poll_s)
             for p in [p for p in active if p.poll() is not None]:
@@ -167,7 +173,7 @@ def _log_path(store_path: str, run: Run) -> Path:
     return Path(store_path).resolve().parent / "logs" / (run.config.study or "runs") / f"{run.run_id}.log"
 
 
-def _spawn(run: Run, store_path: str, spec: str, env: dict) -> subprocess.Popen:
+def _spawn(run: Run, store_path: str, spec: str, env: dict, force: bool) -> subprocess.Popen:
     log = _log_path(store_path, run)
     log.parent.mkdir(parents=True, exist_ok=True)
     cfg_file = log.with_suffix(".json")
@@ -175,8 +181,8 @@ def _spawn(run: Run, store_path: str, spec: str, env: dict) -> subprocess.Popen:
     with open(log, "ab") as out:
         # own session: Ctrl-C reaches the driver only (it stops the cells), and a killed driver's
         # cells finish and write their rows
-        return subprocess.Popen([sys.executable, "-m", "prunelab.ablation.worker", str(cfg_file), store_path,
-                                 "--runner", spec], stdout=out, stderr=subprocess.STDOUT, env=env,
+        cmd = [sys.executable, "-m", "prunelab.ablation.worker", str(cfg_file), store_path, "--runner", spec]
+        return subprocess.Popen(cmd + (["--force"] if force else []), stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
 
 
@@ -188,7 +194,7 @@ def _mark_failed(store_path: str, run: Run, error: str) -> None:
 
 
 def _ray(todo: list[Run], store_path: str, runner, workers: int, rep, summary, cpus: float, gpus: float | None,
-         address: str | None, waiting: list[Run]) -> None:
+         address: str | None, waiting: list[Run], forced: set[str]) -> None:
     try:
         import ray
     except ImportError:
@@ -212,7 +218,7 @@ def _ray(todo: list[Run], store_path: str, runner, workers: int, rep, summary, c
         while pending or inflight:
             while pending and len(inflight) < workers:
                 run = pending.popleft()
-                inflight[remote.remote(spec, run.config.to_dict(), store_path)] = run
+                inflight[remote.remote(spec, run.config.to_dict(), store_path, run.run_id in forced)] = run
                 rep.started(run)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:

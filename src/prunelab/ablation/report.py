@@ -12,7 +12,7 @@ import io
 import re
 from pathlib import Path
 
-from prunelab.ablation.analysis import AblationResult, Line, StudyResult, analyze
+from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, Line, StudyResult, analyze, disturbed_timings
 from prunelab.store import Store
 
 VERDICT_MARK = {"confirmed": "confirmed", "refuted": "REFUTED", "inconclusive": "inconclusive", "": ""}
@@ -97,8 +97,24 @@ def to_markdown(res: StudyResult) -> str:
         out.append("")
     for note in res.meta.get("notes") or []:
         out.append(f"Note: {note}")
+    out += _contention_md(res)
     out += ["", to_section(res)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _contention_md(res: StudyResult) -> list[str]:
+    bad = disturbed_timings(res)
+    if not bad:
+        return []
+    lines = ["## Timing check", "",
+             f"Training wall / CPU time is {bad[0]['median']:.2f} for the median run of this study; these runs "
+             f"waited for the CPU (ratio > {CONTENTION_LIMIT:g}x the median), so their wall-clock metrics "
+             "(training time, TTA, in-run throughput) are inflated by other processes. Their scores are "
+             "unaffected. To compare times, re-run them on a quiet machine: `prunelab ablate PLAN ... "
+             + " ".join(f"--rerun {b['cell']}:{b['seed']}" for b in bad) + "`.", "",
+             "| cell | seed | train wall s | train CPU s | wall / CPU |", "|---|---|---|---|---|"]
+    lines += [f"| {b['cell']} | {b['seed']} | {b['wall']:.1f} | {b['cpu']:.1f} | {b['ratio']:.2f} |" for b in bad]
+    return lines + [""]
 
 
 def _summary_md(res: StudyResult) -> list[str]:

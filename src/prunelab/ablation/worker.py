@@ -49,7 +49,7 @@ def runner_spec(runner: Callable | str | None) -> str:
     return f"{mod}:{name}"
 
 
-def execute_cell(runner: Callable | str | None, config: dict, store_path: str) -> dict:
+def execute_cell(runner: Callable | str | None, config: dict, store_path: str, force: bool = False) -> dict:
     """Run one config in this process; leaves the row done or failed, unless another live process
     holds it (status 'elsewhere': that process writes the row). Returns a summary."""
     t0 = time.time()
@@ -57,7 +57,8 @@ def execute_cell(runner: Callable | str | None, config: dict, store_path: str) -
     run_id = cfg.hash()
     out = {"id": run_id, "status": "failed", "error": None, "metrics": {}}
     try:
-        row = load_runner(runner)(cfg, store_path) or {}
+        fn = load_runner(runner)
+        row = (fn(cfg, store_path, force=True) if force else fn(cfg, store_path)) or {}
         out.update(id=row.get("id") or run_id, status=row.get("status", "failed"), error=row.get("error"),
                    metrics=row.get("metrics") or {})
     except AlreadyRunning as e:
@@ -96,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config", help="RunConfig as a JSON file")
     ap.add_argument("store", help="results store (SQLite file)")
     ap.add_argument("--runner", default=DEFAULT_RUNNER, help="module:function with run()'s signature")
+    ap.add_argument("--force", action="store_true", help="run even when the store has it done (replaces it)")
     args = ap.parse_args(argv)
     with open(args.config, encoding="utf-8") as f:
         config = json.load(f)
-    result = execute_cell(args.runner, config, args.store)
+    result = execute_cell(args.runner, config, args.store, force=args.force)
     if result.get("error"):
         print(f"prunelab worker: {result['error']}", file=sys.stderr)
     if result["status"] == ELSEWHERE:
