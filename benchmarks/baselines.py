@@ -96,8 +96,8 @@ lent H100, APT's peak was 0.73x FT and LoRA's 0.59x (benchmarks/results/apt.md, 
 ordering (LoRA < APT < FT).
 
 **Inference memory.** Not usable on CPU as measured: the RSS peak during inference includes whatever the
-training left in the heap (glibc keeps freed memory), so it ranks methods by training footprint (APT 130%,
-after the largest training state), not by the pruned model. The honest proxy here is the parameter count:
+training left in the heap (glibc keeps freed memory), so it reflects the training run's leftovers (APT 130%
+although its training peak is below the CoFi rows'), not the pruned model. The honest proxy here is the parameter count:
 APT and LoRA+Prune keep 0.72 of the parameters (0.40 of the non-embedding ones), the CoFi rows 0.69. The
 fix is to measure inference in a fresh process from the exported model; it is a follow-up.
 """
