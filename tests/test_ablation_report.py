@@ -75,6 +75,14 @@ def test_paired_and_verdicts():
     assert verdict(Expectation("performance", -1, crash=True), Comparison(0, None, None, None, None, "none", False),
                    0.9, variant_failed=True) == "confirmed"
     assert verdict(None, c, 0.9) == ""
+    # "the model crashes": runs that finish without collapsing refute it; a collapse confirms it
+    crash = Expectation("performance", -1, crash=True)
+    assert verdict(crash, c, 0.905) == "refuted"                         # 5.7% worse is no crash
+    collapsed = paired(base, {0: 0.30, 1: 0.31, 2: 0.305})
+    assert verdict(crash, collapsed, 0.905) == "confirmed"
+    ppl_crash = Expectation("performance", 1, crash=True)                # perplexity: up is worse
+    assert verdict(ppl_crash, paired({0: 16.0, 1: 17.0}, {0: 15.8, 1: 16.9}), 16.5) == "refuted"
+    assert verdict(ppl_crash, paired({0: 16.0, 1: 17.0, 2: 16.5}, {0: 90.0, 1: 95.0, 2: 93.0}), 16.5) == "confirmed"
     many = paired({s: 0.9 + 0.001 * s for s in range(6)}, {s: 0.88 + 0.002 * (s % 2) for s in range(6)})
     assert many.test == "t-test" and many.significant
 

@@ -172,6 +172,9 @@ def bootstrap_ci(values: list[float], level: float = 0.95, seed: int = 0) -> tup
     return float(lo), float(hi)
 
 
+COLLAPSE_REL = 0.5    # a metric this much worse than the baseline counts as a collapse
+
+
 def verdict(exp: Expectation | None, cmp: Comparison, baseline_mean: float | None, variant_failed: bool = False) -> str:
     """confirmed | refuted | inconclusive | '' (no expectation)."""
     if exp is None:
@@ -180,6 +183,15 @@ def verdict(exp: Expectation | None, cmp: Comparison, baseline_mean: float | Non
         return "confirmed" if exp.crash else "inconclusive"
     if cmp.n < 2 or cmp.mean_diff is None:
         return "inconclusive"
+    if exp.crash:
+        # "the model crashes / collapses": a categorical claim. Runs that finish with the metric
+        # within COLLAPSE_REL of the baseline (in the bad direction) refute it; a significant
+        # change beyond that is a collapse even without an exception.
+        worse = cmp.mean_diff * (1 if exp.direction > 0 else -1)
+        scale = abs(baseline_mean) if baseline_mean else 0.0
+        if scale and worse > COLLAPSE_REL * scale:
+            return "confirmed" if cmp.significant else "inconclusive"
+        return "refuted"
     margin = EQUIV_REL * abs(baseline_mean) if baseline_mean else 0.0
     if exp.direction == 0:
         if cmp.ci is not None and -margin <= cmp.ci[0] and cmp.ci[1] <= margin:
