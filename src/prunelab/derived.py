@@ -47,7 +47,9 @@ def with_derived(row: dict | None, store: Store) -> dict | None:
         if vals and m.get(key):
             derived["speedup_" + key[len("throughput_"):]] = m[key] / statistics.mean(vals)
     for key in ("train_peak_mem_mb", "inf_peak_mem_mb"):
-        vals = [r["metrics"].get(key) for r in refs if r["metrics"].get(key)]
+        kind = key.replace("_mb", "_kind")       # only like with like (a store may hold both CPU kinds)
+        vals = [r["metrics"].get(key) for r in refs
+                if r["metrics"].get(key) and r["metrics"].get(kind) == m.get(kind)]
         if vals and m.get(key):
             derived[key.replace("_mb", "_ratio")] = m[key] / statistics.mean(vals)
     derived["speedup"] = derived.get("speedup_bs128", derived.get("speedup_bs32"))

@@ -2,7 +2,10 @@
 
 - peak memory: CUDA -> torch.cuda.max_memory_allocated (what APT reports); CPU -> the peak
   resident set size of this process during the phase, sampled by a thread (labelled
-  'cpu_rss': it includes the Python heap and the model, so compare methods as ratios).
+  'cpu_rss': it includes the Python heap and the model, so compare methods as ratios), and
+  its rise over the phase (`rise_mb`). Inference memory on CPU is the model's own bytes plus
+  that rise after the heap is trimmed (`model_memory_mb`, `trim_heap`): the absolute RSS
+  after training still holds what training freed but glibc kept.
 - throughput: samples/s after warm-up, median over timed repeats.
 - FLOPs per sample: torch.utils.flop_counter on one batch.
 - time-to-accuracy: first training second (evals excluded) at which the dev score reaches
@@ -25,7 +28,7 @@ class PeakMemory:
     def __init__(self, device: torch.device | str = "cpu", interval: float = 0.01):
         self.device = torch.device(device)
         self.interval = interval
-        self.peak_mb = 0.0
+        self.peak_mb = self.rise_mb = 0.0
         self.kind = "cuda" if self.device.type == "cuda" else "cpu_rss"
 
     def __enter__(self):
@@ -36,7 +39,7 @@ class PeakMemory:
             import psutil
 
             self._proc = psutil.Process()
-            self._peak = self._proc.memory_info().rss
+            self._peak = self._start = self._proc.memory_info().rss
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -56,7 +59,31 @@ class PeakMemory:
             self._thread.join()
             self._peak = max(self._peak, self._proc.memory_info().rss)
             self.peak_mb = self._peak / 2**20
+            self.rise_mb = (self._peak - self._start) / 2**20
         return False
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them), so an RSS rise is visible."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def model_memory_mb(model: torch.nn.Module) -> float:
+    """Bytes of the model's parameters and buffers (shared tensors counted once)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total / 2**20
 
 
 # -- parameters and FLOPs ---------------------------------------------------------------

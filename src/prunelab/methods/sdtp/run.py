@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
 import hashlib
 import logging
 import math
@@ -245,7 +244,7 @@ def _memory(model, cfg: SDTPConfig, test: torch.Tensor, kw) -> dict:
     CPU: the rise of the process RSS over the phase, after returning freed heap pages to the
     OS (otherwise glibc reuses them and the rise reads 0). CUDA: max allocated.
     """
-    from prunelab.train.measure import PeakMemory
+    from prunelab.train.measure import PeakMemory, trim_heap
 
     res: dict = {}
     ids = chunks(test, 1, max(cfg.latency_lens))
@@ -253,8 +252,7 @@ def _memory(model, cfg: SDTPConfig, test: torch.Tensor, kw) -> dict:
     for name, fn in (("peak_mem_dense_mb", lambda: dense_prefill(model, ids)),
                      ("peak_mem_mb", lambda: prefill(model, cfg, ids, **kw(ids)))):
         fn()
-        gc.collect()
-        _trim_heap()
+        trim_heap()
         base = _rss_mb() if device.type == "cpu" else 0.0
         with PeakMemory(device) as pm:
             fn()
@@ -262,16 +260,6 @@ def _memory(model, cfg: SDTPConfig, test: torch.Tensor, kw) -> dict:
     res["peak_mem_kind"] = pm.kind
     res["peak_mem_len"] = max(cfg.latency_lens)
     return res
-
-
-def _trim_heap() -> None:
-    """glibc keeps freed memory for reuse, which would hide a phase's peak from RSS."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _rss_mb() -> float:
