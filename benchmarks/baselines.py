@@ -98,8 +98,9 @@ ordering (LoRA < APT < FT).
 **Inference memory.** Not usable on CPU as measured: the RSS peak during inference includes whatever the
 training left in the heap (glibc keeps freed memory), so it reflects the training run's leftovers (APT 130%
 although its training peak is below the CoFi rows'), not the pruned model. The honest proxy here is the parameter count:
-APT and LoRA+Prune keep 0.72 of the parameters (0.40 of the non-embedding ones), the CoFi rows 0.69. The
-fix is to measure inference in a fresh process from the exported model; it is a follow-up.
+APT and LoRA+Prune keep 0.72 of the parameters (0.40 of the non-embedding ones), the CoFi rows 0.69. Since
+commit e1f63d6 a run measures CPU inference memory as the model's bytes plus the RSS rise while it runs
+(heap trimmed first); these rows were measured before, with the absolute RSS.
 """
 
 
