@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import time
 
 import torch
 
-from common import pruned_like, SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
+from common import pruned_like, round_robin_medians, SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
 
 APT_LR = 1e-3
 APT_ARGS = {"sparsity": 0.6}
@@ -69,19 +68,7 @@ def interleaved_speed(apt_widths: list[dict]) -> dict:
     out = {"flops_per_sample": flops, "params": {k: measure.count_params(m)["params"] for k, m in models.items()},
            "loadavg_before": os.getloadavg()}
     for bs in BATCHES:
-        batch = measure.dummy_inputs(dense, bs, SEQ, cpu)
-        wall, proc = {k: [] for k in models}, {k: [] for k in models}
-        with torch.no_grad():
-            for m in models.values():                     # warm-up
-                m(**batch)
-            for _ in range(ROUNDS):
-                for k, m in models.items():
-                    w0, c0 = time.perf_counter(), time.process_time()
-                    m(**batch)
-                    wall[k].append(time.perf_counter() - w0)
-                    proc[k].append(time.process_time() - c0)
-        med = {k: statistics.median(v) for k, v in wall.items()}
-        cpu_med = {k: statistics.median(v) for k, v in proc.items()}
+        med, cpu_med = round_robin_medians(models, measure.dummy_inputs(dense, bs, SEQ, cpu), ROUNDS)
         out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cpu_med,
                           "speedup": {k: med["ft"] / med[k] for k in models if k != "ft"},
                           "speedup_cpu_time": {k: cpu_med["ft"] / cpu_med[k] for k in models if k != "ft"},

@@ -24,7 +24,7 @@ import time
 import torch
 
 from apt import APT_ARGS, APT_LR
-from common import pruned_like, RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
+from common import pruned_like, round_robin_medians, RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
 
 # Budget adaptations of the baselines (everything else: the methods' published defaults)
 COFI_PRESET = "small"  # our 8000-example SST-2 subset is the size of CoFi's small tasks (CoLA: 8.5k), so
@@ -216,19 +216,7 @@ def interleaved_speed(rows: dict[str, list[dict]]) -> dict:
     flops = {k: measure.flops_per_sample(m, measure.dummy_inputs(m, 1, SPEED_SEQ, cpu)) for k, m in models.items()}
     out = {"flops_per_sample": flops, "loadavg_before": os.getloadavg()}
     for bs in SPEED_BATCHES:
-        batch = measure.dummy_inputs(dense, bs, SPEED_SEQ, cpu)
-        wall, proc = {k: [] for k in models}, {k: [] for k in models}
-        with torch.no_grad():
-            for m in models.values():
-                m(**batch)
-            for _ in range(SPEED_ROUNDS):
-                for k, m in models.items():
-                    w0, c0 = time.perf_counter(), time.process_time()
-                    m(**batch)
-                    wall[k].append(time.perf_counter() - w0)
-                    proc[k].append(time.process_time() - c0)
-        med = {k: statistics.median(v) for k, v in wall.items()}
-        cmed = {k: statistics.median(v) for k, v in proc.items()}
+        med, cmed = round_robin_medians(models, measure.dummy_inputs(dense, bs, SPEED_SEQ, cpu), SPEED_ROUNDS)
         out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cmed,
                           "speedup": {k: med["FT"] / med[k] for k in models},
                           "speedup_cpu_time": {k: cmed["FT"] / cmed[k] for k in models},

@@ -12,6 +12,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,25 @@ def write(name: str, data: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
+
+
+def round_robin_medians(models: dict, batch: dict, rounds: int) -> tuple[dict, dict]:
+    """Time every model on `batch`, one after another, `rounds` times (after one warm-up each), so
+    the load of other processes hits them alike; median wall and process-CPU seconds per model."""
+    import torch
+
+    wall, proc = {k: [] for k in models}, {k: [] for k in models}
+    with torch.no_grad():
+        for m in models.values():
+            m(**batch)
+        for _ in range(rounds):
+            for k, m in models.items():
+                w0, c0 = time.perf_counter(), time.process_time()
+                m(**batch)
+                wall[k].append(time.perf_counter() - w0)
+                proc[k].append(time.process_time() - c0)
+    return ({k: statistics.median(v) for k, v in wall.items()},
+            {k: statistics.median(v) for k, v in proc.items()})
 
 
 def pruned_like(widths: dict):
