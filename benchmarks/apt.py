@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import time
 
 import torch
 
-from common import pruned_like, round_robin_medians, SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
+from common import pruned_like, round_robin_medians, wait_for_other_process, SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
 
 APT_LR = 1e-3
 APT_ARGS = {"sparsity": 0.6}
@@ -38,21 +37,6 @@ ROUNDS = 9
 def configs(seed: int) -> dict:
     return {"apt": sst2_config("apt", seed, lr=APT_LR, **APT_ARGS),
             "ft": sst2_config("ft", seed), "lora": sst2_config("lora", seed)}
-
-
-def wait_for_other_process(store, cfg, poll: float = 30.0) -> None:
-    """Another live process on this host training the same config (e.g. core.py): wait for it."""
-    rid = cfg.resolve().hash()
-    while True:
-        row = store.get(rid)
-        if not row or row["status"] != "running" or row.get("host") != socket.gethostname() \
-                or not row.get("pid") or row["pid"] == os.getpid():
-            return
-        try:
-            os.kill(int(row["pid"]), 0)
-        except (OSError, ValueError):
-            return
-        time.sleep(poll)
 
 
 # -- interleaved inference ----------------------------------------------------------------------------

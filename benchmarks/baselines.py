@@ -24,7 +24,7 @@ import time
 import torch
 
 from apt import APT_ARGS, APT_LR
-from common import pruned_like, round_robin_medians, RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
+from common import pruned_like, round_robin_medians, wait_for_other_process, RESULTS, SEEDS, SST2_LR, SST2_TRAIN, STORE, mean_std, provenance, sst2_config, write
 
 # Budget adaptations of the baselines (everything else: the methods' published defaults)
 COFI_PRESET = "small"  # our 8000-example SST-2 subset is the size of CoFi's small tasks (CoLA: 8.5k), so
@@ -434,24 +434,6 @@ def compatible_done_row(store, cfg) -> dict | None:
         if all(old[k] == cur[k] for k in old if k in cur and k not in skip) and set(old) - set(cur) <= skip:
             return r
     return None
-
-
-def wait_for_other_process(store, cfg, poll: float = 30.0) -> None:
-    """If another live process on this host is running the same config, wait for its row
-    instead of training it a second time."""
-    import socket
-
-    rid = cfg.resolve().hash()
-    while True:
-        row = store.get(rid)
-        if not row or row["status"] != "running" or row.get("host") != socket.gethostname() \
-                or not row.get("pid") or row["pid"] == os.getpid():
-            return
-        try:
-            os.kill(int(row["pid"]), 0)
-        except (OSError, ValueError):
-            return                          # its process is gone: run it here
-        time.sleep(poll)
 
 
 def main():

@@ -75,6 +75,24 @@ def write(name: str, data: dict, markdown: str) -> None:
     (RESULTS / f"{name}.md").write_text(markdown)
 
 
+def wait_for_other_process(store, cfg, poll: float = 30.0) -> None:
+    """Another live process on this host running the same config (e.g. core.py while apt.py
+    runs): wait for its row instead of training it a second time (run() would refuse anyway)."""
+    import socket
+
+    rid = cfg.resolve().hash()
+    while True:
+        row = store.get(rid)
+        if not row or row["status"] != "running" or row.get("host") != socket.gethostname() \
+                or not row.get("pid") or row["pid"] == os.getpid():
+            return
+        try:
+            os.kill(int(row["pid"]), 0)
+        except (OSError, ValueError):
+            return                          # its process is gone: run it here
+        time.sleep(poll)
+
+
 def round_robin_medians(models: dict, batch: dict, rounds: int) -> tuple[dict, dict]:
     """Time every model on `batch`, one after another, `rounds` times (after one warm-up each), so
     the load of other processes hits them alike; median wall and process-CPU seconds per model."""

@@ -52,6 +52,20 @@ class LoRAPlugin(MethodPlugin):
         return model.merge_and_unload()
 
 
+def continue_training(state, model, lora: MethodPlugin | None = None):
+    """Train `model` (merged, physically pruned) for the rest of the run: through a fresh LoRA
+    when `lora` is given, else all its weights; the optimizer and scheduler are rebuilt.
+    Returns the model now being trained (LoRA-wrapped or `model` itself)."""
+    if lora is not None:
+        model = lora.prepare(model)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    state.model = model
+    state.rebuild_optimizer()
+    return model
+
+
 def lora_plugin_from(loaded, task, config) -> LoRAPlugin:
     """A LoRA plugin from another method's config fields lora_r/lora_alpha/lora_dropout/lora_targets
     (methods that tune with LoRA before or while they prune)."""

@@ -222,13 +222,18 @@ class FrozenTeacher:
 
     @torch.no_grad()
     def forward(self, model, batch: dict, family, capture, masks):
-        store = {}
-        self.capture.store = store
-        try:
-            out = self.module(**batch)
-        finally:
-            self.capture.store = None
-        return out, store
+        return _forward_capturing(self.module, self.capture, batch)
+
+
+def _forward_capturing(module, capture, batch: dict):
+    """module(**batch) with `capture` recording its layer outputs into a fresh dict."""
+    store = {}
+    capture.store = store
+    try:
+        out = module(**batch)
+    finally:
+        capture.store = None
+    return out, store
 
 
 class SnapshotTeacher:
@@ -301,13 +306,7 @@ class SnapshotTeacher:
 
     @torch.no_grad()
     def forward(self, model, batch: dict, family, capture, masks):
-        store = {}
-        self.capture.store = store
-        try:
-            out = self.module(**batch)
-        finally:
-            self.capture.store = None
-        return out, store
+        return _forward_capturing(self.module, self.capture, batch)
 
     def close(self) -> None:
         self.capture.remove()

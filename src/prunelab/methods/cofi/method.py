@@ -276,13 +276,9 @@ class CoFiPlugin(MethodPlugin):
             self.report["cofi_pruned_at_step"] = state.step
             state.extra_metrics.update(self.report)
             if state.step < state.total_steps:             # final fine-tuning follows
-                if c.tuning == "lora":
-                    merged = self._lora().prepare(merged)
-                else:
-                    for p in merged.parameters():
-                        p.requires_grad_(True)
-                state.model = merged
-                state.rebuild_optimizer()
+                from prunelab.methods.lora import continue_training
+
+                merged = continue_training(state, merged, self._lora() if c.tuning == "lora" else None)
         return merged
 
     def finalize(self, model):

@@ -180,13 +180,9 @@ class MaskTunePlugin(MethodPlugin):
             state.extra_metrics.update(report)
             if state.step < state.total_steps:          # re-tuning follows
                 self.retuning = True
-                if self.config.base == "lora":
-                    merged = self._lora().prepare(merged)
-                else:
-                    for p in merged.parameters():
-                        p.requires_grad_(True)
-                state.model = merged
-                state.rebuild_optimizer()
+                from prunelab.methods.lora import continue_training
+
+                merged = continue_training(state, merged, self._lora() if self.config.base == "lora" else None)
         return merged
 
     def finalize(self, model):
