@@ -12,13 +12,18 @@ import platform
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
 from prunelab.errors import PrunelabError
 
 DEFAULT_PATH = "runs/prunelab.db"
+
+# columns added after the first release: stores made before them get them by ALTER TABLE
+ADDED_COLUMNS = {"progress": "TEXT", "log": "TEXT"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,7 +37,9 @@ CREATE TABLE IF NOT EXISTS runs (
     env       TEXT,                  -- JSON: versions, device, git sha, host, seed
     pid       INTEGER, host TEXT,
     started   REAL, finished REAL,
-    attempts  INTEGER DEFAULT 1
+    attempts  INTEGER DEFAULT 1,
+    progress  TEXT,                  -- JSON: latest {phase, step, total_steps, loss, score, elapsed, updated}
+    log       TEXT                   -- path of the failure log (full traceback) when failed
 );
 CREATE TABLE IF NOT EXISTS study_cells (
     study TEXT, cell TEXT, seed INTEGER, run_id TEXT,
@@ -55,6 +62,7 @@ class Store:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as c:
             c.executescript(SCHEMA)
+            _add_missing_columns(c)
 
     @contextmanager
     def _connect(self):
@@ -105,12 +113,26 @@ class Store:
             )
 
     def fail(self, run_id: str, error: str, curve: list | None = None, metrics: dict | None = None) -> None:
+        """Mark the run failed. The error and, when called inside an `except` block, the full
+        traceback go to logs/<run_id>.log beside the store; the row records that path."""
+        log = write_log(self.log_path(run_id), error, traceback.format_exc() if sys.exc_info()[0] else None)
         with self._connect() as c:
             c.execute(
-                "UPDATE runs SET status='failed', error=?, curve=?, metrics=?, finished=? WHERE id=?",
+                "UPDATE runs SET status='failed', error=?, curve=?, metrics=?, finished=?, log=? WHERE id=?",
                 (error[:4000], json.dumps(curve or [], default=_jsonable),
-                 json.dumps(metrics or {}, default=_jsonable), time.time(), run_id),
+                 json.dumps(metrics or {}, default=_jsonable), time.time(), log, run_id),
             )
+
+    def log_path(self, run_id: str) -> Path:
+        return log_dir(self.path) / f"{run_id}.log"
+
+    def set_progress(self, run_id: str, info: dict) -> None:
+        """Record the latest step / loss / score on a running row (only ours, only while running),
+        so `prunelab runs ls` can show how far a long run is."""
+        info = dict(info, updated=time.time())
+        with self._connect() as c:
+            c.execute("UPDATE runs SET progress=? WHERE id=? AND status='running' AND pid=?",
+                      (json.dumps(info, default=_jsonable), run_id, os.getpid()))
 
     def link(self, study: str, cell: str, seed: int, run_id: str) -> None:
         with self._connect() as c:
@@ -169,7 +191,7 @@ class Store:
 
 def _row(r: sqlite3.Row) -> dict:
     d = dict(r)
-    for k in ("config", "metrics", "curve", "env"):
+    for k in ("config", "metrics", "curve", "env", "progress"):
         if k in d and d[k] is not None:
             d[k] = json.loads(d[k])
     # a 'running' row whose process is gone on this host was killed: say so
@@ -177,6 +199,40 @@ def _row(r: sqlite3.Row) -> dict:
         if not _pid_alive(d["pid"]):
             d["status"], d["error"] = "failed", "process died while running (killed?)"
     return d
+
+
+def _add_missing_columns(c: sqlite3.Connection) -> None:
+    have = {r["name"] for r in c.execute("PRAGMA table_info(runs)")}
+    for name, decl in ADDED_COLUMNS.items():
+        if name in have:
+            continue
+        try:
+            c.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+        except sqlite3.OperationalError as e:    # another process added it first
+            if "duplicate column" not in str(e):
+                raise
+
+
+def log_dir(store_path: str | os.PathLike) -> Path:
+    """Failure logs live beside the store: runs/prunelab.db -> runs/logs/."""
+    return Path(store_path).parent / "logs"
+
+
+def write_log(path: Path, *parts: str | None) -> str | None:
+    """Write a failure log; fall back to the temp dir when the store's folder is not writable.
+    Returns the path written, or None if nothing could be written (never raises: a failure
+    must still be recorded even when its log cannot be)."""
+    import tempfile
+
+    text = "\n\n".join(p.rstrip() for p in parts if p) + "\n"
+    for target in (Path(path), Path(tempfile.gettempdir()) / "prunelab-logs" / Path(path).name):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            return str(target)
+        except OSError:
+            continue
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -83,6 +83,8 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
     curve: list[dict] = []
     timer = Timer()
     cbs.on_train_start(state)
+    if hasattr(progress, "phase"):
+        progress.phase("train", steps=total)
     done = False
     while not done:
         for batch_features in task.batches(train_features, tc.batch_size, shuffle=True,
@@ -109,8 +111,6 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
                 state.step += 1
                 cbs.on_step_end(state)
             state.train_seconds, state.train_cpu_seconds = timer.seconds, timer.cpu_seconds
-            if progress is not None:
-                progress(state)
             if state.step in evals:
                 metrics = task.evaluate(accelerator.unwrap_model(state.model), dev_features, tokenizer,
                                         tc.eval_batch_size, device)
@@ -121,6 +121,8 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
                               "cpu_seconds": round(timer.cpu_seconds, 4), **metrics,
                               **{k: v for k, v in state.log.items()}})
                 cbs.on_eval(state, metrics)
+            if progress is not None:     # after the eval, so its line carries this step's dev score
+                progress(state)
             if state.step >= total:
                 done = True
                 break
