@@ -272,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
                                 epilog="`prunelab list methods|models|tasks` and `prunelab list components METHOD` "
                                        "show the choices; `prunelab VERB -h` the flags of a verb")
     p.add_argument("--debug", action="store_true", help="on failure, print the full traceback too")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB",
+                           help="what to do; `prunelab VERB -h` lists its flags")
 
     t = sub.add_parser("train", help="train one run and store its record")
     add_run_flags(t)

@@ -215,7 +215,7 @@ def _add_missing_columns(c: sqlite3.Connection) -> None:
 
 def log_dir(store_path: str | os.PathLike) -> Path:
     """Failure logs live beside the store: runs/prunelab.db -> runs/logs/."""
-    return Path(store_path).parent / "logs"
+    return Path(store_path).absolute().parent / "logs"
 
 
 def write_log(path: Path, *parts: str | None) -> str | None:
