@@ -71,3 +71,24 @@ def test_bad_input_stays_one_line_exit_2(tmp_path, capsys, sst2_dir):
     assert main(tiny_train(sst2_dir, tmp_path / "r.db", "--method", "lorra")) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("prunelab: error: unknown method 'lorra'")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--seed", "x"], ["prunelab train: error: argument --seed: invalid int value: 'x'", "prunelab train -h"]),
+    (["list", "foo"], ["invalid choice: 'foo'", "methods"]),
+    (["nosuchverb"], ["invalid choice: 'nosuchverb'", "train"]),
+])
+def test_usage_errors_are_one_line_exit_2(capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0
+    for w in words:
+        assert w in err
+
+
+def test_a_store_that_cannot_be_opened_is_bad_input(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["runs", "ls", "--store", str(tmp_path / "file" / "r.db")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("prunelab: error: cannot open the results store")

@@ -267,8 +267,15 @@ def cmd_report(args):
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors are bad input too: one line, exit 2 (argparse prints the usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prunelab", description="prune + tune language models; run ablation plans",
+    p = Parser(prog="prunelab", description="prune + tune language models; run ablation plans",
                                 epilog="`prunelab list methods|models|tasks` and `prunelab list components METHOD` "
                                        "show the choices; `prunelab VERB -h` the flags of a verb")
     p.add_argument("--debug", action="store_true", help="on failure, print the full traceback too")

@@ -59,10 +59,13 @@ class AlreadyDone(PrunelabError):
 class Store:
     def __init__(self, path: str | os.PathLike = DEFAULT_PATH):
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as c:
-            c.executescript(SCHEMA)
-            _add_missing_columns(c)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as c:
+                c.executescript(SCHEMA)
+                _add_missing_columns(c)
+        except (OSError, sqlite3.DatabaseError) as e:   # a bad --store is bad input, not a bug
+            raise PrunelabError(f"cannot open the results store {self.path!r}: {e}") from None
 
     @contextmanager
     def _connect(self):
