@@ -95,8 +95,8 @@ def cmd_train(args):
     from prunelab.store import Store
 
     config = build_config(args)
-    store = Store(args.store)
     run_id = config.resolve().hash()          # the id run() will use: names the row and its log
+    store = Store(args.store)                 # after resolve(): bad names create no store
     args.log_path = store.log_path(run_id)
     label = f"{config.method} {config.model} {config.task}"
     if sys.stderr.isatty() and not args.json and not args.quiet:
@@ -387,7 +387,6 @@ def setup_logging(debug: bool) -> None:
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(asctime)s prunelab %(message)s", datefmt="%H:%M:%S"))
         log.addHandler(handler)
-        log.propagate = False
 
 
 def failure_log(args) -> str:

@@ -83,7 +83,8 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
     curve: list[dict] = []
     timer = Timer()
     cbs.on_train_start(state)
-    if hasattr(progress, "phase"):
+    watching = progress is not None and accelerator.is_main_process   # one rank reports
+    if watching and hasattr(progress, "phase"):
         progress.phase("train", steps=total)
     done = False
     while not done:
@@ -121,7 +122,7 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
                               "cpu_seconds": round(timer.cpu_seconds, 4), **metrics,
                               **{k: v for k, v in state.log.items()}})
                 cbs.on_eval(state, metrics)
-            if progress is not None:     # after the eval, so its line carries this step's dev score
+            if watching:                 # after the eval, so its line carries this step's dev score
                 progress(state)
             if state.step >= total:
                 done = True
