@@ -84,3 +84,24 @@ def test_a_store_made_before_the_new_columns_gets_them(tmp_path):
     store.start("new", {"method": "ft"}, {})
     store.set_progress("new", {"step": 1})
     assert store.get("new")["progress"]["step"] == 1
+
+
+def test_the_api_run_py_uses_none_and_bare_callables_included(tmp_path):
+    from types import SimpleNamespace
+
+    from prunelab.progress import Progress, attach, phase
+
+    phase(None, "measure")                    # no-op defaults: nothing to check for
+    phase(print, "measure")
+    store = Store(tmp_path / "r.db")
+    store.start("r1", {"method": "ft"}, {})
+    seen = []
+    progress = attach(seen.append, store, "r1")
+    assert isinstance(progress, Progress)
+    progress.phase("train", steps=4)
+    state = SimpleNamespace(step=1, total_steps=4, loss=None, last_score=0.5, best_score=0.5)
+    progress(state)
+    assert seen == [state]
+    phase(progress, "measure")
+    assert store.get("r1")["progress"] == {**store.get("r1")["progress"], "phase": "measure", "step": 1, "score": 0.5}
+    assert attach(None, store, "r1").store is store
