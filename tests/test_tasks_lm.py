@@ -28,9 +28,18 @@ def tok():
 def data_dir(tmp_path):
     d = tmp_path / "wikitext-2"
     d.mkdir()
+    (d / "wiki.train.tokens").write_text(" the train text . \n" * 3, encoding="utf-8")
     (d / "wiki.valid.tokens").write_text(TEXT, encoding="utf-8")
     (d / "wiki.test.tokens").write_text("".join(f" line {i} . \n" for i in range(50)), encoding="utf-8")
     return tmp_path
+
+
+def test_without_a_train_file_valid_trains_and_test_is_dev(data_dir):
+    # the shared data has valid + test only: train on valid, score on test, never on seen text
+    os.remove(data_dir / "wikitext-2" / "wiki.train.tokens")
+    task = get_task("wikitext2")
+    assert "".join(e["text"] for e in task.load("train", data_dir=str(data_dir))) == TEXT
+    assert task.load("dev", data_dir=str(data_dir))[0]["text"] == " line 0 . \n"
 
 
 def test_load_keeps_lines(data_dir):
@@ -103,7 +112,8 @@ def test_perplexity_weights_tokens_and_skips_padding(data_dir, tok, llama):
                     reason="PRUNELAB_DATA is not set or has no wikitext-2/ folder")
 def test_real_wikitext_splits(tok):
     task = get_task("wikitext2")
-    assert len(task.load("dev")) == 3760
+    assert len(task.load("train")) == 3760        # no train file here: valid trains, test is dev
+    assert len(task.load("dev")) == 4358
     test = task.load("test")
     assert len(test) == 4358
     assert sum(len(e["text"].split()) + 1 for e in test) == 245569  # tokens incl. end-of-line

@@ -39,11 +39,16 @@ def list_tasks() -> list[str]:
 
 
 def get_task(name: str) -> "Task":
-    """Look a task up by name or alias; returns a fresh copy so callers may change settings."""
+    """Look a task up by name or alias; returns a fresh copy so callers may change settings.
+    `file:PATH[?text=..&label=..]` builds a task from the user's own data file (tasks/custom.py)."""
+    if str(name).startswith("file:"):
+        from prunelab.tasks.custom import file_task
+
+        return file_task(str(name))
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise unknown("task", name, list(_REGISTRY) + list(_ALIASES))
+        raise unknown("task", name, list(_REGISTRY) + list(_ALIASES) + ["file:PATH"])
     return copy.copy(_REGISTRY[key])
 
 

@@ -168,37 +168,49 @@ class GlueTask(Task):
 
     # -- features
     def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
-        if not examples:
-            return []
-        text_a = [ex["text_a"] for ex in examples]
-        text_b = [ex["text_b"] for ex in examples] if self.spec.text_b else None
-        enc = tokenizer(text_a, text_b, truncation=True, max_length=max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        features = []
-        for i, ex in enumerate(examples):
-            feat = {k: list(enc[k][i]) for k in keys}
-            feat["labels"] = float(ex["label"]) if self.kind == "regression" else int(ex["label"])
-            feat["_idx"] = ex.get("idx", i)
-            feat["_split"] = ex.get("split", "")
-            features.append(feat)
-        return features
+        return encode_text_pairs(examples, tokenizer, max_length, pair=self.spec.text_b is not None,
+                                 regression=self.kind == "regression")
 
     # -- evaluation
     def evaluate(self, model, features: list[dict], tokenizer, batch_size: int, device) -> dict:
-        preds, labels = [], []
-        for group, batch in self._eval_batches(model, features, tokenizer, batch_size, device):
-            gold = batch.pop("labels")
-            logits = model(**batch).logits
-            if self.kind == "regression":
-                preds.extend(logits.squeeze(-1).float().cpu().tolist())
-            else:
-                preds.extend(logits.argmax(-1).cpu().tolist())
-            labels.extend(gold.cpu().tolist())
+        preds, labels = predict_labels(self, model, features, tokenizer, batch_size, device)
         out = metrics.glue_metrics(self.spec.short, preds, labels)
         if features and all(f.get("_split", "").endswith("_mismatched") for f in features):
             # MNLI mismatched: same numbers, reported under the conventional key too.
             out["accuracy_mm"] = out["accuracy"]
         return out
+
+
+def encode_text_pairs(examples: list[dict], tokenizer, max_length: int, *, pair: bool, regression: bool) -> list[dict]:
+    """Tokenize {text_a, text_b, label} examples into unpadded features (shared with custom tasks)."""
+    if not examples:
+        return []
+    text_a = [ex["text_a"] for ex in examples]
+    text_b = [ex["text_b"] for ex in examples] if pair else None
+    enc = tokenizer(text_a, text_b, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    features = []
+    for i, ex in enumerate(examples):
+        feat = {k: list(enc[k][i]) for k in keys}
+        feat["labels"] = float(ex["label"]) if regression else int(ex["label"])
+        feat["_idx"] = ex.get("idx", i)
+        feat["_split"] = ex.get("split", "")
+        features.append(feat)
+    return features
+
+
+def predict_labels(task: Task, model, features: list[dict], tokenizer, batch_size: int, device) -> tuple[list, list]:
+    """(predictions, gold labels) of a sequence classifier or regressor over the features."""
+    preds, labels = [], []
+    for _group, batch in task._eval_batches(model, features, tokenizer, batch_size, device):
+        gold = batch.pop("labels")
+        logits = model(**batch).logits
+        if task.kind == "regression":
+            preds.extend(logits.squeeze(-1).float().cpu().tolist())
+        else:
+            preds.extend(logits.argmax(-1).cpu().tolist())
+        labels.extend(gold.cpu().tolist())
+    return preds, labels
 
 
 for _short, _spec in SPECS.items():
