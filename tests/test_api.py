@@ -116,3 +116,16 @@ def test_api_errors_name_the_problem(tmp_path):
         from prunelab.models.load import load_model
 
         prunelab.prune(load_model("tiny-bert").model, method="ft", task="glue/sst2")
+
+
+def test_cli_trains_on_a_user_file_with_column_flags(jsonl, tmp_path):
+    env = {**__import__("os").environ}
+    cmd = [sys.executable, "-m", "prunelab.cli", "train", "--method", "ft", "--model", "tiny-bert",
+           "--task", f"file:{jsonl}", "--text-column", "review", "--label-column", "stars", "--max-steps", "3",
+           "--batch-size", "8", "--set", "measure.throughput=false", "--store", str(tmp_path / "r.db"), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = json.loads(res.stdout)
+    assert row["status"] == "done" and row["config"]["task"] == f"file:{jsonl}?text=review&label=stars"
+    bad = subprocess.run(cmd[:6] + ["--task", "glue/sst2", "--label-column", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "apply to --task file:PATH" in bad.stderr

@@ -44,6 +44,14 @@ def build_config(args):
     for flag in ("model", "task", "method", "seed", "data_dir", "output_dir", "log_dir"):
         if getattr(args, flag, None) is not None:
             d[flag] = getattr(args, flag)
+    columns = {k: getattr(args, k + "_column", None) for k in ("text", "text_pair", "label")}
+    if any(columns.values()):
+        if not str(d["task"]).startswith("file:"):
+            raise PrunelabError(f"--text-column/--text-pair-column/--label-column apply to --task file:PATH, not {d['task']!r}")
+        from prunelab.tasks.custom import file_spec
+
+        d["task"] = file_spec(d["task"][len("file:"):], columns["text"] or "text", columns["text_pair"],
+                              columns["label"] or "label")
     for flag, key in TRAIN_FLAGS.items():
         if getattr(args, flag, None) is not None:
             set_dotted(d, key, getattr(args, flag))
@@ -70,7 +78,12 @@ TRAIN_HELP = {
 def add_run_flags(p):
     p.add_argument("--config", help="YAML RunConfig; flags override it")
     p.add_argument("--model", help="model alias or path; see `prunelab list models`")
-    p.add_argument("--task", help="task name; see `prunelab list tasks`")
+    p.add_argument("--task", help="task name (see `prunelab list tasks`), or file:PATH for your own jsonl/csv/tsv "
+                                  "file or folder of train/dev files")
+    p.add_argument("--text-column", dest="text_column", metavar="NAME", help="with --task file:PATH: the text column (default text)")
+    p.add_argument("--text-pair-column", dest="text_pair_column", metavar="NAME",
+                   help="with --task file:PATH: a second text column (sentence pairs)")
+    p.add_argument("--label-column", dest="label_column", metavar="NAME", help="with --task file:PATH: the label column (default label)")
     p.add_argument("--method", help="method name; see `prunelab list methods`")
     p.add_argument("--seed", type=int, help="random seed (data order, initialisation)")
     p.add_argument("--data-dir", dest="data_dir", help="folder with the task data (default: $PRUNELAB_DATA, else the HF hub)")
