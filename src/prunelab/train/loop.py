@@ -166,7 +166,8 @@ def write_rank_state(directory: str, accelerator, model, examples_seen: int) -> 
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    info = {"rank": accelerator.process_index, "world": accelerator.num_processes, "sha256": h.hexdigest(),
+    info = {"rank": accelerator.process_index, "world": accelerator.num_processes, "pid": os.getpid(),
+            "sha256": h.hexdigest(),
             "params": sum(p.numel() for p in model.parameters()), "examples_seen": examples_seen}
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, f"rank{accelerator.process_index}.json"), "w") as f:
