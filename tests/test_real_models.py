@@ -130,7 +130,7 @@ def test_apt_smollm2_wikitext2_exports_and_generates(tmp_path, captured):
 
 @pytest.mark.parametrize("method,args", [
     ("apt", {"preset": "tiny"}),
-    ("masktune", {"num_samples": 64, "sample_batch_size": 16}),
+    ("masktune", {"num_samples": 32, "sample_batch_size": 16}),
 ])
 def test_minilm_sst2_exports_and_classifies_without_prunelab(tmp_path, captured, method, args):
     needs("sst2")
