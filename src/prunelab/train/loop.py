@@ -1,8 +1,14 @@
 """The one training loop. Methods change its behaviour only through callbacks.
 
-Devices come from accelerate (CPU by default, CUDA and DDP unchanged). Training time is
+Devices come from accelerate (CPU by default, CUDA unchanged). Training time is
 counted per step, so dev evaluations never inflate time-to-accuracy. A NaN/inf loss stops
 the run and raises TrainingDiverged, which the runner records as a failed run.
+
+Several processes (`accelerate launch --multi_gpu --num_processes N`; on a machine without
+CUDA they run on the CPU with gloo): every rank draws the same batch and trains on its 1/N
+share, and the gradients are averaged in one all-reduce (average_gradients), so the ranks stay
+identical. `accelerate launch --cpu --num_processes N` starts only one process (accelerate
+fans out on CPU only through mpirun).
 """
 from __future__ import annotations
 
