@@ -110,7 +110,9 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
                 outputs = state.model(**batch)
                 state.outputs = outputs
                 loss = cbs.compute_loss(state, outputs.loss)
-                if not torch.isfinite(loss):
+                # several processes: all stop together (one stopping alone would hang the others)
+                if not torch.isfinite(loss if accelerator.num_processes == 1
+                                      else accelerator.reduce(loss.detach(), reduction="sum")):
                     raise TrainingDiverged(f"loss is {loss.item()} at step {state.step}")
                 state.loss = loss
                 accelerator.backward(loss)
