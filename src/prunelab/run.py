@@ -27,6 +27,12 @@ class RunContext:
     device: torch.device
 
 
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process   # as train()'s Accelerator
+
+
 def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
@@ -38,11 +44,15 @@ def run(config: RunConfig, store: Store | str | None = None, *, force: bool = Fa
     config = config.resolve()
     store = store if isinstance(store, Store) else Store(store or "runs/prunelab.db")
     run_id = config.hash()
-    if config.study and config.cell:
+    if config.study and config.cell and is_main_process():
         store.link(config.study, config.cell, config.seed, run_id)
     existing = store.get(run_id)
     if existing and existing["status"] == "done" and not force:
         return with_derived(existing, store)
+    if not is_main_process():   # another rank of `accelerate launch`: train in step, write nothing
+        metrics, curve = execute(config, progress=progress)
+        return {"id": run_id, "status": "done", "method": config.method, "model": config.model,
+                "task": config.task, "seed": config.seed, "metrics": metrics, "curve": curve}
     try:
         store.start(run_id, config.to_dict(), environment(config.seed, device_name()), force=force)
     except AlreadyDone:                   # another process finished it since we looked
@@ -124,7 +134,7 @@ def execute(config: RunConfig, progress=None) -> tuple[dict, list]:
     }
     metrics.update(measure_inference(model, task, loaded.tokenizer, dev_features, config, device))
     metrics["param_ratio"] = metrics["params"] / dense_params["params"]
-    if config.output_dir:
+    if config.output_dir and is_main_process():
         from prunelab.export import save_pruned
 
         save_pruned(model, config.output_dir, loaded.tokenizer)

@@ -312,7 +312,7 @@ class APTPlugin(MethodPlugin):
             elif self.cfg.salience == "random":
                 new = random_density(self.structure, self.rng)
             if new is not None:
-                self.ema.update(new, self.masks.zero_units())
+                self.ema.update(mean_over_processes(new), self.masks.zero_units())
         if self.observe_adapters:
             self.ranks.observe()
 
@@ -483,6 +483,15 @@ class APTPlugin(MethodPlugin):
         if self.state is not None:
             self.state.extra_metrics.update(m)
         self.metrics = m
+
+
+def mean_over_processes(scores: dict) -> dict:
+    """Several processes (accelerate launch): each rank saw its own share of the batch, so average
+    the salience over the ranks; they then take the same pruning decision and stay identical."""
+    from accelerate import PartialState
+    from accelerate.utils import reduce
+
+    return reduce(scores, reduction="mean") if PartialState().num_processes > 1 else scores
 
 
 def build(loaded, config: APTConfig, ctx) -> APTPlugin:
