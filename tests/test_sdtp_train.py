@@ -96,20 +96,20 @@ def _grads_after_one_step(model, cfg, data, targets):
 
 
 @pytest.mark.parametrize("option,parts", [
-    ("lm_mse_rank", {"lm", "mse", "rank", "ratio"}), ("no_rank", {"lm", "mse", "ratio"}),
-    ("no_mse", {"lm", "rank", "ratio"}), ("lm_only", {"lm", "ratio"}), ("no_lm", {"mse", "rank", "ratio"}),
+    ("lm_mse_rank", {"lm", "topk", "rank", "ratio"}), ("no_rank", {"lm", "topk", "ratio"}),
+    ("no_mse", {"lm", "rank", "ratio"}), ("lm_only", {"lm", "ratio"}), ("no_lm", {"topk", "rank", "ratio"}),
 ])
 def test_loss_options_use_their_terms(model, cfg, data, targets, option, parts):
     c = dataclasses.replace(cfg, **COMPONENTS["losses"]["options"][option])
     stack, hist, seen = _grads_after_one_step(model, c, data, targets)
-    assert {k for k in hist[0] if k in ("lm", "mse", "rank", "ratio", "distill")} == parts
+    assert {k for k in hist[0] if k in ("lm", "mse", "topk", "rank", "ratio", "distill")} == parts
     assert all(seen.values())          # every pruner parameter gets gradient
 
 
 def test_lm_loss_alone_reaches_pruners(model, cfg, data, targets):
     c = dataclasses.replace(cfg, mse_weight=0.0, rank_weight=0.0, ratio_weight=0.0)
     _, hist, seen = _grads_after_one_step(model, c, data, targets)
-    assert set(k for k in hist[0] if k in ("lm", "mse", "rank", "ratio")) == {"lm"}
+    assert set(k for k in hist[0] if k in ("lm", "mse", "topk", "rank", "ratio")) == {"lm"}
     assert sum(seen.values()) >= len(seen) - 2   # through the attention policy (last fc2 biases may tie)
 
 
@@ -121,11 +121,16 @@ def test_distillation_term(model, cfg, data, targets):
 def test_mask_and_propagation_change_training_decisions(model, cfg, data, targets):
     _, hard = train_pruners(model, cfg, data, targets, seed=0)
     _, soft = train_pruners(model, dataclasses.replace(cfg, mask="soft"), data, targets, seed=0)
-    _, local = train_pruners(model, dataclasses.replace(cfg, propagation="local"), data, targets, seed=0)
-    assert hard[0]["kept_frac"] != soft[0]["kept_frac"]
-    ks = hard[0]["kept_frac"]
-    assert ks == sorted(ks, reverse=True)                       # cumulative masks only shrink
-    assert hard[0]["kept_frac"] != local[0]["kept_frac"]
+    _, gum = train_pruners(model, dataclasses.replace(cfg, train_select="gumbel"), data, targets, seed=0)
+    _, gum_local = train_pruners(model, dataclasses.replace(cfg, train_select="gumbel", propagation="local"),
+                                 data, targets, seed=0)
+    goal = stage_target_fractions(cfg, len(cfg.stage_layers(6)), 40)
+    # top-k training decisions keep exactly the inference counts at every stage (no collapse)
+    assert hard[0]["kept_frac"] == [round(g, 3) for g in goal]
+    assert hard[0]["lm"] != soft[0]["lm"]                        # the soft policy weights attention
+    ks = gum[0]["kept_frac"]
+    assert ks == sorted(ks, reverse=True) and ks != hard[0]["kept_frac"]   # cumulative masks only shrink
+    assert gum[0]["kept_frac"] != gum_local[0]["kept_frac"]
 
 
 def test_training_lowers_ratio_loss(model, data, targets):
