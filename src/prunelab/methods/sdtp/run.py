@@ -39,7 +39,7 @@ from .data import chunks, token_stream, training_sequences
 from .io import save_pruners
 from .inference import continuation_logits, continuation_nll, dense_generate, dense_prefill, generate, prefill
 from .metrics import compression, interleaved_times, kv_cache_bytes, paired_ratio, pipeline_comm, prefill_flops
-from .modules import PrunerStack
+from .modules import POS_FEATURES, PrunerStack
 from .presets import budget_overrides
 from .saliency import prompt_saliency
 from .train import collect_features, compute_targets, train_pruners
@@ -237,7 +237,8 @@ def _pruner_flops(model, cfg: SDTPConfig) -> int:
         return 0
     d = model.config.hidden_size
     inner = max(1, int(d * cfg.pruner_hidden_frac))
-    return 2 * (d * inner + inner * 2)
+    d_in = d + (POS_FEATURES if cfg.pos_features else 0)
+    return 2 * (d_in * inner + inner * 2)
 
 
 def _speed(model, cfg: SDTPConfig, test: torch.Tensor, kw) -> dict:
