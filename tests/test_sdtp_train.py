@@ -96,20 +96,20 @@ def _grads_after_one_step(model, cfg, data, targets):
 
 
 @pytest.mark.parametrize("option,parts", [
-    ("lm_mse_rank", {"lm", "mse", "rank", "ratio"}), ("no_rank", {"lm", "mse", "ratio"}),
-    ("no_mse", {"lm", "rank", "ratio"}), ("lm_only", {"lm", "ratio"}), ("no_lm", {"mse", "rank", "ratio"}),
+    ("lm_mse_rank", {"lm", "topk", "rank", "ratio"}), ("no_rank", {"lm", "topk", "ratio"}),
+    ("no_mse", {"lm", "rank", "ratio"}), ("lm_only", {"lm", "ratio"}), ("no_lm", {"topk", "rank", "ratio"}),
 ])
 def test_loss_options_use_their_terms(model, cfg, data, targets, option, parts):
     c = dataclasses.replace(cfg, **COMPONENTS["losses"]["options"][option])
     stack, hist, seen = _grads_after_one_step(model, c, data, targets)
-    assert {k for k in hist[0] if k in ("lm", "mse", "rank", "ratio", "distill")} == parts
+    assert {k for k in hist[0] if k in ("lm", "mse", "topk", "rank", "ratio", "distill")} == parts
     assert all(seen.values())          # every pruner parameter gets gradient
 
 
 def test_lm_loss_alone_reaches_pruners(model, cfg, data, targets):
     c = dataclasses.replace(cfg, mse_weight=0.0, rank_weight=0.0, ratio_weight=0.0)
     _, hist, seen = _grads_after_one_step(model, c, data, targets)
-    assert set(k for k in hist[0] if k in ("lm", "mse", "rank", "ratio")) == {"lm"}
+    assert set(k for k in hist[0] if k in ("lm", "mse", "topk", "rank", "ratio")) == {"lm"}
     assert sum(seen.values()) >= len(seen) - 2   # through the attention policy (last fc2 biases may tie)
 
 
@@ -121,11 +121,16 @@ def test_distillation_term(model, cfg, data, targets):
 def test_mask_and_propagation_change_training_decisions(model, cfg, data, targets):
     _, hard = train_pruners(model, cfg, data, targets, seed=0)
     _, soft = train_pruners(model, dataclasses.replace(cfg, mask="soft"), data, targets, seed=0)
-    _, local = train_pruners(model, dataclasses.replace(cfg, propagation="local"), data, targets, seed=0)
-    assert hard[0]["kept_frac"] != soft[0]["kept_frac"]
-    ks = hard[0]["kept_frac"]
-    assert ks == sorted(ks, reverse=True)                       # cumulative masks only shrink
-    assert hard[0]["kept_frac"] != local[0]["kept_frac"]
+    _, gum = train_pruners(model, dataclasses.replace(cfg, train_select="gumbel"), data, targets, seed=0)
+    _, gum_local = train_pruners(model, dataclasses.replace(cfg, train_select="gumbel", propagation="local"),
+                                 data, targets, seed=0)
+    goal = stage_target_fractions(cfg, len(cfg.stage_layers(6)), 40)
+    # top-k training decisions keep exactly the inference counts at every stage (no collapse)
+    assert hard[0]["kept_frac"] == [round(g, 3) for g in goal]
+    assert hard[0]["lm"] != soft[0]["lm"]                        # the soft policy weights attention
+    ks = gum[0]["kept_frac"]
+    assert ks == sorted(ks, reverse=True) and ks != hard[0]["kept_frac"]   # cumulative masks only shrink
+    assert gum[0]["kept_frac"] != gum_local[0]["kept_frac"]
 
 
 def test_training_lowers_ratio_loss(model, data, targets):
@@ -174,3 +179,75 @@ def test_run_sdtp_tiny_end_to_end(tmp_path, monkeypatch):
     assert "peak_mem_mb" in mem and "ppl" not in mem and "prefill_speedup" not in mem
     with pytest.raises(PrunelabError):
         run_sdtp(cfg, "tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path), parts=("speedd",))
+
+
+def _planted(n, seed, T=48, ctx=40, answers=6):
+    """Random prompts with `answers` answer-bearing tokens (ids 995..999) that the continuation
+    repeats; planted saliency: 1 on them, noise below 0.3 elsewhere."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 900, (n, T), generator=g)
+    sal = torch.rand(n, ctx, generator=g) * 0.3
+    where = torch.zeros(n, ctx, dtype=torch.bool)
+    for b in range(n):
+        p = torch.randperm(ctx - 12, generator=g)[:answers] + 6         # outside the protected head/tail
+        ids[b, p] = torch.randint(995, 1000, (answers,), generator=g)
+        ids[b, ctx:ctx + answers] = ids[b, p]
+        sal[b, p] = 1.0
+        where[b, p] = True
+    return ids, sal, where
+
+
+def _answers_kept(model, cfg, stack, ids, where):
+    from prunelab.methods.sdtp.inference import prefill
+
+    kept, total, counts = 0, 0, []
+    for b in range(ids.size(0)):
+        _, st = prefill(model, cfg, ids[b:b + 1, :40], pruners=stack)
+        last = set(st.kept_index[-1][0])
+        ans = where[b].nonzero().flatten().tolist()
+        kept += sum(a in last for a in ans)
+        total += len(ans)
+        counts.append([int(k[0]) for k in st.kept_per_stage])
+    return kept / total, counts
+
+
+def test_planted_answer_tokens_are_kept_at_the_target_ratio(model):
+    ids, sal, where = _planted(32, 0)
+    test_ids, _, test_where = _planted(8, 1)
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
+                    lm_weight=0.0, train_batch_size=4)
+    layers = c.stage_layers(6)
+    targets = sal[:, None].expand(-1, len(layers), -1).contiguous()
+    stack, hist = train_pruners(model, c, ids, targets)
+    goal = stage_goal_counts_for(c, layers)
+    share, counts = _answers_kept(model, c, stack, test_ids, test_where)
+    assert all(cnt == goal for cnt in counts)            # top-k at inference: exactly the keep counts
+    assert share >= 0.9                                   # the planted tokens survive every stage
+    # chance level: the answers are 6 of the 32 free tokens, 12 of which survive the last stage
+    assert hist[-1]["kept_frac"] == [round(g / 40, 3) for g in goal]
+
+
+def stage_goal_counts_for(c, layers):
+    from prunelab.methods.sdtp.train import stage_goal_counts
+
+    return stage_goal_counts(c, len(layers), 40)
+
+
+def test_trained_keep_probabilities_reach_the_keep_ratio(model):
+    """Trained on a learnable ranking (recency, through the position features), thresholding
+    the keep probability at 0.5 keeps about the goal fraction at every stage."""
+    from prunelab.methods.sdtp.inference import prefill
+
+    ids, _, _ = _planted(32, 2)
+    sal = (torch.arange(40).float() / 40).expand(32, -1)
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=1e-2,
+                    lm_weight=0.0, train_batch_size=4)
+    layers = c.stage_layers(6)
+    stack, hist = train_pruners(model, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
+    goal = stage_target_fractions(c, len(layers), 40)
+    thr = dataclasses.replace(c, selection="threshold", threshold=0.5)
+    test_ids, _, _ = _planted(8, 3)
+    fr = torch.tensor([[int(k[0]) / 40 for k in prefill(model, thr, test_ids[b:b + 1, :40], pruners=stack)[1].kept_per_stage]
+                       for b in range(8)]).mean(0)
+    assert torch.allclose(fr, torch.tensor(goal), atol=0.1), (fr, goal)
+    assert hist[-1]["prob_frac"] == pytest.approx(goal, abs=0.08)

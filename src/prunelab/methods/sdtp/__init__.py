@@ -7,6 +7,8 @@ Entry point: ``run_sdtp(config, model_name, data_dir, seed, budget)``.
 from .components import COMPONENTS
 from .config import SDTPConfig
 from .inference import PrunedState, continuation_logits, decode, dense_generate, dense_prefill, generate, prefill
+from .io import load_pruners, save_pruners
+from .model import SDTPModel
 from .modules import PrunerStack, TokenPruner
 from .presets import BUDGETS, METHOD_PRESETS, make_config
 from .run import run_sdtp
@@ -18,4 +20,5 @@ __all__ = [
     "COMPONENTS", "SDTPConfig", "PrunedState", "PrunerStack", "TokenPruner", "BUDGETS", "METHOD_PRESETS",
     "make_config", "run_sdtp", "prefill", "decode", "generate", "continuation_logits", "dense_prefill",
     "dense_generate", "prompt_saliency", "saliency_targets", "compute_targets", "train_pruners",
+    "SDTPModel", "save_pruners", "load_pruners",
 ]

@@ -51,6 +51,11 @@ SELECTIONS = ("topk", "topp", "threshold")
 MASKS = ("hard", "soft")
 PROPAGATIONS = ("cumulative", "local")
 DTYPES = ("float32", "bfloat16", "float64")
+TARGETS = ("topk", "max")
+SALIENCIES = ("attn", "grad", "grad_attn")
+TRAIN_SELECTS = ("topk", "gumbel")
+TRAIN_MODES = ("policy", "cached")
+TRAIN_DATA = ("mix", "wikitext")
 
 # Fields that change the trained pruner weights; everything else is inference/eval only,
 # so e.g. the RoPE or selection ablations reuse the baseline's trained pruners.
@@ -60,6 +65,7 @@ TRAINING_FIELDS = (
     "lm_weight", "mse_weight", "rank_weight", "ratio_weight", "distill_weight", "rank_pairs",
     "mask", "propagation", "gumbel_tau", "pruner_hidden_frac",
     "train_steps", "train_batch_size", "train_seq_len", "train_cont_len", "lr", "dtype",
+    "target", "saliency", "pos_features", "train_select", "train_mode", "train_data", "train_sequences",
 )
 
 
@@ -119,6 +125,20 @@ class SDTPConfig:
     mask_update: bool = True            # False: dropped tokens are zeroed but stay attendable
     gumbel_tau: float = 1.0
     pruner_hidden_frac: float = 0.25    # MLP width as a fraction of the model width
+    # -- training (issue 11) ----------------------------------------------------------------
+    target: str = "topk"                # topk: BCE of the keep logit vs "in the top-k by saliency" at the stage's
+                                        #   keep count (targets consistent with the ratio); max: MSE of the keep
+                                        #   probability vs max-normalised saliency (paper Eq. 4). mse_weight weighs it.
+    saliency: str = "attn"              # attn: attention x value-norm the continuation puts on each token;
+                                        #   grad: gradient x input of the continuation loss (paper Eq. 3); grad_attn
+    pos_features: bool = True           # pruners also read the token's distance from the prompt end
+    train_select: str = "topk"          # topk: training decisions = top-k at the inference counts of
+                                        #   Gumbel-perturbed scores; gumbel: per-token Gumbel-softmax (paper).
+                                        #   Both straight-through with soft cumulative masks.
+    train_mode: str = "policy"          # policy: masked forward of the backbone every step (LM/distill usable);
+                                        #   cached: fit the pruners on cached dense stage inputs (fast; no LM term)
+    train_data: str = "mix"             # mix: WikiText-2 valid + L-Eval documents + key-value prompts | wikitext
+    train_sequences: int = 0            # distinct training sequences (0: train_steps x train_batch_size)
     pipeline_devices: int = 4           # simulated pipeline split for communication bytes
     pipeline_prune_before_boundary: bool = True
     # -- budget ---------------------------------------------------------------------------
@@ -186,6 +206,14 @@ class SDTPConfig:
         if any(n < 2 for n in self.latency_lens):
             raise PrunelabError(f"SDTP latency_lens must be >= 2, got {self.latency_lens!r}")
         _choice("SDTP dtype", self.dtype, DTYPES)
+        _choice("SDTP target", self.target, TARGETS)
+        _choice("SDTP saliency", self.saliency, SALIENCIES)
+        _choice("SDTP train_select", self.train_select, TRAIN_SELECTS)
+        _choice("SDTP train_mode", self.train_mode, TRAIN_MODES)
+        _choice("SDTP train_data", self.train_data, TRAIN_DATA)
+        if not isinstance(self.pos_features, bool):
+            raise PrunelabError(f"SDTP pos_features must be true/false, got {self.pos_features!r}")
+        _positive_int("train_sequences", self.train_sequences, allow_zero=True)
 
     # -- derived ----------------------------------------------------------------------------
     def stage_layers(self, num_layers: int) -> list[int]:

@@ -14,8 +14,10 @@ def _build(loaded, config, ctx):
 
 
 def runner(run_config, sdtp_config: SDTPConfig) -> tuple[dict, list]:
-    """RunConfig + SDTPConfig -> (metrics, curve); the run's model, data_dir and seed apply."""
-    metrics = run_sdtp(sdtp_config, model_name=run_config.model, data_dir=run_config.data_dir, seed=run_config.seed)
+    """RunConfig + SDTPConfig -> (metrics, curve); the run's model, data_dir, seed and
+    output_dir (trained pruners + config, see io.py) apply."""
+    metrics = run_sdtp(sdtp_config, model_name=run_config.model, data_dir=run_config.data_dir, seed=run_config.seed,
+                       output_dir=getattr(run_config, "output_dir", None) or None)
     return metrics, []
 
 

@@ -5,17 +5,43 @@ import torch
 from torch import nn
 
 
-class TokenPruner(nn.Module):
-    """Linear(d, d*frac) -> GELU -> Linear(., 2): per-token (keep, drop) logits (paper Eq. 1)."""
+POS_FEATURES = 2
 
-    def __init__(self, hidden_size: int, hidden_frac: float = 0.25):
+
+def position_features(alive: torch.Tensor) -> torch.Tensor:
+    """(B, n, 2) recency features of each token among the tokens still alive (bool (B, n)):
+    log(1 + number of alive tokens after it) / 8 and that number / alive count. Both are 0
+    for the last token."""
+    a = alive.float()
+    after = a.flip(-1).cumsum(-1).flip(-1) - a
+    total = a.sum(-1, keepdim=True).clamp(min=1)
+    return torch.stack([torch.log1p(after) / 8, after / total], -1)
+
+
+class TokenPruner(nn.Module):
+    """Linear(d, d*frac) -> GELU -> Linear(., 2): per-token (keep, drop) logits (paper Eq. 1).
+
+    With ``pos_features`` the first layer also reads position_features: the token's
+    distance from the end of the prompt among surviving tokens, which a hidden state alone
+    does not know (and which makes recency, a strong rule, learnable). Called with the
+    hidden states only (as inference.py does), the features are computed from the input
+    width: survivors arrive in original order with any padding/fillers in front, so the
+    tokens after position j are exactly n - 1 - j real survivors.
+    """
+
+    def __init__(self, hidden_size: int, hidden_frac: float = 0.25, pos_features: bool = False):
         super().__init__()
         inner = max(1, int(hidden_size * hidden_frac))
-        self.fc1 = nn.Linear(hidden_size, inner)
+        self.pos_features = pos_features
+        self.fc1 = nn.Linear(hidden_size + (POS_FEATURES if pos_features else 0), inner)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(inner, 2)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, alive: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pos_features:
+            if alive is None:
+                alive = torch.ones(h.shape[:-1], dtype=torch.bool, device=h.device)
+            h = torch.cat([h, position_features(alive).to(h.dtype)], -1)
         return self.fc2(self.act(self.fc1(h)))
 
 
@@ -27,10 +53,12 @@ def keep_score(logits: torch.Tensor) -> torch.Tensor:
 class PrunerStack(nn.Module):
     """The pruners of all stages, keyed by the 0-indexed layer whose input they score."""
 
-    def __init__(self, hidden_size: int, stage_layers: list[int], hidden_frac: float = 0.25):
+    def __init__(self, hidden_size: int, stage_layers: list[int], hidden_frac: float = 0.25, pos_features: bool = False):
         super().__init__()
         self.stage_layers = list(stage_layers)
-        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac) for l in self.stage_layers})
+        self.hidden_size, self.hidden_frac, self.pos_features = hidden_size, hidden_frac, pos_features
+        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features)
+                                      for l in self.stage_layers})
 
     def __getitem__(self, layer: int) -> TokenPruner:
         return self.pruners[str(layer)]
@@ -44,7 +72,8 @@ class PrunerStack(nn.Module):
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, path, metadata={"stage_layers": ",".join(map(str, self.stage_layers))})
+        save_file(state, path, metadata={"stage_layers": ",".join(map(str, self.stage_layers)),
+                                         "pos_features": str(int(self.pos_features))})
 
     @classmethod
     def load(cls, path: str, hidden_size: int, hidden_frac: float = 0.25) -> "PrunerStack":
@@ -52,7 +81,8 @@ class PrunerStack(nn.Module):
         from safetensors.torch import load_file
 
         with safe_open(path, "pt") as f:
-            layers = [int(x) for x in f.metadata()["stage_layers"].split(",")]
-        stack = cls(hidden_size, layers, hidden_frac)
+            meta = f.metadata()
+        layers = [int(x) for x in meta["stage_layers"].split(",")]
+        stack = cls(hidden_size, layers, hidden_frac, pos_features=meta.get("pos_features", "0") == "1")
         stack.load_state_dict(load_file(path))
         return stack

@@ -35,13 +35,14 @@ from prunelab.errors import PrunelabError, unknown
 
 from . import _load
 from .config import SDTPConfig
-from .data import chunks, token_stream
+from .data import chunks, token_stream, training_sequences
+from .io import save_pruners
 from .inference import continuation_logits, continuation_nll, dense_generate, dense_prefill, generate, prefill
 from .metrics import compression, interleaved_times, kv_cache_bytes, paired_ratio, pipeline_comm, prefill_flops
-from .modules import PrunerStack
+from .modules import POS_FEATURES, PrunerStack
 from .presets import budget_overrides
 from .saliency import prompt_saliency
-from .train import compute_targets, train_pruners
+from .train import collect_features, compute_targets, train_pruners
 
 log = logging.getLogger("prunelab.sdtp")
 _DENSE_MEMO: dict[tuple, dict] = {}
@@ -72,34 +73,55 @@ def _model(name: str, dtype: str):
     return _DTYPE_MEMO[key], tok
 
 
-def get_pruners(model, cfg: SDTPConfig, valid: torch.Tensor, key_extra: dict, seed: int, root: Path) -> tuple:
+def training_data(model, cfg: SDTPConfig, tok, data_dir: str | None, seed: int) -> torch.Tensor:
+    """(M, train_seq_len) training sequences of cfg.train_data (data.training_sequences)."""
+    count = cfg.train_sequences or cfg.train_steps * cfg.train_batch_size
+    return training_sequences(tok, model.config.vocab_size, data_dir, cfg.train_data, count, cfg.train_seq_len,
+                              cfg.train_cont_len, seed=seed)
+
+
+def cached_targets(model, cfg: SDTPConfig, data: torch.Tensor, key_extra: dict, seed: int, root: Path,
+                   log_fn=None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Saliency targets (and dense stage inputs for train_mode="cached"), computed once and
+    cached on disk under root/saliency, keyed by model, data, lengths, stages and saliency kind."""
+    stages = cfg.stage_layers(len(model.model.layers))
+    ctx = cfg.train_seq_len - cfg.train_cont_len
+    feats = cfg.train_mode == "cached"
+    data_sig = hashlib.sha1(data.numpy().tobytes()).hexdigest()[:16]
+    skey = hashlib.sha1(repr((key_extra, stages, cfg.train_seq_len, cfg.train_cont_len, tuple(data.shape), data_sig,
+                              seed, cfg.dtype, cfg.saliency, feats)).encode()).hexdigest()[:16]
+    spath = root / "saliency" / f"{skey}.pt"
+    if spath.exists():
+        blob = torch.load(spath)
+        return blob["targets"], blob.get("features"), True
+    if feats:
+        targets, features = collect_features(model, data, stages, ctx, cfg.saliency, log=log_fn)
+    else:
+        targets, features = compute_targets(model, data, stages, ctx, log=log_fn, kind=cfg.saliency), None
+    spath.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"targets": targets, "features": features}, spath)
+    return targets, features, False
+
+
+def get_pruners(model, cfg: SDTPConfig, tok, data_dir: str | None, key_extra: dict, seed: int, root: Path) -> tuple:
     """Trained PrunerStack (from the cache keyed by config hash, else trained now) and train info."""
     key = cfg.hash(key_extra)
     path = root / "pruners" / f"{key}.safetensors"
     if path.exists():
         log.info("sdtp: loading cached pruners %s", path)
         return PrunerStack.load(str(path), model.config.hidden_size, cfg.pruner_hidden_frac), {"pruners_cached": True, "config_hash": key}
-    stages = cfg.stage_layers(len(model.model.layers))
-    data = chunks(valid, cfg.train_steps * cfg.train_batch_size, cfg.train_seq_len, seed=seed)
-    ctx = cfg.train_seq_len - cfg.train_cont_len
-    skey = hashlib.sha1(repr((key_extra, stages, cfg.train_seq_len, cfg.train_cont_len, data.shape, seed,
-                              cfg.dtype)).encode()).hexdigest()[:16]
-    spath = root / "saliency" / f"{skey}.pt"
+    data = training_data(model, cfg, tok, data_dir, seed)
     t0 = time.perf_counter()
-    if spath.exists():
-        targets = torch.load(spath)
-    else:
-        targets = compute_targets(model, data, stages, ctx, log=log.info)
-        spath.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(targets, spath)
+    targets, features, hit = cached_targets(model, cfg, data, key_extra, seed, root, log_fn=log.info)
     t1 = time.perf_counter()
-    stack, hist = train_pruners(model, cfg, data, targets, seed=seed, log=log.info)
+    stack, hist = train_pruners(model, cfg, data, targets, seed=seed, log=log.info, features=features)
     t2 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     stack.save(str(path))
     last = hist[-1] if hist else {}
-    info = {"pruners_cached": False, "config_hash": key, "saliency_s": t1 - t0, "train_s": t2 - t1,
-            "train_final_loss": last.get("loss"), "train_final_kept_frac": last.get("kept_frac")}
+    info = {"pruners_cached": False, "config_hash": key, "saliency_s": t1 - t0, "saliency_cached": hit,
+            "train_s": t2 - t1, "train_final_loss": last.get("loss"), "train_final_kept_frac": last.get("kept_frac"),
+            "train_final_prob_frac": last.get("prob_frac"), "train_sequences": int(data.size(0))}
     return stack, info
 
 
@@ -107,12 +129,15 @@ PARTS = ("quality", "speed", "memory", "generation")
 
 
 def run_sdtp(config: SDTPConfig, model_name: str = "smollm2-135m", data_dir: str | None = None, seed: int = 0,
-             budget: str | None = None, cache_dir: str | None = None, parts: tuple | list | None = None) -> dict:
+             budget: str | None = None, cache_dir: str | None = None, parts: tuple | list | None = None,
+             output_dir: str | None = None) -> dict:
     """Train (or load cached) SDTP pruners for `config` on `model_name`, evaluate, return metrics.
 
     budget: None keeps the config's budget fields; "tiny"/"cpu" overrides them.
     data_dir: folder holding wikitext-2/ (default $PRUNELAB_DATA) or "synthetic".
     parts: which measurements to run (default all): quality, speed, memory, generation.
+    output_dir: save the trained pruners with their config there (io.save_pruners; load with
+    io.load_pruners or SDTPModel.from_pretrained).
     """
     if not isinstance(config, SDTPConfig):
         raise PrunelabError(f"run_sdtp needs an SDTPConfig, got {type(config).__name__}")
@@ -129,16 +154,20 @@ def run_sdtp(config: SDTPConfig, model_name: str = "smollm2-135m", data_dir: str
     root = cache_root(cache_dir)
     data_id = data_dir or os.environ.get("PRUNELAB_DATA", "")
     key_extra = {"model": model_name, "fp": model_fingerprint(model), "seed": seed, "data": str(data_id)}
-    valid = token_stream(tok, "valid", data_dir, V)
     test = token_stream(tok, "test", data_dir, V)
 
     out: dict = {"method": "sdtp", "model": model_name, "seed": seed, "stage_layers": stages,
                  "num_stages": len(stages), "config_hash": cfg.hash(key_extra)}
     pruners = None
     if cfg.pruner == "mlp":
-        pruners, info = get_pruners(model, cfg, valid, key_extra, seed, root)
+        pruners, info = get_pruners(model, cfg, tok, data_dir, key_extra, seed, root)
+        if output_dir:
+            save_pruners(pruners, cfg, output_dir, model_name, info={**info, "seed": seed, "fingerprint": key_extra["fp"]})
+            out["output_dir"] = str(output_dir)
         pruners.to(dtype=getattr(torch, cfg.dtype))
         out.update(info)
+    elif output_dir:
+        raise PrunelabError(f"SDTP pruner {cfg.pruner!r} has nothing to save; --output-dir needs pruner 'mlp'")
 
     def kw(ids: torch.Tensor) -> dict:
         """Prefill arguments for one prompt; the saliency pruner scores it with a backward pass."""
@@ -208,7 +237,8 @@ def _pruner_flops(model, cfg: SDTPConfig) -> int:
         return 0
     d = model.config.hidden_size
     inner = max(1, int(d * cfg.pruner_hidden_frac))
-    return 2 * (d * inner + inner * 2)
+    d_in = d + (POS_FEATURES if cfg.pos_features else 0)
+    return 2 * (d_in * inner + inner * 2)
 
 
 def _speed(model, cfg: SDTPConfig, test: torch.Tensor, kw) -> dict:

@@ -1,0 +1,109 @@
+"""Issue 11 check: train SDTP pruners with the fixed training, then compare the continuation
+perplexity rise and KL to the dense model of learned vs recency pruning at the same keep counts.
+
+  PRUNELAB_DATA=/work/shared/data PYTHONPATH=src python benchmarks/sdtp_train_check.py \
+      --sequences 32 --steps 1500 --windows 5 --out benchmarks/results/sdtp_train_check.json
+
+Training: train_mode="cached" (dense stage inputs + attention-to-future targets collected once,
+cached on disk), eval-length sequences (1024 context + 64 continuation) from the "mix" data
+(WikiText-2 valid, L-Eval documents, key-value prompts). Evaluation: WikiText-2 test windows,
+pruned prefill of 1024 tokens then the next 64 tokens scored through the pruned caches
+(inference.continuation_logits), presets "paper" and "seed". Recency = keep the protected
+tokens plus the most recent ones (scores = position), the same counts as the learned pruner.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from prunelab.methods.sdtp import _load  # noqa: E402
+from prunelab.methods.sdtp.data import chunks, token_stream  # noqa: E402
+from prunelab.methods.sdtp.inference import continuation_logits  # noqa: E402
+from prunelab.methods.sdtp.presets import make_config  # noqa: E402
+from prunelab.methods.sdtp.run import cache_root, get_pruners, model_fingerprint  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--sequences", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--cont", type=int, default=64)
+    ap.add_argument("--windows", type=int, default=5)
+    ap.add_argument("--presets", default="paper,seed")
+    ap.add_argument("--saliency", default="attn")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--cache-dir", default=None)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    model, tok = _load.load(a.model)
+    model.requires_grad_(False)
+    V = model.config.vocab_size
+    key_extra = {"model": a.model, "fp": model_fingerprint(model), "seed": 0, "data": str(a.data_dir or os.environ.get("PRUNELAB_DATA", ""))}
+    root = cache_root(a.cache_dir)
+    test = token_stream(tok, "test", a.data_dir, V)
+    win = chunks(test, a.windows, a.ctx + a.cont)
+    res = {"command": " ".join(sys.argv), "windows": a.windows, "ctx": a.ctx, "cont": a.cont, "presets": {}}
+    t0 = time.perf_counter()
+    dense = []
+    for w in win:
+        cfg0 = make_config("paper")
+        lg, _ = continuation_logits(model, cfg0, w[None, :a.ctx], w[None, a.ctx:], prune=False)
+        dense.append(lg.float())
+    res["dense_s"] = time.perf_counter() - t0
+    nll_d = sum(float(F.cross_entropy(lg[0], w[a.ctx:], reduction="sum")) for lg, w in zip(dense, win))
+    res["ppl_dense"] = math.exp(nll_d / (a.windows * a.cont))
+    logging.info("dense ppl %.3f (%.0fs)", res["ppl_dense"], res["dense_s"])
+    for preset in a.presets.split(","):
+        cfg = make_config(preset, train_seq_len=a.ctx + a.cont, train_cont_len=a.cont, train_mode="cached",
+                          train_sequences=a.sequences, train_steps=a.steps, saliency=a.saliency, lr=a.lr,
+                          eval_ctx_len=a.ctx, eval_cont_len=a.cont)
+        t = time.perf_counter()
+        stack, info = get_pruners(model, cfg, tok, a.data_dir, key_extra, 0, root)
+        info["wall_s"] = time.perf_counter() - t
+        row = {"train": info}
+        recency = torch.arange(a.ctx, dtype=torch.float32)[None, None].expand(1, len(stack.stage_layers), -1) / a.ctx
+        for name, c, kw in (("learned", cfg, {"pruners": stack}),
+                            ("recency", dataclasses.replace(cfg, pruner="saliency"), {"saliency": recency})):
+            nll, kl, agree, kept = 0.0, 0.0, 0.0, None
+            for w, d in zip(win, dense):
+                lg, st = continuation_logits(model, c, w[None, :a.ctx], w[None, a.ctx:], **kw)
+                lg = lg.float()
+                nll += float(F.cross_entropy(lg[0], w[a.ctx:], reduction="sum"))
+                ld, lp = F.log_softmax(d[0], -1), F.log_softmax(lg[0], -1)
+                kl += float((ld.exp() * (ld - lp)).sum(-1).mean())
+                agree += float((lg[0].argmax(-1) == d[0].argmax(-1)).float().mean())
+                kept = [int(k[0]) for k in st.kept_per_stage]
+            ppl = math.exp(nll / (a.windows * a.cont))
+            row[name] = {"ppl": ppl, "ppl_rise": ppl / res["ppl_dense"] - 1, "kl": kl / a.windows,
+                         "agreement": agree / a.windows, "kept_per_stage": kept}
+            logging.info("%s %s: ppl %.3f rise %+.2f%% KL %.4f agree %.3f kept %s", preset, name, ppl,
+                         100 * row[name]["ppl_rise"], row[name]["kl"], row[name]["agreement"], kept)
+        res["presets"][preset] = row
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(res, f, indent=2, default=str)
+    res["total_s"] = time.perf_counter() - t0
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=2, default=str)
+    print(json.dumps({p: {k: v for k, v in r.items() if k != "train"} for p, r in res["presets"].items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
