@@ -2,7 +2,7 @@
 perplexity rise and KL to the dense model of learned vs recency pruning at the same keep counts.
 
   PRUNELAB_DATA=/work/shared/data PYTHONPATH=src python benchmarks/sdtp_train_check.py \
-      --sequences 32 --steps 1500 --windows 5 --out benchmarks/results/sdtp_train_check.json
+      --sequences 32 --steps 1500 --windows 5 --out /tmp/sdtp_train_check.json
 
 Training: train_mode="cached" (dense stage inputs + attention-to-future targets collected once,
 cached on disk), eval-length sequences (1024 context + 64 continuation) from the "mix" data
