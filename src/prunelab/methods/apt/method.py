@@ -40,6 +40,7 @@ from prunelab.methods.apt.schedule import Plan, build_plan
 from prunelab.methods.apt.teaching import Distiller
 from prunelab.methods.apt.tuning import RankController
 from prunelab.train.callbacks import MethodPlugin
+from prunelab.train.measure import cuda_sync_if_used
 
 HEAD_TASKS = ("classification", "regression", "qa")
 
@@ -133,6 +134,7 @@ class APTPlugin(MethodPlugin):
         self.distiller = Distiller(self, self.external_teacher)
         self.prune_seconds: list[float] = []
         self.growth_log: list[dict] = []
+        self.phase_seconds: dict = {}
         return model
 
     # views of the distillation lifecycle (tests and metrics read them)
@@ -174,6 +176,7 @@ class APTPlugin(MethodPlugin):
 
     # ------------------------------------------------------------------------------ per step
     def on_step_start(self, state):
+        self._t_step = time.perf_counter()
         t = state.step
         plan = self.plan
         self.t = t
@@ -247,6 +250,26 @@ class APTPlugin(MethodPlugin):
         return out
 
     def on_step_end(self, state):
+        try:
+            self._step_end(state)
+        finally:
+            self._time_phase(state.step - 1)
+
+    def _time_phase(self, t: int) -> None:
+        """Wall seconds from on_step_start to the end of on_step_end, per phase of the plan:
+        before the first pruning step, while pruning / distilling, and after (the pruned model
+        fine-tuned alone). These are the step times the benchmark compares with LoRA's."""
+        if getattr(self, "_t_step", None) is None:
+            return
+        cuda_sync_if_used()
+        dt = time.perf_counter() - self._t_step
+        self._t_step = None
+        phase = "before_pruning" if t < self.plan.steps[0] else "pruning" if t < self.plan.distill_end else "after_pruning"
+        acc = self.phase_seconds.setdefault(phase, [0.0, 0])
+        acc[0] += dt
+        acc[1] += 1
+
+    def _step_end(self, state):
         s = state.step
         k = self.plan.pruning_index(s)
         if k is not None:
@@ -386,6 +409,8 @@ class APTPlugin(MethodPlugin):
             "apt_tunable_params_final": self.adapters.num_params(),
             "apt_prune_step_seconds": [round(x, 4) for x in self.prune_seconds],
             "apt_prune_seconds_total": round(sum(self.prune_seconds), 4),
+            "apt_step_seconds": {k: v[0] / v[1] for k, v in getattr(self, "phase_seconds", {}).items() if v[1]},
+            "apt_steps_per_phase": {k: v[1] for k, v in getattr(self, "phase_seconds", {}).items()},
             "apt_teacher_refreshes": self.distiller.refreshes,
             "apt_teacher": self.cfg.distill,
             "apt_growth": self.growth_log,
