@@ -1,42 +1,69 @@
 """APT benchmark: FT, LoRA and APT (60% sparsity) on MiniLM-L6 / SST-2 (real data), same data and steps.
 
-    PRUNELAB_DATA=../shared/data PYTHONPATH=src .venv/bin/python benchmarks/apt.py [--seeds 0 1 2]
-    PYTHONPATH=src .venv/bin/python benchmarks/apt.py --report-only     # re-render from the store
+One command regenerates every APT result (benchmarks/results/apt.md and apt.json, with the
+command, date, machine, git SHA and seeds); it refuses to write from uncommitted code:
 
-Every run goes through prunelab.run.run into runs/bench.db (benchmarks/common.py), so FT and
-LoRA rows are the core benchmark's (identical configs hash alike) and are trained once. The
-training budget is common.SST2_TRAIN: 8000 stratified SST-2 examples, 500 steps of batch 32,
-10 dev evaluations on the full dev set. APT runs with its default (``cpu``) schedule at 60%
-sparsity and lr 1e-3 (FT 5e-5 and LoRA 5e-4 as in the core benchmark; APT's adapters sit on
-q, v and the FFN up projection and grow, which takes a larger step in 500 steps).
+    make bench-apt                  # = PRUNELAB_DATA=../shared/data PYTHONPATH=src \\
+                                    #   .venv/bin/python benchmarks/apt.py
+    python benchmarks/apt.py --seeds 0 --train-limit 1000 --steps 40 --name apt-smoke   # smoke test
+    python benchmarks/apt.py --report-only                                              # re-render
 
-Inference speed is measured again here, in one process and interleaved (dense, pruned, dense,
-pruned, ...), so that the load of other processes on this shared machine hits both alike:
-the FT model is the dense MiniLM with its classifier, the APT model is MiniLM with each
-seed's final per-layer widths (weights do not change speed). FLOPs per sample come from
-torch.utils.flop_counter; the FLOPs limit is dense FLOPs / pruned FLOPs.
-Writes benchmarks/results/apt.json and apt.md.
+Defaults are the targets' setting: seeds 0-4, 8000 stratified SST-2 training examples, 500
+steps of batch 32, 10 dev evaluations on the full dev set; lr FT 5e-5, LoRA 5e-4 (r 8, q/v),
+APT 1e-3 with its default (``cpu``) schedule at 60% sparsity. Every run goes through
+prunelab.run.run into its own store (runs/bench-apt.db; identical configs are trained once).
+
+What is measured and how:
+- accuracy: final dev accuracy; APT / FT is the ratio of seed means.
+- training memory: the peak of the run's training phase, of one kind for every method:
+  on CPU the bytes of live tensors (``--memory tensors``, the CPU counterpart of
+  torch.cuda.max_memory_allocated; ``--memory rss`` for process RSS); on CUDA
+  max_memory_allocated. Ratios are only formed between rows of the same kind.
+- TTA: first training second at which the dev score reaches 97% of FT's mean final score;
+  a seed that never gets there is "not reached within budget" and counts (k of n reached);
+  ratios of mean TTA only when every seed of both methods reached it.
+- step time: APT's wall seconds per step before its first pruning step, while pruning and
+  distilling, and after (``apt_step_seconds``), against LoRA's mean step time.
+- inference: measured again here, in one process and interleaved (dense, pruned, dense, ...)
+  so that the load of other processes hits both alike; the FT model is the dense MiniLM
+  with its classifier, each APT model is MiniLM with that seed's final per-layer widths
+  (weights do not change speed). FLOPs per sample from torch.utils.flop_counter; the FLOPs
+  limit is dense FLOPs / pruned FLOPs.
+Note: the tensor-memory tracker runs every operator through a Python dispatch mode; it adds
+a few microseconds per operator to every method's steps (more operators, more time: APT's
+hooks make this a bias against APT in the step-time ratio).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from common import pruned_like, round_robin_medians, wait_for_other_process, SEEDS, STORE, SST2_TRAIN, mean_std, provenance, sst2_config, write
+from common import ROOT, mean_std, provenance, pruned_like, round_robin_medians, wait_for_other_process, write
 
 APT_LR = 1e-3
+LR = {"ft": 5e-5, "lora": 5e-4, "apt": APT_LR}
 APT_ARGS = {"sparsity": 0.6}
 BATCHES = (32, 128)
 SEQ = 128
 ROUNDS = 9
+METHODS = ("ft", "lora", "apt")
+TARGETS = {"accuracy": 0.98, "speed_over_limit": 0.95, "step_before": 1.5}
 
 
-def configs(seed: int) -> dict:
-    return {"apt": sst2_config("apt", seed, lr=APT_LR, **APT_ARGS),
-            "ft": sst2_config("ft", seed), "lora": sst2_config("lora", seed)}
+def configs(seed: int, args) -> dict:
+    from prunelab.config import RunConfig, TrainConfig
+
+    train = dict(train_limit=args.train_limit, max_steps=args.steps, batch_size=32, eval_points=args.eval_points,
+                 max_length=128)
+    return {m: RunConfig(model="minilm-l6", task="glue/sst2", method=m, seed=seed,
+                         method_args=dict(APT_ARGS) if m == "apt" else {},
+                         train=TrainConfig(lr=LR[m], **train), measure={"throughput": False, "flops": True})
+            for m in METHODS}
 
 
 # -- interleaved inference ----------------------------------------------------------------------------
@@ -50,7 +77,7 @@ def interleaved_speed(apt_widths: list[dict]) -> dict:
     cpu = torch.device("cpu")
     flops = {k: measure.flops_per_sample(m, measure.dummy_inputs(m, 1, SEQ, cpu)) for k, m in models.items()}
     out = {"flops_per_sample": flops, "params": {k: measure.count_params(m)["params"] for k, m in models.items()},
-           "loadavg_before": os.getloadavg()}
+           "loadavg_before": os.getloadavg(), "rounds": ROUNDS, "seq_len": SEQ}
     for bs in BATCHES:
         med, cpu_med = round_robin_medians(models, measure.dummy_inputs(dense, bs, SEQ, cpu), ROUNDS)
         out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cpu_med,
@@ -62,7 +89,7 @@ def interleaved_speed(apt_widths: list[dict]) -> dict:
 
 
 # -- report -------------------------------------------------------------------------------------------
-def m(row, key):
+def metric(row, key):
     return (row.get("metrics") or {}).get(key)
 
 
@@ -71,122 +98,135 @@ def ms(values, fmt="{:.4f}"):
     return "-" if mu is None else (fmt + " ± " + fmt).format(mu, sd)
 
 
+def fmt(x, f="{:.3f}"):
+    return "-" if x is None else f.format(x)
+
+
 def ratio(a, b):
     a, b = mean_std(a)[0], mean_std(b)[0]
     return a / b if a is not None and b else None
 
 
-def render(rows: dict, speed: dict | None, seeds) -> tuple[dict, str]:
-    get = lambda meth, key: [m(r, key) for r in rows[meth]]  # noqa: E731
+def verdict(ok) -> str:
+    return "-" if ok is None else ("met" if ok else "NOT met")
+
+
+def summarize(rows: dict, speed: dict | None) -> dict:
+    from prunelab.derived import tta_aggregate, tta_ratio
+
+    get = lambda meth, key: [metric(r, key) for r in rows[meth]]  # noqa: E731
     acc = {k: get(k, "score") for k in rows}
-    apt_ft = ratio(acc["apt"], acc["ft"])
-    tta = {k: get(k, "tta_s") for k in rows}
-    tta_cpu = {k: get(k, "tta_cpu_s") for k in rows}
+    kinds = {k: sorted({str(v) for v in get(k, "train_peak_mem_kind")}) for k in rows}
+    same_kind = len({tuple(v) for v in kinds.values()}) == 1 and len(next(iter(kinds.values()), [])) == 1
     mem = {k: get(k, "train_peak_mem_mb") for k in rows}
-    step = {k: get(k, "step_seconds") for k in rows}
-    step_cpu = {k: [(m(r, "train_cpu_seconds") or 0) / max(1, m(r, "train_steps") or 1) for r in rows[k]] for k in rows}
-
-    def reached(vals):
-        return sum(v is not None for v in vals)
-
-    summary = {
+    tta = {k: get(k, "tta_s") for k in rows}
+    phases = [metric(r, "apt_step_seconds") or {} for r in rows["apt"]]
+    step_before = [p.get("before_pruning") for p in phases]
+    step_after = [p.get("after_pruning") for p in phases]
+    lora_step = get("lora", "step_seconds")
+    s = {
         "dev_accuracy": {k: mean_std(v) for k, v in acc.items()},
-        "apt_over_ft_accuracy": apt_ft,
-        "train_peak_mem_ratio": {"apt/ft": ratio(mem["apt"], mem["ft"]), "lora/ft": ratio(mem["lora"], mem["ft"]),
-                                 "apt/lora": ratio(mem["apt"], mem["lora"])},
-        "tta_s": {k: mean_std(v) for k, v in tta.items()},
-        "tta_reached": {k: f"{reached(v)}/{len(v)}" for k, v in tta.items()},
-        "tta_ratio": {"apt/ft": ratio(tta["apt"], tta["ft"]), "apt/lora": ratio(tta["apt"], tta["lora"])},
-        "tta_cpu_ratio": {"apt/ft": ratio(tta_cpu["apt"], tta_cpu["ft"]),
-                          "apt/lora": ratio(tta_cpu["apt"], tta_cpu["lora"])},
-        "step_seconds": {k: mean_std(v) for k, v in step.items()},
-        "step_ratio_apt_over_lora": ratio(step["apt"], step["lora"]),
-        "step_cpu_ratio_apt_over_lora": ratio(step_cpu["apt"], step_cpu["lora"]),
+        "apt_over_ft_accuracy": ratio(acc["apt"], acc["ft"]),
+        "train_peak_mem_kind": kinds,
+        "train_peak_mem_mb": {k: mean_std(v) for k, v in mem.items()},
+        "train_peak_mem_ratio": ({"apt/ft": ratio(mem["apt"], mem["ft"]), "lora/ft": ratio(mem["lora"], mem["ft"]),
+                                  "apt/lora": ratio(mem["apt"], mem["lora"])} if same_kind else None),
+        "tta": {k: tta_aggregate(v) for k, v in tta.items()},
+        "tta_ratio": {"apt/ft": tta_ratio(tta["apt"], tta["ft"]), "apt/lora": tta_ratio(tta["apt"], tta["lora"])},
+        "step_seconds": {k: mean_std(get(k, "step_seconds")) for k in rows},
+        "apt_step_seconds": {ph: mean_std([p.get(ph) for p in phases]) for ph in ("before_pruning", "pruning", "after_pruning")},
+        "step_ratio_apt_before_pruning_over_lora": ratio(step_before, lora_step),
+        "step_ratio_apt_after_pruning_over_lora": ratio(step_after, lora_step),
         "apt_sparsity": mean_std(get("apt", "apt_sparsity")),
-        "apt_param_ratio": mean_std(get("apt", "param_ratio")),
-        "apt_prune_seconds_total": mean_std(get("apt", "apt_prune_seconds_total")),
     }
     if speed:
         for bs in BATCHES:
-            sp = list(speed[f"bs{bs}"]["speedup"].values())
-            lim = list(speed[f"bs{bs}"]["flops_limit"].values())
-            summary[f"speedup_bs{bs}"] = mean_std(sp)
-            summary[f"flops_limit_bs{bs}"] = mean_std(lim)
-            summary[f"speedup_over_limit_bs{bs}"] = mean_std([s / f for s, f in zip(sp, lim)])
-            spc = list(speed[f"bs{bs}"]["speedup_cpu_time"].values())
-            summary[f"speedup_cpu_time_bs{bs}"] = mean_std(spc)
-            summary[f"speedup_cpu_time_over_limit_bs{bs}"] = mean_std([s / f for s, f in zip(spc, lim)])
-    p = provenance()
-    t = SST2_TRAIN
+            sp, lim = list(speed[f"bs{bs}"]["speedup"].values()), list(speed[f"bs{bs}"]["flops_limit"].values())
+            s[f"speedup_bs{bs}"] = mean_std(sp)
+            s[f"flops_limit_bs{bs}"] = mean_std(lim)
+            s[f"speedup_over_limit_bs{bs}"] = mean_std([a / b for a, b in zip(sp, lim)])
+    r = s["train_peak_mem_ratio"]
+    s["targets"] = {
+        "apt/ft accuracy >= 0.98": s["apt_over_ft_accuracy"] is not None and s["apt_over_ft_accuracy"] >= TARGETS["accuracy"],
+        **({f"speedup/FLOPs limit >= 0.95 (bs {bs})": s[f"speedup_over_limit_bs{bs}"][0] >= TARGETS["speed_over_limit"]
+            for bs in BATCHES} if speed else {}),
+        "peak train memory APT < FT": None if not r or r["apt/ft"] is None else r["apt/ft"] < 1,
+        "APT step <= 1.5x LoRA before pruning": None if s["step_ratio_apt_before_pruning_over_lora"] is None
+        else s["step_ratio_apt_before_pruning_over_lora"] <= TARGETS["step_before"],
+        "APT step < LoRA after pruning": None if s["step_ratio_apt_after_pruning_over_lora"] is None
+        else s["step_ratio_apt_after_pruning_over_lora"] < 1,
+    }
+    return s
 
-    def row3(label, key, fmt="{:.4f}"):
-        return f"| {label} | " + " | ".join(ms(get(k, key), fmt) for k in ("ft", "lora", "apt")) + " |"
+
+def render(rows: dict, speed: dict | None, args, prov: dict) -> tuple[dict, str]:
+    s = summarize(rows, speed)
+    get = lambda meth, key: [metric(r, key) for r in rows[meth]]  # noqa: E731
+    kinds = s["train_peak_mem_kind"]
+
+    def row3(label, key, f="{:.4f}"):
+        return f"| {label} | " + " | ".join(ms(get(k, key), f) for k in METHODS) + " |"
 
     lines = [
-        f"# APT benchmark: MiniLM-L6 / SST-2, FT vs LoRA vs APT (60% sparsity)\n",
-        f"Command: `{p['command']}`  \nDate: {p['date']}  \ngit: {p['git_sha']}  \nMachine: {p['machine']}\n",
-        f"Settings: seeds {list(seeds)}; {t['train_limit']} stratified SST-2 training examples, {t['max_steps']} steps "
-        f"of batch {t['batch_size']} (length-bucketed), {t['eval_points']} evaluations on the full dev set (872); "
-        f"lr FT 5e-5, LoRA 5e-4 (r 8, q/v), APT {APT_LR:g} (default `cpu` schedule: salience and mu ramp from 10%, "
-        f"10 pruning steps to 40%, distillation to 50%, plain fine-tuning after). Runs in `{STORE}` (shared with "
-        f"benchmarks/core.py). Memory is the process's peak RSS (CPU), so ratios include the Python heap.\n",
+        "# APT benchmark: MiniLM-L6 / SST-2, FT vs LoRA vs APT (60% sparsity)\n",
+        f"Command: `{prov['command']}`  \nDate: {prov['date']}  \ngit: {prov['git_sha']}  \nMachine: {prov['machine']}  \n"
+        f"Seeds: {list(args.seeds)}\n",
+        f"Settings: {args.train_limit} stratified SST-2 training examples, {args.steps} steps of batch 32 "
+        f"(length-bucketed), {args.eval_points} evaluations on the full dev set (872); lr FT 5e-5, LoRA 5e-4 "
+        f"(r 8, q/v), APT {APT_LR:g} (default `cpu` schedule: salience and mu ramp from 10%, 10 pruning steps to "
+        f"40%, distillation to 50%, plain fine-tuning after). Training memory kind: {kinds}.\n",
         "| metric (mean ± std over seeds) | FT | LoRA | APT |", "|---|---|---|---|",
         row3("dev accuracy", "score"),
-        row3("TTA, wall s (97% of FT)", "tta_s", "{:.0f}"),
-        row3("TTA, process CPU s", "tta_cpu_s", "{:.0f}"),
-        row3("step time (wall s)", "step_seconds", "{:.3f}"),
+        "| TTA, wall s (97% of FT; every seed counts) | " + " | ".join(s["tta"][k]["label"] for k in METHODS) + " |",
+        row3("step time (wall s, whole run)", "step_seconds", "{:.3f}"),
         row3("train time (wall s)", "train_seconds", "{:.0f}"),
-        row3("peak train memory (MB RSS)", "train_peak_mem_mb", "{:.0f}"),
+        row3(f"peak train memory (MB, {'/'.join(kinds['ft'])})", "train_peak_mem_mb", "{:.0f}"),
         row3("params", "params", "{:,.0f}"),
-        row3("run throughput bs32 (samples/s, not interleaved)", "throughput_bs32", "{:.1f}"),
-        row3("run throughput bs128 (samples/s, not interleaved)", "throughput_bs128", "{:.1f}"),
         "",
-        "| ratio | value | target |", "|---|---|---|",
-        f"| APT / FT dev accuracy | {fmt(apt_ft)} | >= 0.97 |",
+        "| APT step time (wall s) | before pruning | pruning + distillation | after |", "|---|---|---|---|",
+        "| APT | " + " | ".join(ms([(metric(r, "apt_step_seconds") or {}).get(ph) for r in rows["apt"]], "{:.3f}")
+                         for ph in ("before_pruning", "pruning", "after_pruning")) + " |",
+        "",
+        "| ratio | value | target | verdict |", "|---|---|---|---|",
+        f"| APT / FT dev accuracy | {fmt(s['apt_over_ft_accuracy'])} | >= 0.98 | {verdict(s['targets']['apt/ft accuracy >= 0.98'])} |",
     ]
     if speed:
         for bs in BATCHES:
             sp = speed[f"bs{bs}"]
             lim = list(sp["flops_limit"].values())
-            for label, key in (("wall", "speedup"), ("process CPU time", "speedup_cpu_time")):
-                vals = list(sp[key].values())
-                lines.append(f"| inference speedup vs FT, bs {bs}, {label} (interleaved) | {ms(vals, '{:.2f}')}x "
-                             f"| FLOPs limit {ms(lim, '{:.2f}')}x |")
-                lines.append(f"| speedup / FLOPs limit, bs {bs}, {label} | "
-                             f"{ms([a / b for a, b in zip(vals, lim)], '{:.2f}')} | >= 0.9 |")
+            vals = list(sp["speedup"].values())
+            lines.append(f"| inference speedup vs FT, bs {bs} (interleaved, wall) | {ms(vals, '{:.2f}')}x "
+                         f"(FLOPs limit {ms(lim, '{:.2f}')}x) | | |")
+            key = f"speedup/FLOPs limit >= 0.95 (bs {bs})"
+            lines.append(f"| speedup / FLOPs limit, bs {bs} | {ms([a / b for a, b in zip(vals, lim)], '{:.2f}')} "
+                         f"| >= 0.95 | {verdict(s['targets'][key])} |")
+    mr = s["train_peak_mem_ratio"] or {}
     lines += [
-        f"| peak train memory APT / FT | {fmt(summary['train_peak_mem_ratio']['apt/ft'])} | |",
-        f"| peak train memory APT / LoRA | {fmt(summary['train_peak_mem_ratio']['apt/lora'])} | |",
-        f"| TTA APT / FT (wall; seeds reaching: APT {summary['tta_reached']['apt']}, FT {summary['tta_reached']['ft']}) "
-        f"| {fmt(summary['tta_ratio']['apt/ft'])} | |",
-        f"| TTA APT / LoRA (wall; LoRA reaching {summary['tta_reached']['lora']}) | {fmt(summary['tta_ratio']['apt/lora'])} | |",
-        f"| TTA APT / FT (process CPU) | {fmt(summary['tta_cpu_ratio']['apt/ft'])} | |",
-        f"| step time APT / LoRA (wall) | {fmt(summary['step_ratio_apt_over_lora'])} | |",
-        f"| step time APT / LoRA (process CPU) | {fmt(summary['step_cpu_ratio_apt_over_lora'])} | |",
-        f"| APT achieved sparsity (layers' linear params) | {ms(get('apt', 'apt_sparsity'))} | 0.60 ± 0.01 |",
+        f"| peak train memory APT / FT | {fmt(mr.get('apt/ft'))} | < 1 | {verdict(s['targets']['peak train memory APT < FT'])} |",
+        f"| peak train memory LoRA / FT | {fmt(mr.get('lora/ft'))} | | |",
+        f"| TTA APT / FT (only if every seed reached) | {fmt(s['tta_ratio']['apt/ft'])} | | |",
+        f"| step time APT before pruning / LoRA | {fmt(s['step_ratio_apt_before_pruning_over_lora'])} | <= 1.5 "
+        f"| {verdict(s['targets']['APT step <= 1.5x LoRA before pruning'])} |",
+        f"| step time APT after pruning / LoRA | {fmt(s['step_ratio_apt_after_pruning_over_lora'])} | < 1 "
+        f"| {verdict(s['targets']['APT step < LoRA after pruning'])} |",
+        f"| APT achieved sparsity (layers' linear params) | {ms(get('apt', 'apt_sparsity'))} | 0.60 ± 0.01 | |",
         "",
     ]
     if speed:
         lines.append(f"Interleaved inference: {ROUNDS} rounds per batch size at seq {SEQ}, median; load average "
                      f"(1/5/15 min) {tuple(round(x, 1) for x in speed['loadavg_before'])} before and "
-                     f"{tuple(round(x, 1) for x in speed['loadavg_after'])} after, on {os.cpu_count()} cores. "
-                     "Other processes share this machine: under load the pruned model loses more than the dense "
-                     "one (its remaining time is more memory-bound), so the ratios are lower bounds.\n")
-    widths = [m(r, "apt_widths") for r in rows["apt"]]
+                     f"{tuple(round(x, 1) for x in speed['loadavg_after'])} after, on {os.cpu_count()} cores.\n")
+    widths = [metric(r, "apt_widths") for r in rows["apt"]]
     lines.append("APT final widths per seed (heads per layer / FFN per layer / hidden): " + "; ".join(
         f"{w['heads']} / {w['ffn']} / {w['hidden']}" for w in widths if w))
-    data = {"provenance": p, "settings": {k: v.to_dict() for k, v in configs(seeds[0]).items()},
-            "runs": {k: [{"id": r["id"], "seed": r["seed"], "metrics": r["metrics"]} for r in v] for k, v in rows.items()},
-            "interleaved_inference": speed, "summary": summary}
+    data = {"provenance": prov, "settings": {k: v.to_dict() for k, v in configs(args.seeds[0], args).items()},
+            "runs": {k: [{"id": r["id"], "seed": r["seed"], "metrics": r["metrics"], "curve": r.get("curve")}
+                         for r in v] for k, v in rows.items()},
+            "interleaved_inference": speed, "summary": s}
     return data, "\n".join(lines) + "\n"
 
 
-def fmt(x, f="{:.3f}"):
-    return "-" if x is None else f.format(x)
-
-
 def _progress(method: str, seed: int):
-    """Log a line every 50 steps (a run takes minutes to an hour on a shared 2-core machine)."""
     t0 = time.time()
 
     def report(state):
@@ -196,41 +236,55 @@ def _progress(method: str, seed: int):
     return report
 
 
-def main():
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--train-limit", type=int, default=8000)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--eval-points", type=int, default=10)
+    ap.add_argument("--memory", choices=("tensors", "rss"), default="tensors", help="CPU training-memory kind")
+    ap.add_argument("--store", default=os.environ.get("PRUNELAB_BENCH_STORE", str(ROOT / "runs" / "bench-apt.db")))
+    ap.add_argument("--name", default="apt", help="results file name (benchmarks/results/NAME.md/.json)")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--no-speed", action="store_true", help="skip the interleaved inference timing")
+    ap.add_argument("--allow-dirty", action="store_true", help="write even from uncommitted code (do not commit it)")
+    args = ap.parse_args(argv)
+    os.environ["PRUNELAB_CPU_MEMORY"] = args.memory
     from prunelab.derived import with_derived
     from prunelab.run import run
     from prunelab.store import Store
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    ap.add_argument("--report-only", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    store = Store(STORE)
-    ids = {"ft": [], "lora": [], "apt": []}
+    prov = provenance(["benchmarks/apt.py", *(sys.argv[1:] if argv is None else argv)], args.seeds)
+    if prov["git_dirty"] and not args.allow_dirty and not args.report_only:
+        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
+    torch.set_num_threads(int(os.environ.get("PRUNELAB_THREADS", "2")))
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    store = Store(args.store)
+    ids = {m: [] for m in METHODS}
 
     def collect():
         rows = {k: [with_derived(store.get(i), store) for i in v] for k, v in ids.items()}
         return {k: [r for r in v if r and r["status"] == "done"] for k, v in rows.items()}
 
     for seed in args.seeds:
-        for method in ("apt", "ft", "lora"):          # APT first: FT / LoRA may still be training in core.py
-            cfg = configs(seed)[method]
+        for method in ("ft", "lora", "apt"):       # FT first: TTA needs its score
+            cfg = configs(seed, args)[method]
             if args.report_only:
                 ids[method].append(cfg.resolve().hash())
                 continue
             wait_for_other_process(store, cfg)
             row = run(cfg, store, progress=_progress(method, seed))
-            print(method, seed, row["status"], m(row, "score") or row.get("error"), flush=True)
+            print(method, seed, row["status"], metric(row, "score") or row.get("error"), flush=True)
             ids[method].append(row["id"])
-        rows = collect()
-        if not args.report_only and all(rows.values()):   # partial report after every seed (no speed yet)
-            data, md = render(rows, None, args.seeds[:args.seeds.index(seed) + 1])
-            write("apt", data, md)
     rows = collect()
-    speed = interleaved_speed([m(r, "apt_widths") for r in rows["apt"]]) if rows["apt"] else None
-    data, md = render(rows, speed, args.seeds)
-    write("apt", data, md)
+    missing = {k: len(args.seeds) - len(v) for k, v in rows.items() if len(v) < len(args.seeds)}
+    if missing:
+        print(f"warning: runs missing or failed: {missing}", flush=True)
+    speed = None
+    if rows["apt"] and not args.no_speed:
+        speed = interleaved_speed([metric(r, "apt_widths") for r in rows["apt"]])
+    data, md = render(rows, speed, args, prov)
+    write(args.name, data, md, allow_dirty=args.allow_dirty)
     print(md)
 
 

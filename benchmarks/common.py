@@ -47,12 +47,26 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def provenance() -> dict:
-    sha = os.environ.get("PRUNELAB_GIT_SHA") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "git_sha": sha, "machine": machine()}
+def git_state() -> tuple[str, bool]:
+    """(short SHA of HEAD, whether tracked source differs from it). Results may only come from
+    committed code: a dirty tree makes `write` refuse unless explicitly allowed."""
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # the results being (re)written are outputs, not code
+    dirty = [ln for ln in dirty.splitlines() if "benchmarks/results/" not in ln]
+    return sha, bool(dirty)
+
+
+def provenance(argv=None, seeds=None) -> dict:
+    sha, dirty = git_state()
+    sha = os.environ.get("PRUNELAB_GIT_SHA") or sha
+    out = {"command": " ".join(["python", *(sys.argv if argv is None else argv)]),
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "git_sha": sha + ("-dirty" if dirty else ""), "git_dirty": dirty, "machine": machine()}
+    if seeds is not None:
+        out["seeds"] = list(seeds)
+    return out
 
 
 def mean_std(values) -> tuple[float | None, float | None]:
@@ -69,7 +83,10 @@ def fmt_ms(values, fmt="{:.4f}") -> str:
     return (fmt + " ± " + fmt).format(m, s)
 
 
-def write(name: str, data: dict, markdown: str) -> None:
+def write(name: str, data: dict, markdown: str, allow_dirty: bool = False) -> None:
+    if (data.get("provenance") or {}).get("git_dirty") and not allow_dirty:
+        raise SystemExit(f"refusing to write benchmarks/results/{name}.*: the source tree has uncommitted "
+                         "changes (commit first, or pass --allow-dirty for a scratch result you will not commit)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)

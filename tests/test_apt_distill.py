@@ -69,25 +69,26 @@ def test_loss_is_mu_mix_of_distillation_and_fine_tuning():
 
 
 def test_layer_loss_maps_around_layers_without_heads():
-    plugin, model, task, ctx = make_plugin("tiny-bert", config_overrides={"num_hidden_layers": 6})
+    plugin, model, task, ctx = make_plugin("tiny-bert", config_overrides={"num_hidden_layers": 6},
+                                           distill="self_snapshot")
     s = plugin.structure
     keep = Keep({a.index: torch.ones(a.units, dtype=torch.bool) for a in s.attn},
                 {b.index: torch.ones(b.units, dtype=torch.bool) for b in s.ffn}, torch.ones(s.hidden, dtype=torch.bool))
     keep.head[4] = torch.zeros(4, dtype=torch.bool)          # layer 4 loses every head
     plugin._remove(keep)
     assert plugin._surviving() == {0: True, 1: True, 2: True, 3: True, 4: False, 5: True}
-    plugin.layer_rng = random.Random(0)
+    plugin.distiller.layer_rng = random.Random(0)
     plugin.plan = None
     for _ in range(10):
-        plugin._snapshot()
+        plugin.distiller.take_teacher(None)
         batch = task.collate(ctx.train_features[:4])
         plugin.capture.store = {}
         out = model(**batch)
         hidden = plugin.capture.store
         plugin.capture.store = None
         t_out, t_hidden = plugin.teacher.forward(model, batch, plugin.family, plugin.capture, None)
-        loss = plugin._layer_loss(hidden, t_hidden, batch)
-        pairs = plugin.step_log["pairs"]
+        loss = plugin.distiller._layer_loss(hidden, t_hidden, batch, plugin._surviving())
+        pairs = plugin.distiller.step_log["pairs"]
         assert all(s_ != 4 for _, s_ in pairs) and (4, 3) in pairs or (4, 5) in pairs or all(t != 4 for t, _ in pairs)
         assert torch.isfinite(loss)
 
@@ -98,9 +99,9 @@ def _hidden_only(**kw):
 
 
 def test_snapshot_teacher_shares_frozen_tensors_until_the_student_prunes_them():
-    plugin, model, task, ctx = _hidden_only()
+    plugin, model, task, ctx = _hidden_only(distill="self_snapshot")
     plugin.plan = None
-    plugin._snapshot()
+    plugin.distiller.take_teacher(None)
     teacher = plugin.teacher
     student = {n: p for n, p in model.named_parameters() if not n.startswith("prunelab_apt")}
     twin = dict(teacher.module.named_parameters())
@@ -121,30 +122,30 @@ def test_snapshot_teacher_shares_frozen_tensors_until_the_student_prunes_them():
     plugin.capture.store = None
     t_out, t_hidden = teacher.forward(model, batch, plugin.family, plugin.capture, None)
     assert t_hidden[0].shape[-1] == 64 and plugin.apt.transform.base.shape == (64, 48)
-    assert torch.isfinite(plugin._layer_loss(hidden, t_hidden, batch))
+    assert torch.isfinite(plugin.distiller._layer_loss(hidden, t_hidden, batch, plugin._surviving()))
     # a refresh after pruning re-takes the (now pruned) student; Tr follows the teacher's dims
-    plugin._snapshot()
+    plugin.distiller.take_teacher(None)
     assert teacher.module.config.hidden_size == 48 or teacher.module.bert.embeddings.word_embeddings.weight.shape[1] == 48
     assert plugin.apt.transform.base.shape == (48, 48)
 
 
 def test_teacher_variants_after_training():
-    for distill, kind in (("self", D.SnapshotTeacher), ("self_copy", D.SnapshotTeacher),
-                          ("self_pruned", D.SharedTeacher)):
+    for distill, kind in (("self_snapshot", D.SnapshotTeacher), ("self_copy", D.SnapshotTeacher),
+                          ("self", D.SharedTeacher)):
         plugin, model, task, ctx = _hidden_only(distill=distill)
         train_plugin(plugin, model, task, ctx)
         assert isinstance(plugin.teacher, kind) and plugin.teacher.refreshes >= 1
         d = plugin.family.hidden_size
         tr = plugin.apt.transform
-        assert tr.base.shape[1] == d and tr.base.shape[0] == len(plugin.tr_out_ids) >= d
+        assert tr.base.shape[1] == d and tr.base.shape[0] == len(plugin.distiller.tr_out_ids) >= d
     # self_copy owns its tensors
     plugin, model, task, ctx = _hidden_only(distill="self_copy")
     plugin.plan = None
-    plugin._snapshot()
+    plugin.distiller.take_teacher(None)
     twin = dict(plugin.teacher.module.named_parameters())
     assert all(twin[n] is not p for n, p in model.named_parameters() if n in twin)
     # the no-copy teacher's head copies follow the student's hidden pruning
-    plugin, model, task, ctx = _hidden_only(distill="self_pruned")
+    plugin, model, task, ctx = _hidden_only(distill="self")
     train_plugin(plugin, model, task, ctx)
     head = plugin.teacher.head["classifier.weight"]
     assert head.shape == dict(model.named_parameters())["classifier.weight"].shape

@@ -185,3 +185,5 @@ def test_run_records_apt_metrics(sst2_dir, tmp_path):
     m = row["metrics"]
     assert m["params"] < m["dense_params"] and m["apt_sparsity"] > 0.5
     assert m["apt_plan"]["steps"] and m["apt_ranks_final"]
+    assert set(m["apt_step_seconds"]) == {"before_pruning", "pruning", "after_pruning"}
+    assert sum(m["apt_steps_per_phase"].values()) == 20 and all(v > 0 for v in m["apt_step_seconds"].values())

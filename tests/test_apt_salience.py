@@ -60,7 +60,12 @@ def test_kurtosis_only_changes_scores_by_the_outlier_term():
         m.eval()                                           # no dropout: the same forward in both
         m(**batch).loss.backward()
         out.append(plugin.collector.scores(plugin.structure))
-    diff = out[1]["neuron"][0] - out[0]["neuron"][0]
+    # S^ = S~ + K C rho-, rho- = the median salience per parameter over every unit of this step
+    from prunelab.methods.apt.pruner import densities
+    st = b_plugin.structure
+    d = densities(st, out[0])
+    rho = float(torch.cat([*d["head"].values(), *d["neuron"].values(), d["hidden"]]).median())
+    diff = (out[1]["neuron"][0] - out[0]["neuron"][0]) / (st.unit_costs()["neuron"][0] * rho)
     assert (diff >= 0).all() and diff.max() > 0
     # the neuron term is sqrt(Kurt) of O = W_down[:, j] x_j^T over rows and tokens
     W = b_plugin.family.ffn_blocks()[0].down.weight.detach()
@@ -95,3 +100,93 @@ def test_magnitude_and_random_scorers_need_no_hooks():
         assert plugin.collector._handles == []
         d = plugin._density()
         assert d["hidden"].shape == (64,) and torch.isfinite(d["head"][0]).all()
+
+
+# -- issue 10: one currency for heads, neurons and hidden dims; nothing depends on data size ----------
+PLANT = dict(hidden_size=128, num_attention_heads=8, intermediate_size=256, num_hidden_layers=4)
+
+
+def _scores(plugin, model, batch):
+    plugin.collector.active = True
+    plugin.collector.moment_tokens = 10 ** 6
+    plugin.collector.reset()
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+    return plugin.collector.scores(plugin.structure, plugin._adapter_salience())
+
+
+@pytest.mark.parametrize("method", ["outlier_aware", "standard"])
+def test_planted_heads_compete_with_neurons_and_hidden_dims_on_equal_terms(method):
+    """A head whose output projection is zero carries nothing: it must go first. A head that
+    carries a large share of the signal must stay. At 60% sparsity the other heads must not
+    all be pruned just for being heads (the old per-block kurtosis bonus, divided by cost,
+    pruned all 32 heads of this model)."""
+    plugin, model, task, ctx = make_plugin("tiny-bert", salience=method, config_overrides=PLANT)
+    fam = plugin.family
+    blocks = fam.attention_blocks()
+    hd = blocks[0].head_dim
+    with torch.no_grad():
+        blocks[0].o.weight[:, 0:hd] = 0                               # unimportant: head 0 of layer 0
+        blocks[1].v.weight[3 * hd:4 * hd] *= 8                        # important: head 3 of layer 1
+        blocks[1].o.weight[:, 3 * hd:4 * hd] *= 8
+    batch = task.collate(ctx.train_features[:16])
+    s = _scores(plugin, model, batch)
+    from prunelab.methods.apt.pruner import densities
+    keep = select(plugin.structure, densities(plugin.structure, s), 0.4 * plugin.structure.size())
+    assert not bool(keep.head[0][0]) and bool(keep.head[1][3])
+    kept_heads = sum(int(v.sum()) for v in keep.head.values())
+    kept_neurons = sum(int(v.sum()) for v in keep.neuron.values())
+    assert 2 < kept_heads < 32 and 0 < kept_neurons < 4 * 256 and int(keep.hidden.sum()) > 0
+
+
+def test_the_outlier_term_is_the_same_density_bonus_for_every_block_type():
+    from prunelab.methods.apt.pruner import densities
+    from prunelab.methods.apt.salience import add_outlier_term
+    plugin, *_ = make_plugin("tiny-bert", config_overrides=PLANT)
+    st = plugin.structure
+    c = st.unit_costs()
+    base = {"head": {a.index: torch.full((a.units,), 3.0 * c["head"][a.index], dtype=torch.float64) for a in st.attn},
+            "neuron": {b.index: torch.full((b.units,), 3.0 * c["neuron"][b.index], dtype=torch.float64) for b in st.ffn},
+            "hidden": torch.full((st.hidden,), 3.0 * c["hidden"], dtype=torch.float64)}
+    kurt = {"head": {a.index: torch.full((a.units,), 2.0, dtype=torch.float64) for a in st.attn},
+            "neuron": {b.index: torch.full((b.units,), 2.0, dtype=torch.float64) for b in st.ffn},
+            "hidden": torch.full((st.hidden,), 2.0, dtype=torch.float64)}
+    d = densities(st, add_outlier_term(st, base, kurt))
+    vals = torch.cat([*d["head"].values(), *d["neuron"].values(), d["hidden"]])
+    torch.testing.assert_close(vals, torch.full_like(vals, 3.0 + 2.0 * 3.0))     # equal salience per parameter
+    # scaling S~ (a bigger batch, a larger loss) scales S^ and changes no ranking
+    big = add_outlier_term(st, {"head": {k: 7 * v for k, v in base["head"].items()},
+                                "neuron": {k: 7 * v for k, v in base["neuron"].items()},
+                                "hidden": 7 * base["hidden"]}, kurt)
+    torch.testing.assert_close(big["hidden"], 7 * add_outlier_term(st, base, kurt)["hidden"])
+
+
+def test_salience_does_not_depend_on_the_dataset_size():
+    got = []
+    for n in (64, 4096):
+        plugin, model, task, ctx = make_plugin("tiny-bert", n_train=n, config_overrides=PLANT)
+        batch = task.collate(task.features(16, seed=5))
+        got.append(_scores(plugin, model, batch))
+    for kind in ("head", "neuron"):
+        for b in got[0][kind]:
+            torch.testing.assert_close(got[0][kind][b], got[1][kind][b])
+    torch.testing.assert_close(got[0]["hidden"], got[1]["hidden"])
+
+
+def test_eq9_adapter_term_is_part_of_the_salience():
+    from prunelab.methods.apt.testing import randomize_adapters
+    plugin, model, task, ctx = make_plugin("tiny-bert", salience="standard")
+    randomize_adapters(plugin, scale=0.2)
+    batch = task.collate(ctx.train_features[:8])
+    with_term = _scores(plugin, model, batch)
+    term = plugin._adapter_salience()
+    without = plugin.collector.scores(plugin.structure)
+    ad_q, ad_v = plugin.adapters.student["attn0_q"], plugin.adapters.student["attn0_v"]
+    hd = plugin.family.attention_blocks()[0].head_dim
+    want = sum(float((ad.B.grad[hd:2 * hd] * ad.B[hd:2 * hd]).abs().sum()) * ad.scaling for ad in (ad_q, ad_v))
+    assert float(term["head"][0][1]) == pytest.approx(want, rel=1e-6) and want > 0
+    up = plugin.adapters.student["ffn1_up"]
+    assert float(term["neuron"][1][5]) == pytest.approx(float((up.B.grad[5] * up.B[5]).abs().sum()) * up.scaling)
+    torch.testing.assert_close(with_term["head"][0] - without["head"][0], term["head"][0])
+    torch.testing.assert_close(with_term["neuron"][1] - without["neuron"][1], term["neuron"][1])

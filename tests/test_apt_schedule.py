@@ -15,11 +15,13 @@ def test_default_plan_is_cubic_and_reaches_the_target():
     assert p.retained_at(p.warm_end) == 1.0 and p.retained_at(p.start) == 1.0
     s = 110  # cubic in the remaining fraction
     assert p.retained_at(s) == pytest.approx(0.4 + 0.6 * ((160 - s) / (160 - 80)) ** 3)
-    # mask windows sit inside the gap before each pruning step
-    prev = p.start
-    for w, s in zip(p.window_starts, p.steps):
-        assert prev <= w <= s and s - w == int(1.0 * (s - prev))
-        prev = s
+    # mask windows sit inside the gap before each pruning step; after a snap (no mask move at
+    # the pruning step itself) the next window starts one step later
+    prev, lo = p.start, p.start
+    for w, s, r in zip(p.window_starts, p.steps, p.mask_rates):
+        assert lo <= w <= s and s - w == min(int(1.0 * (s - prev)), s - lo)
+        assert r == pytest.approx(max(0.01, 1 / (s - w - 0.5)))
+        prev, lo = s, s + 1
     assert p.window_index(p.steps[3] - 1) == 3 and p.pruning_index(p.steps[3]) == 3
     assert p.window_index(p.steps[-1]) is None and p.pruning_index(p.steps[-1] + 1) is None
 

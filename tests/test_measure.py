@@ -84,3 +84,57 @@ def test_memory_ratios_compare_like_with_like():
         store.finish("y", {"score": 0.9, "higher_is_better": True, "inf_peak_mem_mb": 500.0,
                            "inf_peak_mem_kind": "cpu_rss"}, [])
         assert with_derived(store.get("y"), store)["metrics"]["inf_peak_mem_ratio"] == 0.5
+
+
+# -- issue 10: tensor-bytes memory on CPU, a CUDA-synchronised timer --------------------------------
+def test_cpu_tensor_memory_counts_live_tensor_bytes_not_the_process():
+    from prunelab.train.measure import LiveTensorBytes
+
+    keep = torch.ones(2**20)                                   # 4 MB alive before the phase
+    with PeakMemory("cpu", kind="tensors") as pm:
+        x = torch.ones(16, 2**20)                              # 64 MB
+        y = x[3:5]                                             # a view: no new bytes
+        del x, y
+        z = torch.ones(2**20)                                  # 4 MB after the 64 MB were freed
+    assert pm.kind == "cpu_tensors"
+    assert 64 <= pm.rise_mb < 64 + 4 + 1                       # the peak held the 64 MB, once
+    assert pm.peak_mb >= pm.rise_mb + 4                        # tensors alive at the start count
+    with LiveTensorBytes() as tr:
+        start = tr.current
+        a = torch.empty(2**18)
+        assert tr.current - start == 2**20
+        del a
+        assert tr.current == start                             # freed storages are uncounted
+    del keep, z
+
+
+def test_cpu_tensor_memory_sees_autograd_activations_and_optimizer_state():
+    lin = torch.nn.Linear(512, 512)
+    x = torch.randn(256, 512)
+    with PeakMemory("cpu", kind="tensors") as fwd:
+        lin(x).relu().sum().backward()
+    opt = torch.optim.Adam(lin.parameters())
+    with PeakMemory("cpu", kind="tensors") as step:
+        opt.step()
+    assert fwd.rise_mb >= 256 * 512 * 4 / 2**20               # at least one saved activation
+    assert step.rise_mb >= 2 * 512 * 512 * 4 / 2**20 * 0.99    # Adam's two moments
+
+
+def test_memory_kind_comes_from_the_argument_or_the_environment(monkeypatch):
+    monkeypatch.setenv("PRUNELAB_CPU_MEMORY", "tensors")
+    assert PeakMemory("cpu").kind == "cpu_tensors"
+    monkeypatch.delenv("PRUNELAB_CPU_MEMORY")
+    assert PeakMemory("cpu").kind == "cpu_rss" and PeakMemory("cpu", kind="tensors").kind == "cpu_tensors"
+
+
+def test_timer_waits_for_queued_cuda_work(monkeypatch):
+    from prunelab.train.measure import Timer
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: calls.append("sync"))
+    t = Timer()
+    with t:
+        calls.append("work")
+    assert calls == ["sync", "work", "sync"]

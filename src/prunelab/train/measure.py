@@ -1,9 +1,16 @@
 """Measurements of the seed-003 protocol, each computed in exactly one place.
 
-- peak memory: CUDA -> torch.cuda.max_memory_allocated (what APT reports); CPU -> the peak
-  resident set size of this process during the phase, sampled by a thread (labelled
-  'cpu_rss': it includes the Python heap and the model, so compare methods as ratios), and
-  its rise over the phase (`rise_mb`). Inference memory on CPU is the model's own bytes plus
+- peak memory: CUDA -> torch.cuda.max_memory_allocated (kind 'cuda', what APT reports). CPU,
+  two kinds: 'cpu_tensors' -> the peak of the bytes held by live CPU tensor storages (every
+  tensor alive at the start of the phase plus every storage an operator creates during it,
+  released when its storage dies), i.e. the CPU counterpart of max_memory_allocated, so CPU
+  and CUDA ratios mean the same thing; 'cpu_rss' -> the peak resident set size of this
+  process, sampled by a thread (it includes the interpreter, the heap glibc keeps and the
+  libraries, so its ratios are compressed towards 1). ``PeakMemory(device, kind=...)`` picks
+  the kind; without one, CPU uses $PRUNELAB_CPU_MEMORY ('tensors' or 'rss', default 'rss').
+  The tensor tracker runs every operator through a Python dispatch mode (a few microseconds
+  per op), so do not time inside it when the timing matters. `rise_mb` is the rise over the
+  phase for every kind. Inference memory on CPU is the model's own bytes plus
   that rise after the heap is trimmed (`model_memory_mb`, `trim_heap`): the absolute RSS
   after training still holds what training freed but glibc kept.
 - throughput: samples/s after warm-up, median over timed repeats.
@@ -13,28 +20,99 @@
 """
 from __future__ import annotations
 
+import gc
+import os
 import statistics
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 # -- memory -----------------------------------------------------------------------------
-class PeakMemory:
-    """Context manager: peak memory of the enclosed phase, in MB, with its kind."""
+CPU_MEMORY_KINDS = {"rss": "cpu_rss", "tensors": "cpu_tensors", "cpu_rss": "cpu_rss", "cpu_tensors": "cpu_tensors"}
 
-    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.01):
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Bytes held by live CPU tensor storages, and their peak, while the mode is active.
+
+    At entry every CPU tensor the garbage collector can see (parameters, buffers, optimizer
+    state, data) is counted once per storage; then every storage an operator returns is
+    counted when it first appears and uncounted when it is freed (a finalizer on the storage,
+    whose Python object lives exactly as long as the storage). Views share their base's
+    storage and count once. The autograd engine runs CPU backward passes on the calling
+    thread with the mode's thread-local state, so saved activations and gradients count too.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self.start = 0
+        self._live: dict[int, int] = {}
+
+    def _add(self, t) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.is_sparse or t.is_meta:
+            return
+        if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+            return          # tensor subclasses (fake / functional wrappers) own no CPU bytes of their own
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            return
+        key = id(st)
+        if key in self._live:
+            return
+        n = int(st.nbytes())
+        self._live[key] = n
+        self.current += n
+        if self.current > self.peak:
+            self.peak = self.current
+        weakref.finalize(st, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.current -= self._live.pop(key, 0)
+
+    def __enter__(self):
+        for obj in gc.get_objects():
+            if issubclass(type(obj), torch.Tensor):     # type(), not isinstance: no __class__ lookups
+                self._add(obj)
+        self.start = self.peak = self.current
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            self._add(t)
+        return out
+
+
+class PeakMemory:
+    """Context manager: peak memory of the enclosed phase, in MB, with its kind (see above)."""
+
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.01, kind: str | None = None):
         self.device = torch.device(device)
         self.interval = interval
         self.peak_mb = self.rise_mb = 0.0
-        self.kind = "cuda" if self.device.type == "cuda" else "cpu_rss"
+        if self.device.type == "cuda":
+            self.kind = "cuda"
+        else:
+            choice = kind or os.environ.get("PRUNELAB_CPU_MEMORY", "rss")
+            if choice not in CPU_MEMORY_KINDS:
+                raise ValueError(f"unknown CPU memory kind {choice!r}; expected 'rss' or 'tensors'")
+            self.kind = CPU_MEMORY_KINDS[choice]
 
     def __enter__(self):
         if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.kind == "cpu_tensors":
+            self._tracker = LiveTensorBytes()
+            self._tracker.__enter__()
         else:
             import psutil
 
@@ -54,6 +132,11 @@ class PeakMemory:
         if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        elif self.kind == "cpu_tensors":
+            tr = self._tracker
+            tr.__exit__(*exc)
+            self.peak_mb = tr.peak / 2**20
+            self.rise_mb = (tr.peak - tr.start) / 2**20
         else:
             self._stop.set()
             self._thread.join()
@@ -169,18 +252,29 @@ def time_to_accuracy(curve: list[dict], reference: float, higher_is_better: bool
     return None
 
 
+def cuda_sync_if_used() -> None:
+    """Wait for queued CUDA work (a no-op when CUDA was never initialised in this process)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 @dataclass
 class Timer:
     """Accumulates wall time of the enclosed blocks (training time with evals excluded), and
-    this process's CPU time, which other processes on a shared machine do not inflate."""
+    this process's CPU time, which other processes on a shared machine do not inflate.
+
+    CUDA kernels run asynchronously: the clock is read only after the queued work finished,
+    at entry and at exit, so a block is charged for its own kernels and not for earlier ones."""
     seconds: float = 0.0
     cpu_seconds: float = 0.0
 
     def __enter__(self):
+        cuda_sync_if_used()
         self._t0, self._c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
+        cuda_sync_if_used()
         self.seconds += time.perf_counter() - self._t0
         self.cpu_seconds += time.process_time() - self._c0
         return False

@@ -23,14 +23,18 @@ seed 003; where the paper is silent, the code:
 | LR schedule after reshaping | rebuilt, continuing from the current step | possibly left bound to the old optimizer |
 | (paper silent, code followed) | cubic on the *retained* fraction, first linspace step dropped, mask +-0.01 with re-ranking every window step, snap at the step, layer survives iff it keeps heads and neurons, Tr = identity + LoRA, EMA of adapter importance, adapters at max rank skipped, tau^2 on the KL, MSE mean per layer summed over 4 layers | |
 
-Our own choices (documented where they live): physical removal at every pruning step with
-a copy-on-prune snapshot teacher (distill.py), salience sums scaled to the tuning-data
-size (salience.py), schedules in fractions of the run (config.py / schedule.py),
+Our own choices (documented where they live): physical removal at every pruning step, with
+the paper's teacher (adapter and head copies over the shared, pruned frozen weights) by
+default and a copy-on-prune snapshot teacher as ``distill=self_snapshot`` (distill.py,
+teaching.py); the kurtosis term measured in the step's median salience per parameter, so
+every block type gets the same bonus per unit of kurtosis and nothing depends on the dataset
+size (salience.py); mask windows whose per-step move is max(0.01, 1/window) so masks reach 0
+before each snap (schedule.py); schedules in fractions of the run (config.py / schedule.py);
 random/uniform scoring at the density level (salience.py).
 
 Modules: config (APTConfig, presets), adapter (dynamic-rank LoRA), salience (how to score),
 pruner (what to remove), schedule (when), tuning (rank growth), distill (teachers, losses),
-method (the MethodPlugin), components (ablation switches).
+teaching (the distillation lifecycle), method (the MethodPlugin), components (ablation switches).
 """
 from prunelab.methods.apt.components import COMPONENTS
 from prunelab.methods.apt.config import APTConfig

@@ -34,7 +34,8 @@ from prunelab.errors import PrunelabError, unknown
 
 SALIENCE = ("outlier_aware", "standard", "magnitude", "gradient", "fisher", "random", "uniform")
 TUNING = ("adaptive", "static", "uniform", "none")
-DISTILL = ("self", "none", "self_copy", "self_pruned", "ft_teacher", "lora_teacher")
+DISTILL = ("self", "none", "self_snapshot", "self_copy", "ft_teacher", "lora_teacher")
+DISTILL_ALIASES = {"self_pruned": "self"}   # the old name of the parameter-sharing teacher
 SCHEDULES = ("early", "gradual", "last_quarter", "init")
 MASKS = ("adaptive", "fixed")
 PRUNING = ("adaptive", "off")
@@ -71,7 +72,8 @@ class APTConfig:
     salience: str = "outlier_aware"
     ema: float = 0.85               # S <- 0.85 S + 0.15 S_new (seed 003)
     masks: str = "adaptive"         # adaptive: re-rank every window step; fixed: rank frozen at first use
-    mask_lr: float = 0.01           # per-step mask move inside a window (code: --mask_lr 0.01)
+    mask_lr: float = 0.01           # least per-step mask move in a window (code: 0.01); faster when the
+                                    # window is shorter than 1/mask_lr steps, so masks reach 0 (schedule.py)
     mask_window: float = 1.0        # window length as a fraction of the gap between pruning steps
     # -- schedule (fractions of the run) ----------------------------------------------------
     schedule: str = "early"         # early | gradual | last_quarter | init (schedule.py)
@@ -86,7 +88,7 @@ class APTConfig:
     budget_growth: float = 4.0      # tuning budget grows linearly to 4x its start
     grow_fraction: float = 0.5      # the top half of adapters grow
     # -- self-distillation (section 5) -------------------------------------------------------
-    distill: str = "self"           # self | none | self_copy | self_pruned | ft_teacher | lora_teacher
+    distill: str = "self"           # self | none | self_snapshot | self_copy | ft_teacher | lora_teacher
     layer_loss: bool = True
     temperature: float = 4.0        # seed 003 (CoFi's tau)
     pred_weight: float | None = None  # None: 1.0 for classification/regression, 0.1 otherwise
@@ -135,6 +137,7 @@ class APTConfig:
             _num("static_rank", self.static_rank, lo=1, hi=self.max_rank, integer=True)
         _num("budget_growth", self.budget_growth, lo=1)
         _num("grow_fraction", self.grow_fraction, lo=0, lo_open=True, hi=1)
+        self.distill = DISTILL_ALIASES.get(self.distill, self.distill)
         _choice("distill", self.distill, DISTILL)
         _num("temperature", self.temperature, lo=0, lo_open=True)
         if self.pred_weight is not None:

@@ -19,27 +19,24 @@ MSEs are averaged over real tokens only (attention mask) where the mask fits the
 
 Teachers, and what happens to them under physical pruning:
 
-* ``SnapshotTeacher`` (default, "self"): the best-so-far model by dev score -- a structural
-  copy of the student that *shares the student's frozen tensors* (copy-on-prune) and holds
-  frozen copies of the adapters and the trainable task head. It is taken when distillation
-  starts and re-taken whenever the dev score improves (paper). When the family physically
-  prunes the student, the student gets new, smaller tensors and the teacher keeps the old
-  ones: the teacher is the student *without the pruning done since its snapshot*. Memory:
-  nothing extra until the student prunes; then the teacher holds the weights the student
-  dropped (up to one dense model), never a second copy of what both still use. Tr maps the
-  student's width to the teacher's (its rows follow the teacher's hidden dims).
-  Why this choice: the alternative the released code effectively runs -- the teacher's
-  adapters over the *pruned* shared weights ("self_pruned" here) -- makes the teacher as
-  weak as the student right after each pruning step; with mu = 1 after pruning the student
-  then gets no signal it does not already have. Measured on MiniLM-L6 / SST-2 (500 steps,
-  H100 sweep): that teacher left the student stuck at its post-pruning accuracy for the
-  whole distillation phase. The released code avoids this because it prunes only
-  *virtually* while distilling (masks + index_select, the dense weights stay), so its teacher
-  is in fact the unpruned model; copy-on-prune gives the same teacher with physical pruning.
-* "self_copy" (self-distillation without parameter sharing): the same snapshot teacher, but
-  the copy owns all its tensors (a full frozen copy in memory from the start).
-* ``SharedTeacher`` ("self_pruned"): the student's own (pruned) weights with a frozen copy of
-  the adapters and head, run by swapping them in (no copy at all).
+* ``SharedTeacher`` (default, "self"; the paper's "the teacher shares the frozen parameters
+  with the student"): frozen copies of the adapters and of the trainable task head, run over
+  the student's own frozen weights by swapping them in. The frozen weights are pruned
+  together with the student, so the teacher costs only its adapter/head copies in memory
+  (APT's training-memory claim). It is taken when distillation starts and re-taken whenever
+  the dev score improves (the code's momentum teacher). Tr maps student width to the same
+  width and is pruned on both sides with the student.
+* ``SnapshotTeacher`` ("self_snapshot"): the best-so-far model by dev score as a structural
+  copy of the student that *shares the student's frozen tensors* copy-on-prune and holds
+  frozen copies of the adapters and the trainable head. When the family physically prunes
+  the student, the student gets new, smaller tensors and the teacher keeps the old ones, so
+  the teacher is the student without the pruning done since its snapshot -- what the
+  released code's virtual pruning amounts to -- at the price of holding the dropped weights
+  (up to one dense model). Tr maps the student's width to the teacher's (its rows follow
+  the teacher's hidden dims); a re-snapshot changes Tr's output rows (teaching.py rebuilds
+  the optimizer then).
+* "self_copy" (self-distillation without parameter sharing): the snapshot teacher owning all
+  its tensors (a full frozen copy in memory from the start).
 * ``FrozenTeacher`` ("ft_teacher" / "lora_teacher", Table 10): a separately fine-tuned (full
   FT / LoRA, merged) model, trained in ``build`` on the run's own data and step count with the
   one training loop (its time is reported as ``teacher_train_seconds``), or loaded from
@@ -260,7 +257,7 @@ class SnapshotTeacher:
         self.refreshes = 0
 
     @torch.no_grad()
-    def snapshot(self, model, detach: list, adapter_names: dict, layer_names: list, student_adapters,
+    def snapshot(self, model, adapter_names: dict, layer_names: list, student_adapters,
                  hidden_ids: torch.Tensor) -> None:
         from prunelab.methods.apt.adapter import AdapterSet
 
@@ -271,12 +268,7 @@ class SnapshotTeacher:
                     memo[id(p)] = p
             for b in model.buffers():
                 memo[id(b)] = b
-        restore = [d() for d in detach]
-        try:
-            twin = copy.deepcopy(model, memo)
-        finally:
-            for r in reversed(restore):
-                r()
+        twin = copy_without_hooks(model, memo, skip=("prunelab_apt",))
         self.close()
         twin.eval()
         for p in twin.parameters():
@@ -313,6 +305,38 @@ class SnapshotTeacher:
         if self.adapters is not None:
             self.adapters.remove_hooks()
         self.module, self.adapters = None, None
+
+
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
+              "_forward_hooks_always_called", "_backward_hooks", "_backward_pre_hooks")
+
+
+def copy_without_hooks(model, memo: dict, skip=()):
+    """deepcopy(model, memo) without its hooks and without the child modules named in `skip`.
+
+    The student's hook dicts are set aside during the copy and put back as the very same
+    objects, so its hooks (adapters, salience, capture, masks) keep their order and handles;
+    nothing is removed and re-installed (re-installing changed the order of hooks sharing a
+    module, e.g. a mask hook and an adapter hook on LLaMA / T5 projections)."""
+    stash, children = {}, {}
+    for name in skip:
+        if name in model._modules:
+            children[name] = model._modules[name]
+            model._modules[name] = None
+    for m in model.modules():
+        stash[m] = {a: m.__dict__[a] for a in HOOK_DICTS if a in m.__dict__}
+        for a in stash[m]:
+            m.__dict__[a] = type(stash[m][a])()
+    try:
+        twin = copy.deepcopy(model, memo)
+    finally:
+        for m, dicts in stash.items():
+            m.__dict__.update(dicts)
+        for name, child in children.items():
+            model._modules[name] = child
+    for name in children:
+        twin._modules.pop(name, None)
+    return twin
 
 
 def train_teacher(kind: str, loaded, ctx, lr: float | None):

@@ -12,7 +12,13 @@ Per training step t (``state.step`` at on_step_start):
   on_step_end     s = t + 1: inside a mask window move masks +-0.01 towards the current top
                   prefix; at a pruning step snap masks, remove the pruned blocks physically,
                   grow adapter ranks, rebuild optimizer and LR scheduler
-  on_eval         refresh the teacher's adapter copy when the dev score improved
+  on_eval         re-take the teacher when the dev score improved (teaching.Distiller; it
+                  rebuilds the optimizer when that re-creates Tr's parameters)
+
+Lifecycles live in their own objects: the distillation lifecycle (teacher, hidden-state
+capture, Tr, losses) in teaching.Distiller, rank growth in tuning.RankController, salience in
+salience.SalienceCollector / SalienceEMA, masks in pruner.MaskState; this plugin sequences
+them and owns the physical pruning.
 
 finalize merges the adapters into W, drops every APT module and hook, and returns the plain
 (physically pruned) Hugging Face model; ``prunelab.export.save_pruned`` saves it.
@@ -25,14 +31,16 @@ import torch
 from torch import nn
 
 from prunelab.methods.apt import distill as D
-from prunelab.methods.apt.adapter import AdapterSet, LayerTransform, head_rows
+from prunelab.methods.apt.adapter import AdapterSet, head_rows
 from prunelab.methods.apt.config import APTConfig
 from prunelab.methods.apt.pruner import MaskState, Structure, densities, keep_size, measured_size, select, unit_heads
 from prunelab.methods.apt.salience import (DENSITY_LEVEL, HOOKED, SalienceCollector, SalienceEMA,
                                            magnitude_scores, random_density, uniform_density)
 from prunelab.methods.apt.schedule import Plan, build_plan
+from prunelab.methods.apt.teaching import Distiller
 from prunelab.methods.apt.tuning import RankController
 from prunelab.train.callbacks import MethodPlugin
+from prunelab.train.measure import cuda_sync_if_used
 
 HEAD_TASKS = ("classification", "regression", "qa")
 
@@ -116,51 +124,35 @@ class APTPlugin(MethodPlugin):
         self.dense_nonemb = fam.param_count(non_embedding=True)
         self.masks = MaskState(self.structure)
         self.pruning = cfg.pruning != "off"
-        bs = getattr(getattr(self.ctx.config, "train", None), "batch_size", 32)
-        n_batches = max(1, -(-len(self.ctx.train_features or []) // bs))
-        self.collector = SalienceCollector(fam, cfg.salience, self.groups, self._effective_weight, scale=n_batches)
+        self.collector = SalienceCollector(fam, cfg.salience, self.groups, self._effective_weight)
         if self.pruning:
             self.collector.install()
         self.ema = SalienceEMA(cfg.ema)
         self.frozen_density = None
         self.rng = torch.Generator().manual_seed(1_000_003 + self.seed)
         self.ranks = RankController(self.adapters, cfg.tuning, cfg.max_rank, cfg.grow_fraction, cfg.ema, self.seed)
-
-        # distillation
-        self.distill = cfg.distill != "none"
-        self.capture = D.LayerCapture()
-        self.capture.install([fam.layer_outputs_module(i) for i in range(fam.num_layers)])
-        self.stacks = self._stacks()
-        self.teacher = None
-        self.hidden_ids = torch.arange(fam.hidden_size)      # original indices of the live hidden dims
-        if self.distill:
-            if cfg.distill in ("self", "self_copy"):
-                self.teacher = D.SnapshotTeacher(share=cfg.distill == "self")
-            elif cfg.distill == "self_pruned":
-                self.teacher = D.SharedTeacher(self.adapters, self.head_names)
-            elif self.external_teacher is not None:
-                self.teacher = D.FrozenTeacher(self.external_teacher, self._layer_names(), cfg.distill)
-            if cfg.layer_loss:
-                self.apt.transform = LayerTransform(fam.hidden_size, cfg.transform_rank, cfg.scaling,
-                                                    device=next(model.parameters()).device)
-                self.tr_out_ids = torch.arange(fam.hidden_size)   # Tr rows = these teacher dims
-        import random as _random
-        self.layer_rng = _random.Random(7919 + self.seed)
+        self.distiller = Distiller(self, self.external_teacher)
         self.prune_seconds: list[float] = []
         self.growth_log: list[dict] = []
-        self.step_log: dict = {}
+        self.phase_seconds: dict = {}
         return model
 
-    def _stacks(self) -> list[list[int]]:
-        """Layer indices per stack: encoder and decoder for T5 (decoder layers have cross-attention)."""
-        n = self.family.num_layers
-        dec = sorted({b.layer for b in self.family.attention_blocks() if b.kind == "cross"})
-        enc = [i for i in range(n) if i not in dec]
-        return [s for s in (enc, dec) if s]
+    # views of the distillation lifecycle (tests and metrics read them)
+    @property
+    def teacher(self):
+        return self.distiller.teacher if hasattr(self, "distiller") else None
 
-    def _layer_names(self) -> list[str]:
+    @property
+    def capture(self):
+        return self.distiller.capture
+
+    @property
+    def hidden_ids(self):
+        return self.distiller.hidden_ids
+
+    def adapter_names(self) -> dict:
         names = {id(m): n for n, m in self.model.named_modules()}
-        return [names[id(self.family.layer_outputs_module(i))] for i in range(self.family.num_layers)]
+        return {k: names[id(self._linear(k))] for k in self.adapters.student.keys()}
 
     def _linear(self, key: str) -> nn.Linear:
         kind, b, role = AdapterSet.parse(key)
@@ -184,6 +176,7 @@ class APTPlugin(MethodPlugin):
 
     # ------------------------------------------------------------------------------ per step
     def on_step_start(self, state):
+        self._t_step = time.perf_counter()
         t = state.step
         plan = self.plan
         self.t = t
@@ -192,75 +185,12 @@ class APTPlugin(MethodPlugin):
         if self.collector.active:
             self.collector.reset()
         self.observe_adapters = plan.collecting(t) and self.cfg.tuning in ("adaptive", "uniform")
-        self.mu = plan.mu(t) if self.distill else 0.0
-        if self.distill and plan.distilling(t) and not self._teacher_ready():
-            self._start_teacher()
-        self.distilling = self.mu > 0 and self.teacher is not None
-        self.capture.store = {} if (self.distilling and self.cfg.layer_loss) else None
-
-    def _teacher_ready(self) -> bool:
-        return self.teacher is not None and self.teacher.ready
-
-    def _start_teacher(self):
-        if isinstance(self.teacher, D.SnapshotTeacher):
-            self._snapshot()
-        elif isinstance(self.teacher, D.SharedTeacher):
-            self.teacher.snapshot(self.model)
-
-    def _snapshot(self):
-        """(Re)take the snapshot teacher; Tr's output rows follow the teacher's hidden dims."""
-        self.teacher.snapshot(self.model, self._detachers(), self._adapter_names(), self._layer_names(),
-                              self.adapters, self.hidden_ids)
-        tr = self.apt.transform
-        if tr is not None and len(self.tr_out_ids) != len(self.hidden_ids):
-            pos = torch.searchsorted(self.tr_out_ids, self.hidden_ids)
-            tr.prune_out(pos)
-            self.tr_out_ids = self.hidden_ids.clone()
-
-    def _adapter_names(self) -> dict:
-        names = {id(m): n for n, m in self.model.named_modules()}
-        return {k: names[id(self._linear(k))] for k in self.adapters.student.keys()}
-
-    def _detachers(self):
-        """Callables that take our hooks/modules off the model and return a restorer (for deepcopy)."""
-        def adapters():
-            self.adapters.remove_hooks()
-            return lambda: self.adapters.install(self._linear)
-
-        def collector():
-            self.collector.remove()
-            return lambda: self.collector.install() if self.pruning else None
-
-        def capture():
-            self.capture.remove()
-            return lambda: self.capture.install([self.family.layer_outputs_module(i)
-                                                 for i in range(self.family.num_layers)])
-
-        def masks():
-            kw = None if self.masks.all_ones() else self.masks.family_masks()
-            self.family.clear_masks()
-            return lambda: self.family.set_masks(**kw) if kw else None
-
-        def container():
-            mod = self.model._modules.pop("prunelab_apt")
-            return lambda: self.model.add_module("prunelab_apt", mod)
-        return [adapters, collector, capture, masks, container]
+        self.distiller.begin_step(state, t, plan)
 
     def compute_loss(self, state, loss):
-        student_hidden = self.capture.store
-        self.capture.store = None
-        if not self.distilling:
-            return self._differentiable(loss)
-        cfg = self.cfg
-        batch = state.batch
         kw = None if self.masks.all_ones() else self.masks.family_masks()
-        t_out, t_hidden = self.teacher.forward(self.model, batch, self.family, self.capture, kw)
-        l_pred = D.prediction_loss(state.outputs, t_out, self.kind, cfg.temperature, batch)
-        l_layer = self._layer_loss(student_hidden or {}, t_hidden, batch) if cfg.layer_loss else loss.new_zeros(())
-        l_distill = cfg.pred_weight_for(self.kind) * l_pred + cfg.layer_weight * l_layer
-        state.log.update({"apt_mu": round(self.mu, 4), "apt_l_pred": float(l_pred.detach()), "apt_l_layer": float(l_layer.detach()),
-                          "apt_l_ft": float(loss.detach())})
-        return self._differentiable(self.mu * l_distill + (1 - self.mu) * loss)
+        surviving = self._surviving() if self.distiller.distilling else {}
+        return self._differentiable(self.distiller.loss(state, loss, kw, surviving, self.kind))
 
     @staticmethod
     def _differentiable(loss):
@@ -280,32 +210,11 @@ class APTPlugin(MethodPlugin):
             neurons[f.layer] = neurons.get(f.layer, 0) + alive
         return {i: heads.get(i, 1) > 0 and neurons.get(i, 1) > 0 for i in range(self.family.num_layers)}
 
-    def _layer_loss(self, s_hidden: dict, t_hidden: dict, batch: dict) -> torch.Tensor:
-        tr = self.apt.transform
-        surviving = self._surviving()
-        losses = []
-        for si, layers in enumerate(self.stacks):
-            mask = batch.get("attention_mask") if si == 0 else batch.get("decoder_attention_mask")
-
-            def mse(t, s, mask=mask):
-                return D.masked_mse(tr(s_hidden[s]), t_hidden[t], mask)
-
-            teacher_layers = [i for i in D.quarter_layers(layers, self.layer_rng) if i in t_hidden]
-            pairs = D.map_layers(teacher_layers, layers, surviving,
-                                 lambda t, s: float(mse(t, s).detach()) if s in s_hidden else float("inf"))
-            terms = [mse(t, s) for t, s in pairs if s in s_hidden]
-            if terms:
-                losses.append(torch.stack(terms).sum())
-            self.step_log["pairs"] = pairs
-        if not losses:
-            return torch.zeros((), device=next(self.model.parameters()).device)
-        return torch.stack(losses).mean()
-
     def after_backward(self, state):
         if self.pruning and self.plan.collecting(self.t):
             new, is_density = None, False
             if self.cfg.salience in HOOKED:
-                new = self.collector.scores(self.structure)
+                new = self.collector.scores(self.structure, self._adapter_salience())
                 self.collector.active = False
             elif self.cfg.salience == "magnitude":
                 new = magnitude_scores(self.family, self.structure, self._effective_weight)
@@ -316,7 +225,51 @@ class APTPlugin(MethodPlugin):
         if self.observe_adapters:
             self.ranks.observe()
 
+    @torch.no_grad()
+    def _adapter_salience(self) -> dict:
+        """Paper Eq. 9's tuning-weight term: s * sum_q |dL/dW_B[i, q] * W_B[i, q]| per output row
+        i of every adapter, summed into the unit that owns the row (heads: q / k / v rows;
+        neurons: up rows; hidden dims: o / down rows)."""
+        out = {"head": {}, "neuron": {}, "hidden": None}
+        attn = {a.index: a for a in self.structure.attn}
+        for key, ad in self.adapters.student.items():
+            if ad.B.grad is None:
+                continue
+            kind, b, role = AdapterSet.parse(key)
+            rows = (ad.B.grad * ad.B).abs().sum(1).double().cpu() * ad.scaling
+            if role in ("o", "down"):
+                out["hidden"] = rows if out["hidden"] is None else out["hidden"] + rows
+            elif kind == "attn":
+                a = attn[b]
+                width = a.head_dim * (a.group if role == "q" else 1)
+                if a.units and rows.numel() == a.units * width:
+                    v = rows.reshape(a.units, width).sum(-1)
+                    out["head"][b] = v if b not in out["head"] else out["head"][b] + v
+            elif role == "up":
+                out["neuron"][b] = rows if b not in out["neuron"] else out["neuron"][b] + rows
+        return out
+
     def on_step_end(self, state):
+        try:
+            self._step_end(state)
+        finally:
+            self._time_phase(state.step - 1)
+
+    def _time_phase(self, t: int) -> None:
+        """Wall seconds from on_step_start to the end of on_step_end, per phase of the plan:
+        before the first pruning step, while pruning / distilling, and after (the pruned model
+        fine-tuned alone). These are the step times the benchmark compares with LoRA's."""
+        if getattr(self, "_t_step", None) is None:
+            return
+        cuda_sync_if_used()
+        dt = time.perf_counter() - self._t_step
+        self._t_step = None
+        phase = "before_pruning" if t < self.plan.steps[0] else "pruning" if t < self.plan.distill_end else "after_pruning"
+        acc = self.phase_seconds.setdefault(phase, [0.0, 0])
+        acc[0] += dt
+        acc[1] += 1
+
+    def _step_end(self, state):
         s = state.step
         k = self.plan.pruning_index(s)
         if k is not None:
@@ -325,21 +278,11 @@ class APTPlugin(MethodPlugin):
         w = self.plan.window_index(s) if self.pruning else None
         if w is not None:
             keep = self._select(self.plan.retained[w])
-            self.masks.move(keep, self.cfg.mask_lr)
+            self.masks.move(keep, self.plan.mask_rates[w])
             self.family.set_masks(**self.masks.family_masks())
 
     def on_eval(self, state, metrics):
-        score = metrics.get("score")
-        if score is None or self.cfg.distill not in ("self", "self_copy", "self_pruned") or self.teacher is None:
-            return
-        best = getattr(self, "_best", None)
-        better = best is None or (score > best if self.task.higher_is_better else score < best)
-        if better:
-            self._best = score
-            # before distillation starts the first snapshot is taken at its start; after it ends
-            # the teacher is no longer used
-            if self.teacher.ready and self.plan.distilling(state.step):
-                self._start_teacher()
+        self.distiller.on_eval(state, metrics.get("score"), self.task.higher_is_better, self.plan)
 
     # ------------------------------------------------------------------------------ pruning
     def _density(self) -> dict:
@@ -385,8 +328,7 @@ class APTPlugin(MethodPlugin):
     def _remove(self, keep) -> bool:
         """Physically remove what `keep` drops, in the model and in everything APT holds."""
         fam, changed = self.family, False
-        if isinstance(self.teacher, D.SnapshotTeacher):
-            self.teacher.before_student_prune()
+        self.distiller.before_prune()
         for a in self.structure.attn:
             kh = keep.head[a.index]
             if bool(kh.all()):
@@ -410,15 +352,7 @@ class APTPlugin(MethodPlugin):
             idx = torch.nonzero(keep.hidden).flatten()
             fam.prune_hidden(idx.tolist())
             self.adapters.prune_hidden(idx)
-            self.hidden_ids = self.hidden_ids[idx.to(self.hidden_ids.device)]
-            tr = self.apt.transform
-            if tr is not None:
-                tr.prune_in(idx)
-                if isinstance(self.teacher, D.SharedTeacher):   # its width is the student's
-                    tr.prune_out(idx)
-                    self.tr_out_ids = self.hidden_ids.clone()
-            if isinstance(self.teacher, D.SharedTeacher):
-                self.teacher.prune_hidden(self.model, idx, old_d)
+            self.distiller.on_hidden_pruned(idx, old_d)
             changed = True
         self.ema.reindex(keep)
         if self.frozen_density is not None:
@@ -450,13 +384,13 @@ class APTPlugin(MethodPlugin):
         self.adapters.merge_into(self._linear)
         self.adapters.remove_hooks()
         self.collector.remove()
-        self.capture.remove()
+        self.distiller.close()
         if "prunelab_apt" in model._modules:
             del model._modules["prunelab_apt"]
         for p in model.parameters():
             p.requires_grad_(False)
         self._record_metrics(snapped)
-        self.teacher = None
+        self.distiller.teacher = None
         self.external_teacher = None
         return model
 
@@ -475,7 +409,10 @@ class APTPlugin(MethodPlugin):
             "apt_tunable_params_final": self.adapters.num_params(),
             "apt_prune_step_seconds": [round(x, 4) for x in self.prune_seconds],
             "apt_prune_seconds_total": round(sum(self.prune_seconds), 4),
-            "apt_teacher_refreshes": getattr(self.teacher, "refreshes", 0) if self.teacher else 0,
+            "apt_step_seconds": {k: v[0] / v[1] for k, v in getattr(self, "phase_seconds", {}).items() if v[1]},
+            "apt_steps_per_phase": {k: v[1] for k, v in getattr(self, "phase_seconds", {}).items()},
+            "apt_teacher_refreshes": self.distiller.refreshes,
+            "apt_teacher": self.cfg.distill,
             "apt_growth": self.growth_log,
             "apt_finalize_snapped": snapped,
             **self.info,

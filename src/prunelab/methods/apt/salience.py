@@ -13,25 +13,31 @@ attention block's q and every FFN's first up projection plus the last layer's ou
 over these sites (as the code sums its 2L + 1 sites). Embedding outputs are made to require
 gradients while collecting so that layer 0's input gradient exists in PEFT training.
 
-Scale of the two terms: the paper's sums run over the tuning data D_t, while the hooks see one
-batch; a per-batch product of sums is O(batch tokens) smaller than the dataset-level one, and
-sqrt(Kurt) is O(1) whatever the data size. Read literally per batch, the kurtosis term would
-dominate (measured on MiniLM / SST-2 at batch 32: sqrt(Kurt) is ~150x the per-batch S~ of a
-neuron and ~6x that of a head, so every head would be pruned first). We therefore estimate the
-dataset sum as (EMA of the per-batch S~) x (batches per epoch), i.e. ``scale`` = the number of
-training batches; the kurtosis term then acts as the outlier bonus the paper describes. The
-scale does not change rankings of the scorers without a kurtosis term.
+Adapter layers (paper Eq. 9): where an APT adapter sits, the block's salience also has the
+tuning-weight term s * sum |dL/dW_B * W_B| over the B rows of the block's output channels
+(q / k / v rows of a head, up rows of a neuron, o / down rows of a hidden dim). The frozen
+weights have no gradient; their term is the activation-gradient proxy above. This term is in
+the same units as S~ (a first-order loss change on this batch) and is part of S~ below.
 
-Kurtosis, for every family (the released code only has it for LLaMA): O_b collects the
-products W_ij x_tj over output rows i, tokens t and the block's input channels j. Its raw
-moments factorise, E[O^k] = mean_j (mean_i W_ij^k)(mean_t x_tj^k), so the exact kurtosis of
-the full product tensor needs only four moments of x per channel and four moments of each
-weight column; nothing of size rows x tokens is built. The x moments of a step come from 256
-random tokens of its batch per site (powers of the full activation cost about as much as the
-layer itself on a CPU); frozen weights' column moments are cached until they are pruned. W is the effective weight
-(W + s B A where an adapter sits). Excess (Fisher) kurtosis, clamped at 0, then sqrt (code).
-Heads use the o-projection columns of the head, neurons the down-projection column, hidden
-dims the q and first-up columns of every block (summed over sites, as the code sums layers).
+Units of the outlier term, and why heads, neurons and hidden dims compete on equal terms:
+S~ is a loss change summed over the batch (the paper's D_t is the data of step t; no
+rescaling to the dataset, so nothing depends on how many examples there are), while
+sqrt(Kurt) is dimensionless. Eq. 5 defines S^ per weight column W_{:,j} and a block's
+salience is the sum over its parameters, so the outlier term of a block grows with the
+parameters it owns; the paper leaves the unit of the addition implicit. We measure it in the
+step's typical salience per parameter, rho- = median over all units u (heads, neurons and
+hidden dims together) of S~(u)/C(u) -- the median, because the mean is set by a few very
+salient units (on a tiny BERT the hidden dims' densities are ~30x the heads' and the mean
+made the kurtosis bonus ~25x a head's own salience):
+
+    S^(b) = S~(b) + K(b) * C(b) * rho-,   K(b) = sqrt(max(0, Kurt(O_b)))
+
+so the density S^(b)/C(b) = S~(b)/C(b) + K(b) rho- gets the same bonus for the same
+kurtosis whatever the block type or size, and scaling S~ (a bigger batch, a larger loss)
+scales both terms alike: rankings are invariant to it. (A per-block bonus of O(1), divided by
+the block's cost, gave a neuron ~64x the bonus of a head in MiniLM and pruned every head of a
+tiny BERT first.) A Gaussian-like column has excess kurtosis ~6 (product of two Gaussians);
+the common part shifts every density by the same amount and changes no ranking.
 
 Ablation scorers (the "salience" component):
 - standard: S~ only (no kurtosis term).
@@ -98,9 +104,8 @@ class _Site:
 class SalienceCollector:
     """Installs hooks through the family adapter and turns one step's sums into block scores."""
 
-    def __init__(self, family, method: str, group_sizes: dict, effective_weight, scale: float = 1.0):
+    def __init__(self, family, method: str, group_sizes: dict, effective_weight):
         self.family = family
-        self.scale = float(scale)               # batch sums -> sums over the tuning data (see below)
         self.method = method
         self.group_sizes = group_sizes          # attention block -> q heads per unit
         self.effective_weight = effective_weight  # callable(kind, block, role, linear) -> tensor
@@ -192,15 +197,23 @@ class SalienceCollector:
         return None
 
     # -- scores --------------------------------------------------------------------------------
-    def scores(self, structure) -> dict | None:
-        """This step's S^ per unit, or None when no gradient arrived (nothing to update)."""
+    def scores(self, structure, adapter_term: dict | None = None) -> dict | None:
+        """This step's S^ per unit, or None when no gradient arrived (nothing to update).
+
+        adapter_term: Eq. 9's s * sum |dL/dB * B| per unit (same layout as the result), added
+        to S~ for the paper's scorers (outlier_aware, standard)."""
         if self.method == "magnitude":
             return magnitude_scores(self.family, structure, self.effective_weight)
         if not any(s.grad is not None for s in self.sites):
             return None
-        out = {"head": {a.index: torch.zeros(a.units, dtype=torch.float64) for a in structure.attn},
-               "neuron": {b.index: torch.zeros(b.units, dtype=torch.float64) for b in structure.ffn},
-               "hidden": torch.zeros(structure.hidden, dtype=torch.float64)}
+
+        def zeros():
+            return {"head": {a.index: torch.zeros(a.units, dtype=torch.float64) for a in structure.attn},
+                    "neuron": {b.index: torch.zeros(b.units, dtype=torch.float64) for b in structure.ffn},
+                    "hidden": torch.zeros(structure.hidden, dtype=torch.float64)}
+
+        out, kurt = zeros(), zeros()
+        sites_per_kind = {"head": {}, "neuron": {}, "hidden": 0}
         for s in self.sites:
             if s.act is None:
                 continue
@@ -209,20 +222,27 @@ class SalienceCollector:
             else:
                 g = s.grad if s.grad is not None else torch.zeros_like(s.act)
                 v = g if self.method == "gradient" else s.act * g
-                v = v.reshape(-1, s.width).sum(-1) * self.scale
+                v = v.reshape(-1, s.width).sum(-1)
+            _add(out, s, v.cpu())
             if self.method == "outlier_aware" and s.mom is not None and s.count > 0:
                 kind, b, role = s.linear_key
                 blk = (self.family.attention_blocks() if kind == "attn" else self.family.ffn_blocks())[b]
                 lin = getattr(blk, role) if role != "up" else blk.up[0]
                 wm = self._weight_moments(kind, b, role, lin)
-                v = v + outlier_term(wm, s.mom / s.count, s.width).to(v.device)
-            v = v.cpu()
-            if s.kind == "head":
-                out["head"][s.block] = out["head"][s.block] + v
-            elif s.kind == "neuron":
-                out["neuron"][s.block] = out["neuron"][s.block] + v
-            else:
-                out["hidden"] = out["hidden"] + v
+                k = outlier_term(wm, s.mom / s.count, s.width)     # over the block's whole product tensor
+                _add(kurt, s, k.cpu())
+                if s.kind == "hidden":
+                    sites_per_kind["hidden"] += 1
+        if adapter_term is not None and self.method in ("outlier_aware", "standard"):
+            for kind in ("head", "neuron"):
+                for b, v in adapter_term.get(kind, {}).items():
+                    out[kind][b] = out[kind][b] + v.double().cpu()
+            if adapter_term.get("hidden") is not None:
+                out["hidden"] = out["hidden"] + adapter_term["hidden"].double().cpu()
+        if self.method == "outlier_aware":
+            if sites_per_kind["hidden"] > 1:
+                kurt["hidden"] = kurt["hidden"] / sites_per_kind["hidden"]
+            out = add_outlier_term(structure, out, kurt)
         return out
 
     def _weight_moments(self, kind, b, role, lin) -> torch.Tensor:
@@ -237,6 +257,26 @@ class SalienceCollector:
             self._wcache[(kind, b, role)] = (key, wm)
             return wm
         return weight_column_moments(w)
+
+
+def _add(acc: dict, site: _Site, v: torch.Tensor) -> None:
+    if site.kind == "hidden":
+        acc["hidden"] = acc["hidden"] + v
+    else:
+        acc[site.kind][site.block] = acc[site.kind][site.block] + v
+
+
+def add_outlier_term(structure, base: dict, kurt: dict) -> dict:
+    """S^(b) = S~(b) + K(b) C(b) rho-, rho- = the median of S~(u)/C(u) over every unit u of
+    every type (module docstring)."""
+    costs = structure.unit_costs()
+    dens = [v / max(1, costs["head"][b]) for b, v in base["head"].items()] + \
+        [v / max(1, costs["neuron"][b]) for b, v in base["neuron"].items()] + [base["hidden"] / max(1, costs["hidden"])]
+    dens = torch.cat([d.flatten().double().cpu() for d in dens]) if dens else torch.zeros(0, dtype=torch.float64)
+    rho = float(dens.median()) if dens.numel() else 0.0
+    return {"head": {b: v + kurt["head"][b] * costs["head"][b] * rho for b, v in base["head"].items()},
+            "neuron": {b: v + kurt["neuron"][b] * costs["neuron"][b] * rho for b, v in base["neuron"].items()},
+            "hidden": base["hidden"] + kurt["hidden"] * costs["hidden"] * rho}
 
 
 @torch.no_grad()

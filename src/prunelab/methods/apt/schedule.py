@@ -3,7 +3,14 @@
 Step convention: ``s`` is the number of optimizer steps done (``state.step`` at on_step_end).
 Pruning step ``p`` means "after p steps": masks snap to 0/1 and pruned blocks are removed at
 on_step_end when s == p. Mask window k covers s in [window_start[k], p_k): after each of those
-steps the masks move by +-mask_lr. Salience is collected on the training batches of steps
+steps the masks move by +-mask_rate[k], where
+
+    mask_rate[k] = max(mask_lr, 1 / (p_k - window_start[k] - 1/2))
+
+(the half step absorbs float rounding: the last move clamps at 0), so a block that stays in the drop set for the whole window reaches exactly 0 before the snap
+(and the model trains its last window step without it), whatever the run length. The code's
+fixed 0.01 needs 100 steps; its 200-step windows allow that, but a 500-step run has ~15-step
+windows (masks would only reach 0.85 and the snap would still be a jump). Salience is collected on the training batches of steps
 t in [start, end) (t = state.step at on_step_start).
 
 Retained fraction (cubic, applied to the *retained* fraction as the released code does; the
@@ -52,6 +59,7 @@ class Plan:
     budgets: tuple         # tuning budget / N0 at each pruning step
     distill_end: int
     final_retained: float
+    mask_rates: tuple = ()  # per-step mask move inside each pruning step's window
 
     # -- queries -----------------------------------------------------------------------------
     def retained_at(self, s: int) -> float:
@@ -91,6 +99,7 @@ class Plan:
         return {"total": self.total, "start": self.start, "end": self.end, "warm_end": self.warm_end,
                 "steps": list(self.steps), "retained": [round(r, 4) for r in self.retained],
                 "window_starts": list(self.window_starts), "budgets": [round(b, 4) for b in self.budgets],
+                "mask_rates": [round(r, 4) for r in self.mask_rates],
                 "distill_end": self.distill_end}
 
 
@@ -130,11 +139,14 @@ def build_plan(cfg, total_steps: int) -> Plan:
     c = 1.0 - cfg.sparsity
     plan0 = Plan(T, start, end, warm_end, tuple(steps), (), (), (), distill_end, c)
     retained = tuple(plan0.retained_at(p) for p in steps)
-    windows, prev = [], start
+    windows, prev, lo = [], start, start
     for p in steps:
+        # after step `prev` of an earlier pruning step no mask moves (it is the snap), so a
+        # later window starts one step after it at the earliest
         length = int(math.floor(f["window"] * (p - prev)))
-        windows.append(max(prev, p - length))
-        prev = p
+        windows.append(max(lo, p - length))
+        prev, lo = p, p + 1
     g = cfg.budget_growth
     budgets = tuple(1 + (g - 1) * (p - start) / max(1, end - start) for p in steps)
-    return Plan(T, start, end, warm_end, tuple(steps), retained, tuple(windows), budgets, distill_end, c)
+    rates = tuple(max(cfg.mask_lr, 1.0 / (p - w - 0.5)) if p > w else 1.0 for p, w in zip(steps, windows))
+    return Plan(T, start, end, warm_end, tuple(steps), retained, tuple(windows), budgets, distill_end, c, rates)
