@@ -88,12 +88,14 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
            progress: bool = True, retry_failed: bool = True, force: bool = False, reference: bool = True,
            out=None, rerun: list[str] | None = None) -> int:
     out = out or sys.stdout
+    check_run_options(executor, workers)
     plan = load_plan(path, method=method)
     res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
     base = presets_mod.base_config(preset, res.method, overrides)
     ref = presets_mod.reference_config(preset, res.method, overrides) if reference else None
     study = study or f"{study_name(plan.name)}-{preset}"
     matrix = build_matrix(res, base, seeds, study=study, reference=ref)
+    forced = rerun_ids(matrix, rerun or [])       # a bad --rerun fails before the study is registered
     store_path = store or DEFAULT_PATH
     st = Store(store_path)
     save_study(st.path, study_meta(matrix, preset))
@@ -106,7 +108,7 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
     for u in res.unresolved:
         print(f"skipped: {u.ablation}: {u.item!r}: {u.reason}", file=out)
     summary = run_matrix(matrix, st, executor=executor, workers=workers, runner=runner, progress=progress,
-                         retry_failed=retry_failed, force=force, rerun=rerun_ids(matrix, rerun or []))
+                         retry_failed=retry_failed, force=force, rerun=forced)
     print(f"{summary.done} run(s) done, {summary.skipped} already done, {summary.failed} failed"
           + (f", {summary.elsewhere} running elsewhere" if summary.elsewhere else "")
           + f" in {summary.seconds:.0f}s", file=out)
@@ -116,6 +118,22 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
         print("re-run the same command to retry the failed runs (done runs are kept)", file=out)
     print(f"report: prunelab report {study} --store {st.path}", file=out)
     return 0 if summary.ok else 1
+
+
+def check_run_options(executor: str, workers) -> None:
+    """Bad --executor / --workers are errors before anything is loaded or registered."""
+    from prunelab.ablation.executors import EXECUTORS
+    from prunelab.errors import unknown
+
+    if executor not in EXECUTORS:
+        raise unknown("executor", executor, EXECUTORS)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PrunelabError(f"--workers must be a whole number >= 1, got {workers!r}")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise PrunelabError("--executor ray needs Ray: pip install 'prunelab[ray]' (or pip install ray)")
 
 
 def rerun_ids(matrix, specs: list[str]) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from prunelab.errors import PrunelabError
@@ -144,8 +145,8 @@ class Plan:
         for a in self.ablations:
             if not isinstance(a, Ablation):
                 raise PrunelabError(f"plan {self.name!r}: ablations must be Ablation objects")
-        names = [a.name for a in self.ablations]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(a.name for a in self.ablations)   # linear: 200k-line plans load in seconds
+        dupes = sorted(n for n, k in counts.items() if k > 1)
         if dupes:
             raise PrunelabError(f"plan {self.name!r}: duplicate ablation names: {', '.join(dupes)}")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 ALPHA = 0.05
 EQUIV_REL = 0.02
 BOOTSTRAP = 4000
+MIN_BOOTSTRAP_SEEDS = 3     # fewer pairs: no bootstrap interval (two numbers only give their range)
 
 # metric key -> (dimension, sign of the raw value relative to the dimension's "up")
 _METRIC_DIMS = {
@@ -149,7 +150,8 @@ def paired(baseline: dict[int, float], variant: dict[int, float], seed: int = 0)
     if n < 2:
         return Comparison(n, mean, rel, None, None, "none", False)
     p = _ttest(diffs)
-    ci = bootstrap_ci(diffs, seed=seed)
+    # below 3 seeds a bootstrap 'interval' is only the range of the pairs: none is reported
+    ci = bootstrap_ci(diffs, seed=seed) if n >= MIN_BOOTSTRAP_SEEDS else None
     return Comparison(n, mean, rel, p, ci, "t-test", p is not None and p < ALPHA)
 
 
