@@ -53,7 +53,7 @@ def label(choice) -> str:
     return f"{choice.component}.{choice.option}"
 
 
-def same(got: str, expected: str, components: dict) -> bool:
+def same(got: str, expected: str, components: dict, method: str | None = None) -> bool:
     """The expected answer, or another (component, option) that sets the very same overrides
     (SDTP's `losses.lm_only` is `saliency_supervision.off`)."""
     if got == expected:
@@ -61,13 +61,23 @@ def same(got: str, expected: str, components: dict) -> bool:
     if "." in got and "." in expected and "=" not in got + expected:
         (gc, go), (ec, eo) = got.split(".", 1), expected.split(".", 1)
         try:
-            return components[gc].options[go] == components[ec].options[eo]
+            a, b = components[gc].options[go], components[ec].options[eo]
         except KeyError:
             return False
+        return a == b or (method is not None and _config(method, a) == _config(method, b))
     if "=" in got and "=" in expected:
         (gc, gv), (ec, ev) = got.split("=", 1), expected.split("=", 1)
         return gc == ec and abs(float(gv) - float(ev)) < 1e-9
     return False
+
+
+def _config(method: str, overrides: dict):
+    from prunelab.methods.registry import get_method
+
+    try:
+        return get_method(method).make_config(dict(overrides))
+    except Exception:
+        return None
 
 
 def evaluate(items: list[dict]) -> list[dict]:
@@ -105,7 +115,7 @@ def evaluate(items: list[dict]) -> list[dict]:
                 row["got"] = label(ch)
                 row["score"] = round(ch.score, 3)
                 row["flag"] = ch.flag
-                if exp != OOS and same(row["got"], exp, m.components):
+                if exp != OOS and same(row["got"], exp, m.components, it["method"]):
                     row["outcome"] = "right"
                 else:
                     row["outcome"] = "flagged" if ch.flag else "wrong"

@@ -38,13 +38,24 @@ def describe_resolution(res: Resolution) -> str:
         for ch in item.choices:
             ov = ", ".join(f"{k}={_fmt_value(v)}" for k, v in ch.overrides.items()) or "(defaults)"
             out.append(f"      -> {ch.component}.{ch.label}  [{ov}]  match {ch.score:.2f}  <- {ch.text!r}")
+            if ch.flag:
+                out.append(f"         CHECK: {ch.flag}; pin it with backticks if wrong")
         out.append("      metrics: " + ", ".join(f"{m.text} -> {m.key}" + (f" ({m.spec.unit})" if m.spec.unit else "")
                                               for m in item.metrics))
         if a.hypothesis or a.expected_effect:
             out.append(f"      hypothesis: {a.hypothesis or '-'}; expected: {a.expected_effect or '-'}")
+    flagged = res.flagged()
+    if flagged:
+        out.append(f"low-margin mappings ({len(flagged)}): check them, or name the option in backticks")
+        out += [f"  {name}: {ch.text!r} -> {ch.component}.{ch.label}: {ch.flag}" for name, ch in flagged]
     if res.unresolved:
         out.append(f"unresolved ({len(res.unresolved)}, skipped):")
-        out += [f"  {u.ablation}: {u.item!r}: {u.reason}" for u in res.unresolved]
+        out += [f"  {u.ablation}: {u.item!r}: " + ("OUT OF SCOPE: " if u.kind == "out_of_scope" else "") + u.reason
+                for u in res.unresolved]
+    if res.not_run:
+        out.append(f"plan rows that produce no cell ({len(res.not_run)}; add them to the matrix to run them):")
+        out += [f"  line {r['line']}: {r['part']}: {r['change']}" + (f" (would be {', '.join(r['maps_to'])})"
+                                                                      if r["maps_to"] else "") for r in res.not_run]
     if plan.sections:
         out.append("paper sections: " + "; ".join(f"{s.number} {s.title} [{', '.join(s.ids)}]" for s in plan.sections))
     return "\n".join(out)
@@ -56,10 +67,12 @@ def resolution_json(res: Resolution) -> dict:
         "method": res.method,
         "ablations": [{"name": i.ablation.name, "action": i.ablation.action.value,
                        "choices": [{"component": c.component, "option": c.option, "value": c.value,
-                                    "overrides": c.overrides, "score": round(c.score, 3), "text": c.text}
+                                    "overrides": c.overrides, "score": round(c.score, 3), "text": c.text,
+                                    "flag": c.flag}
                                    for c in i.choices],
                        "metrics": [m.to_dict() for m in i.metrics]} for i in res.items],
         "unresolved": [vars(u) for u in res.unresolved],
+        "not_run": res.not_run,
     }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prunelab.ablation.markdown import parse_markdown
 from prunelab.ablation.plan import ABLATION_KEYS, Ablation, Plan
-from prunelab.ablation.table import is_plan_table, parse_sections, parse_tables, tables
+from prunelab.ablation.table import is_plan_table, parse_sections, parse_tables, side_rows, tables
 from prunelab.ablation.text import clean_lines, strip_symbols
 from prunelab.errors import PrunelabError, close_matches
 
@@ -55,7 +55,8 @@ def load_plan(path_or_text: str | os.PathLike, format: str | None = None, method
     sections, intro = parse_sections(lines) if fmt in ("table", "markdown") else ([], "")
     chosen = method or meta_method or detect_method(title or stem or "", text) or None
     return Plan(name=title or stem or "plan", method=chosen, ablations=ablations,
-                source=where if where != "<text>" else None, sections=sections, intro=intro)
+                source=where if where != "<text>" else None, sections=sections, intro=intro,
+                side_rows=side_rows(lines) if fmt in ("table", "markdown") else [])
 
 
 # ----------------------------------------------------------------------------- reading

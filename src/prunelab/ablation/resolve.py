@@ -25,6 +25,7 @@ from prunelab.errors import PrunelabError
 SEM_WEIGHT = 1.0
 SEM_CAP = 0.95
 SEM_TIE = 0.05
+NEGATED_SEM = 0.85          # embedding weight for text with a negation in it
 OPTION_CONTRAST = 0.3   # weight of the option-vs-siblings contrast (Matcher.contrast)
 COMPONENT_MIN = 0.6        # a component must match at least this well on its own
 OUT_OF_SCOPE = 0.5         # below this nothing in the method is about the item: out of scope
@@ -33,7 +34,7 @@ OPTION_MIN = 0.5
 JOINT_MIN = 0.5            # a (component, option) pair must score this well
 STRONG_OPTION = 0.85
 AMBIGUOUS_GAP = 0.015      # two different answers closer than this -> unresolved, ask the user
-LOW_MARGIN = 0.06          # closer than this -> resolved but flagged in plan check and the report
+LOW_MARGIN = 0.08          # closer than this -> resolved but flagged in plan check and the report
 COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its options are matched first
 DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
@@ -56,6 +57,9 @@ _REMOVE_TEXT = re.compile(r"^\s*(?:none|off|disabled?|removed?|remove|removing|n
                           r"turn(?:ed)? off|switch(?:ed)? off|skip(?:ped)?)\b\s*(.*)$", re.IGNORECASE)
 _CLAUSE = re.compile(r"\s(?:that|which|who|where|whose|using|uses|used|informed|based|driven|guided|with|via|by|"
                      r"to|so|because|while|when)\s|[,;:(\u2014\u2013]|\s-\s", re.IGNORECASE)
+
+
+_NEGATION = re.compile(r"\b(never|not|no|nothing|none|without|cannot|n't)\b|n't\b", re.IGNORECASE)
 
 
 class PlanValueError(PrunelabError):
@@ -105,6 +109,7 @@ class Resolution:
     method: str
     items: list[Resolved] = field(default_factory=list)
     unresolved: list[Unresolved] = field(default_factory=list)
+    not_run: list[dict] = field(default_factory=list)   # plan rows (side tables) that produce no cell
 
     def metrics(self) -> list[MetricRef]:
         """Every metric any ablation asked for, first occurrence of each key."""
@@ -162,7 +167,42 @@ def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool
     if not res.items:
         raise PrunelabError(f"plan {plan.name!r}: no ablation could be resolved against the components of "
                             f"{method!r} ({', '.join(components)})")
+    res.not_run = uncovered_rows(plan, res, matcher)
     return res
+
+
+def uncovered_rows(plan: Plan, res: Resolution, matcher: Matcher) -> list[dict]:
+    """Side-table rows (seed 004's E2) that no ablation of the plan runs: each with what it would map to."""
+    comps = matcher.components
+    done = [_effective(res.method, c.overrides) for i in res.items for c in i.choices]
+    texts = [t for i in res.items for t in (i.ablation.name, i.ablation.ablated_part, i.ablation.variable or "") if t]
+    out = []
+    for line, part, change in plan.side_rows:
+        removal = re.match(r"^\s*(remove|no|without|drop|disable)\b", change, re.IGNORECASE)
+        abl = Ablation(name=f"row {line}", ablated_part=part, action="REMOVE" if removal else "REPLACE",
+                       replacement=[] if removal else [change], line=line)
+        try:
+            choices = resolve_ablation(abl, comps, matcher=matcher)
+        except PrunelabError:
+            choices = []
+        if choices and all(_effective(res.method, ch.overrides) in done for ch in choices):
+            continue
+        if not choices and max((similarity(f"{part} {change}", t) for t in texts), default=0.0) >= 0.75:
+            continue
+        maps = [f"{c.component}.{c.label}" if c.option else c.label for c in choices
+                if _effective(res.method, c.overrides) not in done]
+        out.append({"line": line, "part": part, "change": change, "maps_to": maps})
+    return out
+
+
+def _effective(method: str, overrides: dict):
+    """The method config an override set gives (two components may set one config two ways)."""
+    try:
+        from prunelab.methods.registry import get_method
+
+        return get_method(method).make_config(dict(overrides))
+    except Exception:
+        return overrides
 
 
 def detect_method_from_content(plan: Plan) -> str | None:
@@ -241,6 +281,8 @@ class Matcher:
         # a paraphrase (embedding only) scores at most SEM_CAP, so an exact name or alias still wins,
         # and the raw cosine breaks ties between paraphrases
         para = 1.0 if sem >= 0.97 else min(SEM_CAP, SEM_WEIGHT * sem)
+        if sem < 0.97 and _NEGATION.search(text):
+            para *= NEGATED_SEM    # sentence vectors barely see 'never'/'not': trust the words more
         out = (1 - SEM_TIE) * max(lex, para) + SEM_TIE * (sem if self.sim.embedder is not None else lex)
         self._memo[key] = out
         return out
@@ -288,7 +330,9 @@ class Matcher:
 
     def rank(self, abl: Ablation) -> list[tuple[float, str]]:
         texts = _part_texts(abl)
-        return sorted(((self.component_score(n, texts), n) for n in self.components), reverse=True)
+        pinned = {n for n in self.components if any(f"`{n}`" in t for t, _ in texts)}
+        return sorted(((1.0 if n in pinned else self.component_score(n, texts) * (0.8 if pinned else 1.0), n)
+                       for n in self.components), reverse=True)
 
 
 def component_texts(comp) -> tuple[list[str], list[str]]:
