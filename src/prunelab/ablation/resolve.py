@@ -1,13 +1,28 @@
 """Free text of a plan -> (component, option) of a registered method, and metric keys.
 
-A component is found from the ablated part (then the matrix 'variable' key, then the
-ablation name) by matching its name and aliases: token overlap with light stemming and
-fuzzy token equality, or difflib's ratio on the normalised strings (text.similarity). An
-option is found from the replacement text by its name and option_aliases. For REPLACE/ADD
-the component and option are scored jointly, so a clear option ('random scoring') can
-rescue a vague part ('Dynamic parameter addition'). Numbers ('0.2', '50%', 'ratio=0.5')
-go to the component's numeric argument. Anything unclear is an error naming the closest
-candidates, or, with skip_unresolved=True, an entry in Resolution.unresolved.
+Every component and option is described in words (Component.description, aliases,
+option_aliases, option_descriptions). Plan text is scored against them two ways: lexically
+(text.similarity: token overlap with light stemming and fuzzy token equality) and by the
+cosine of all-MiniLM-L6-v2 sentence vectors (ablation.semantic), combined in Matcher.match;
+an option's score adds the words only it uses among its component's options and the cosine
+after removing what the options share (Matcher.distinct/contrast), since sentence vectors
+rate sibling options alike.
+
+The action's meaning decides how: REMOVE of X is X's remove option; a REPLACE text is
+matched jointly with the part (a part that clearly names one component has its options
+matched first); a replacement that starts with 'no'/'remove'/'without' is a removal only
+when that scores better than an option the text describes ('Remove every pruned structure
+at step 0' is schedule.init, not pruning.off). Numbers are parsed with their units and sense
+('80% of the layer parameters removed' -> sparsity 0.8, 'keep 40% of the prompt' -> keep
+ratio 0.4, 'r=4, r=8, r=16' -> three cells); values out of a component's range are errors
+(PlanValueError, never rescaled and never skipped).
+
+Confidence: below COMPONENT_MIN / JOINT_MIN an item is unresolved with its closest
+candidates (below OUT_OF_SCOPE: out of scope); two answers closer than AMBIGUOUS_GAP are
+ambiguous; closer than LOW_MARGIN the choice is made but flagged (Choice.flag), and plan
+check and the report list it. Unresolved items are errors, or with skip_unresolved=True
+entries of Resolution.unresolved. A plan without a method is matched against every
+registered method's components (detect_method_from_content).
 """
 from __future__ import annotations
 
@@ -25,8 +40,11 @@ from prunelab.errors import PrunelabError
 SEM_WEIGHT = 1.0
 SEM_CAP = 0.95
 SEM_TIE = 0.05
+DISTINCT_WEIGHT = 0.25      # bonus for words only this option (of its component) uses
+LEX_BLEND = 0.2            # share of the lexical score mixed into an embedding match
 NEGATED_SEM = 0.85          # embedding weight for text with a negation in it
-OPTION_CONTRAST = 0.3   # weight of the option-vs-siblings contrast (Matcher.contrast)
+OPTION_CONTRAST = 0.15  # weight of the option-vs-siblings contrast (Matcher.contrast)
+NUMERIC_WEAK_MIN = 0.4    # see _numeric_choice
 COMPONENT_MIN = 0.6        # a component must match at least this well on its own
 OUT_OF_SCOPE = 0.5         # below this nothing in the method is about the item: out of scope
 JOINT_COMPONENT_MIN = 0.3  # ...or this well when the option text matches strongly
@@ -267,6 +285,7 @@ class Matcher:
         self.sim.prepare(every)
         self._memo: dict = {}
         self._centre: dict = {}
+        self._own_words: dict = {}
 
     def match(self, text: str, names: list[str], descs: list[str] = (), phrase: bool = True) -> float:
         key = (text, tuple(names), tuple(descs), phrase)
@@ -283,6 +302,11 @@ class Matcher:
         para = 1.0 if sem >= 0.97 else min(SEM_CAP, SEM_WEIGHT * sem)
         if sem < 0.97 and _NEGATION.search(text):
             para *= NEGATED_SEM    # sentence vectors barely see 'never'/'not': trust the words more
+        if sem < 0.97:
+            # sentence vectors rate every option of a component alike ('prune once before training'
+            # is as close to 'prune gradually throughout training' as to 'prune at step 0'): the
+            # words shared with the option's names settle it
+            para = (1 - LEX_BLEND) * para + LEX_BLEND * lex
         out = (1 - SEM_TIE) * max(lex, para) + SEM_TIE * (sem if self.sim.embedder is not None else lex)
         self._memo[key] = out
         return out
@@ -300,10 +324,22 @@ class Matcher:
         if f"`{option}`" in text or f"`{name}.{option}`" in text:
             return 1.0
         names, descs = self._otexts[(name, option)]
-        base = self.match(text, names, descs, phrase=False)
+        base = self.match(text, names, descs, phrase=False) + DISTINCT_WEIGHT * self.distinct(name, option, text)
         if self.sim.embedder is None or len(self.components[name].options) < 2:
-            return base
-        return (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text))
+            return min(1.0, base)
+        return min(1.0, (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text)))
+
+    def distinct(self, name: str, option: str, text: str) -> float:
+        """Share of the text's words that only this option's names/descriptions use among the
+        component's options ('before', 'start' for schedule.init; 'throughout' for gradual)."""
+        if name not in self._own_words:
+            comp = self.components[name]
+            words = {o: {t for x in sum(self._otexts[(name, o)], []) for t in tokens(x)} for o in comp.options}
+            self._own_words[name] = {o: w - set().union(*(words[p] for p in comp.options if p != o))
+                                     for o, w in words.items()}
+        own = self._own_words[name][option]
+        said = set(tokens(text))
+        return len(said & own) / len(said) if said else 0.0
 
     def contrast(self, name: str, option: str, text: str) -> float:
         """Cosine after removing what all the component's options share (the mean of their vectors):
@@ -511,6 +547,17 @@ def _sense(comp) -> str | None:
     return None
 
 
+def _fits(comp, text: str) -> bool:
+    parsed = parse_number(text, comp)
+    if parsed is None:
+        return False
+    try:
+        _numeric_value(text, comp, parsed)
+        return True
+    except PlanValueError:
+        return False
+
+
 def _numeric_value(text: str, comp, parsed: tuple[float, bool]) -> float:
     """The value for the component, with the text's sense ('keep 40%' for a sparsity -> 0.6)."""
     value, was_pct = parsed
@@ -548,12 +595,18 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
             raise Unclear(f"value {text!r}: {abl.ablated_part!r} matches component {top_name!r}, which takes "
                           f"no number (options: {', '.join(components[top_name].options)}); numeric "
                           f"components: {_closest(numeric)}")
-        if s < COMPONENT_MIN:
+        comp = components[name]
+        # a value that only one numeric component can take, said as a kept/removed share, needs a
+        # weaker match ('token budget: keep 40% of the prompt' -> keep_ratio), and is flagged
+        fits = [n for _, n in numeric if _fits(components[n], text)]
+        weak = fits == [name] and _sense(comp) and (_KEPT_WORDS.search(text) or _REMOVED_WORDS.search(text))
+        if s < COMPONENT_MIN and not (weak and s >= NUMERIC_WEAK_MIN):
             raise Unclear(f"value {text!r}: ablated part {abl.ablated_part!r} matches no numeric component "
                           f"well; closest: {_closest(numeric)}")
-        comp = components[name]
         value = round(_numeric_value(text, comp, parsed), 6)
         flag = None
+        if s < COMPONENT_MIN:
+            flag = f"weak match: {name} ({s:.2f}) is the only numeric component taking {value:g}"
         others = [(x, n) for x, n in numeric if n != name and parse_number(text, components[n]) is not None]
         if others and s - others[0][0] < LOW_MARGIN:
             flag = f"low margin: {name} ({s:.2f}) vs {others[0][1]} ({others[0][0]:.2f})"
