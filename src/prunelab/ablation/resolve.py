@@ -161,6 +161,9 @@ def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool
     if not components:
         raise PrunelabError(f"method {method!r} declares no ablatable components yet")
     matcher = Matcher(components)
+    # embed every text of the plan in batches up front (one model call per 64 texts)
+    matcher.sim.prepare([t for a in plan.ablations for t, _ in _part_texts(a)] +
+                        [t for a in plan.ablations for t in a.replacement])
     res = Resolution(plan=plan, method=method)
     for abl in plan.ablations:
         choices, metrics = [], []

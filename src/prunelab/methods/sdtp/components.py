@@ -23,7 +23,11 @@ COMPONENTS: dict[str, dict] = {
                                              "saliency only", "remove mlp", "pure saliency", "gradient saliency ranking", "no learned predictor"],
                            "random": ["random pruning", "importance=random", "random", "random tokens", "random drop"]},
         "description": "how prompt tokens are scored for dropping: a small learned MLP predicts each token's importance from hidden states; alternatives use gradient saliency directly or random scores",
-        "option_descriptions": {'learned_mlp': ['a learned MLP predictor scores which tokens to keep'], 'saliency_only': ['no learned predictor: rank tokens directly by their gradient-based saliency', 'drop the learned pruning module and use saliency scores'], 'random': ['drop randomly chosen tokens instead of predicted unimportant ones']},
+        "option_descriptions": {
+            "learned_mlp": ["a learned MLP predictor scores which tokens to keep"],
+            "saliency_only": ["no learned predictor: rank tokens directly by their gradient-based saliency", "drop the learned pruning module and use saliency scores"],
+            "random": ["drop randomly chosen tokens instead of predicted unimportant ones"],
+        },
     },
     "pruning_layers": {
         "default": "schedule_10",
@@ -41,8 +45,14 @@ COMPONENTS: dict[str, dict] = {
                            "fixed_3": ["fixed layer set", "fixed 3 layers", "3 layers", "three fixed layers"],
                            "first_2": ["first 2 layers", "prune only in first 2 layers", "first two layers", "early layers only"],
                            "last_2": ["last 2 layers", "prune only in last 2 layers", "last two layers", "final layers only"]},
-        "description": 'which transformer layers drop tokens: by default a schedule of ten pruning stages spread over the layers, progressively shortening the sequence',
-        "option_descriptions": {'schedule_10': ['prune tokens progressively at many layers (a ten-stage schedule)'], 'single_layer_4': ['drop tokens at just one layer (layer 4) instead of many', 'a single pruning stage at one layer'], 'fixed_3': ['prune at a fixed set of three layers'], 'first_2': ['prune only in the first two layers', 'token dropping restricted to the earliest layers'], 'last_2': ['prune only in the last two layers', 'token dropping restricted to the final layers']},
+        "description": "which transformer layers drop tokens: by default a schedule of ten pruning stages spread over the layers, progressively shortening the sequence",
+        "option_descriptions": {
+            "schedule_10": ["prune tokens progressively at many layers (a ten-stage schedule)"],
+            "single_layer_4": ["drop tokens at just one layer (layer 4) instead of many", "a single pruning stage at one layer"],
+            "fixed_3": ["prune at a fixed set of three layers"],
+            "first_2": ["prune only in the first two layers", "token dropping restricted to the earliest layers"],
+            "last_2": ["prune only in the last two layers", "token dropping restricted to the final layers"],
+        },
     },
     "keep_ratio": {
         "default": "0.7",
@@ -54,7 +64,7 @@ COMPONENTS: dict[str, dict] = {
                            "0.3": ["ratio=0.3", "extreme pruning"], "0.7": ["ratio=0.7"]},
         "numeric": "keep_ratio",
         "numeric_range": (0.01, 1.0),
-        "description": 'the fraction of prompt tokens kept after pruning (1 minus the fraction dropped); how aggressively the sequence is shortened',
+        "description": "the fraction of prompt tokens kept after pruning (1 minus the fraction dropped); how aggressively the sequence is shortened",
     },
     "head_tail_preserve": {
         "default": "on",
@@ -63,8 +73,11 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["head/tail preserve", "head/tail token preserving strategy", "head/tail preservation",
                     "first 4 / last 16", "first 4 + last 16", "no head/tail", "preservation strategy"],
         "option_aliases": {"off": ["no head/tail", "remove head/tail preservation", "first and last tokens can be pruned", "no head/tail protection"]},
-        "description": 'always keep the first few and the last tokens of the prompt (beginning and end of the sequence) regardless of their scores',
-        "option_descriptions": {'on': ['first and last tokens are protected from pruning'], 'off': ['the first and last prompt tokens may be pruned like any other', 'no special protection for tokens at the beginning and end']},
+        "description": "always keep the first few and the last tokens of the prompt (beginning and end of the sequence) regardless of their scores",
+        "option_descriptions": {
+            "on": ["first and last tokens are protected from pruning"],
+            "off": ["the first and last prompt tokens may be pruned like any other", "no special protection for tokens at the beginning and end"],
+        },
     },
     "rope_fix": {
         "default": "on",
@@ -73,8 +86,11 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["rope fix", "rope index fix", "rope index correction", "rope-compatible shrinking strategy",
                     "rope broken", "no rope index fix"],
         "option_aliases": {"off": ["rope broken", "re-index", "no rope fix", "renumber positions", "reindexed positions", "position ids recomputed"]},
-        "description": 'rotary position embedding handling: surviving tokens keep their original position ids after pruning',
-        "option_descriptions": {'on': ['kept tokens retain their original rotary position ids'], 'off': ['renumber the surviving tokens 0..n-1, losing their original rotary positions', 'positions re-indexed after pruning instead of keeping the original RoPE ids']},
+        "description": "rotary position embedding handling: surviving tokens keep their original position ids after pruning",
+        "option_descriptions": {
+            "on": ["kept tokens retain their original rotary position ids"],
+            "off": ["renumber the surviving tokens 0..n-1, losing their original rotary positions", "positions re-indexed after pruning instead of keeping the original RoPE ids"],
+        },
     },
     "losses": {
         "default": "lm_mse_rank",
@@ -90,40 +106,57 @@ COMPONENTS: dict[str, dict] = {
                            "no_mse": ["loss=LM+Ranking", "no MSE loss", "use only ranking", "LM + ranking only"],
                            "lm_only": ["loss=LM", "only LM loss", "no saliency", "language modelling loss only", "LM loss alone"],
                            "no_lm": ["remove LM loss", "supervise only importance", "saliency losses only"]},
-        "description": 'the training objective of the token pruner: language-modelling loss plus MSE regression to saliency plus a pairwise ranking loss',
-        "option_descriptions": {'lm_mse_rank': ['train with all three losses: LM, MSE and ranking'], 'no_rank': ['train without the ranking loss, LM and MSE only'], 'no_mse': ['train without the MSE saliency regression, LM and ranking only'], 'lm_only': ['train with the language-modelling loss alone, no saliency supervision'], 'no_lm': ['train without the language-modelling loss, only the saliency losses']},
+        "description": "the training objective of the token pruner: language-modelling loss plus MSE regression to saliency plus a pairwise ranking loss",
+        "option_descriptions": {
+            "lm_mse_rank": ["train with all three losses: LM, MSE and ranking"],
+            "no_rank": ["train without the ranking loss, LM and MSE only"],
+            "no_mse": ["train without the MSE saliency regression, LM and ranking only"],
+            "lm_only": ["train with the language-modelling loss alone, no saliency supervision"],
+            "no_lm": ["train without the language-modelling loss, only the saliency losses"],
+        },
     },
     "ranking_loss": {
         "default": "on", "options": {"on": {"rank_weight": 1.0}, "off": {"rank_weight": 0.0}}, "remove": "off",
         "aliases": ["ranking loss", "rank loss", "saliency-based supervision + ranking loss"],
-        "description": 'pairwise ranking loss that teaches the pruner to order tokens as their saliency does',
-        "option_descriptions": {'off': ['no pairwise ranking loss']},
+        "description": "pairwise ranking loss that teaches the pruner to order tokens as their saliency does",
+        "option_descriptions": {
+            "off": ["no pairwise ranking loss"],
+        },
     },
     "mse_loss": {
         "default": "on", "options": {"on": {"mse_weight": 1.0}, "off": {"mse_weight": 0.0}}, "remove": "off",
         "aliases": ["mse loss", "saliency regression", "regression alignment"],
-        "description": 'MSE regression loss between predicted keep probabilities and token saliency',
-        "option_descriptions": {'off': ['no MSE regression to saliency']},
+        "description": "MSE regression loss between predicted keep probabilities and token saliency",
+        "option_descriptions": {
+            "off": ["no MSE regression to saliency"],
+        },
     },
     "lm_loss": {
         "default": "on", "options": {"on": {"lm_weight": 1.0}, "off": {"lm_weight": 0.0}}, "remove": "off",
         "aliases": ["lm loss", "language modeling loss", "cross-entropy loss"],
-        "description": 'language-modelling (next-token cross-entropy) loss on the pruned forward pass',
-        "option_descriptions": {'off': ['no language-modelling loss']},
+        "description": "language-modelling (next-token cross-entropy) loss on the pruned forward pass",
+        "option_descriptions": {
+            "off": ["no language-modelling loss"],
+        },
     },
     "saliency_supervision": {
         "default": "on",
         "options": {"on": {"mse_weight": 1.0, "rank_weight": 1.0}, "off": {"mse_weight": 0.0, "rank_weight": 0.0}},
         "remove": "off",
         "aliases": ["full supervision", "saliency supervision", "saliency-based supervision"],
-        "description": 'supervising the pruner with gradient saliency targets (the MSE and ranking losses together)',
-        "option_descriptions": {'off': ['no saliency targets; train the pruner with the LM loss only']},
+        "description": "supervising the pruner with gradient saliency targets (the MSE and ranking losses together)",
+        "option_descriptions": {
+            "off": ["no saliency targets; train the pruner with the LM loss only"],
+        },
     },
     "distillation": {
         "default": "off", "options": {"off": {"distill_weight": 0.0}, "on": {"distill_weight": 0.5}}, "remove": "off",
         "aliases": ["distillation", "kl distillation", "knowledge distillation"],
         "description": "KL divergence distillation from the unpruned model's outputs to the pruned model",
-        "option_descriptions": {'on': ["add KL distillation to the full model's predictions"], 'off': ['no distillation to the unpruned model']},
+        "option_descriptions": {
+            "on": ["add KL distillation to the full model's predictions"],
+            "off": ["no distillation to the unpruned model"],
+        },
     },
     "selection": {
         "default": "topk",
@@ -132,8 +165,12 @@ COMPONENTS: dict[str, dict] = {
         "remove": None,
         "aliases": ["token selection", "selection", "top-k vs top-p vs threshold"],
         "option_aliases": {"topk": ["top-k"], "topp": ["top-p", "nucleus", "cumulative probability"], "threshold": ["threshold-based", "threshold", "probability cutoff", "fixed cutoff"]},
-        "description": 'the rule that turns keep probabilities into a kept token set at inference',
-        "option_descriptions": {'topk': ['keep exactly the k highest-scoring tokens'], 'topp': ['keep tokens until their probability mass reaches p (nucleus style)'], 'threshold': ['keep every token whose keep probability exceeds a fixed threshold']},
+        "description": "the rule that turns keep probabilities into a kept token set at inference",
+        "option_descriptions": {
+            "topk": ["keep exactly the k highest-scoring tokens"],
+            "topp": ["keep tokens until their probability mass reaches p (nucleus style)"],
+            "threshold": ["keep every token whose keep probability exceeds a fixed threshold"],
+        },
     },
     "mask": {
         "default": "hard",
@@ -141,8 +178,11 @@ COMPONENTS: dict[str, dict] = {
         "remove": "soft",
         "aliases": ["hard mask", "soft mask", "hard mask vs soft mask", "no hard mask", "soft mask only"],
         "option_aliases": {"soft": ["soft mask only", "no hard mask", "soft", "continuous mask", "relaxed mask"], "hard": ["hard mask"]},
-        "description": 'whether dropping decisions are hard binary (Gumbel) masks or relaxed soft weights',
-        "option_descriptions": {'hard': ['binary keep/drop decisions'], 'soft': ['continuous soft masks that down-weight tokens instead of dropping them']},
+        "description": "whether dropping decisions are hard binary (Gumbel) masks or relaxed soft weights",
+        "option_descriptions": {
+            "hard": ["binary keep/drop decisions"],
+            "soft": ["continuous soft masks that down-weight tokens instead of dropping them"],
+        },
     },
     "mask_propagation": {
         "default": "cumulative",
@@ -151,8 +191,11 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["multi-layer mask propagation", "mask propagation", "no mask propagation",
                     "cascade updates", "per-layer local"],
         "option_aliases": {"local": ["per-layer local", "no mask propagation", "independent per layer", "masks not carried over"]},
-        "description": 'whether a token dropped at one stage stays dropped in later layers (masks multiplied across stages)',
-        "option_descriptions": {'cumulative': ['once dropped a token stays dropped in all later layers'], 'local': ['each layer chooses from all tokens again, masks do not carry over between stages']},
+        "description": "whether a token dropped at one stage stays dropped in later layers (masks multiplied across stages)",
+        "option_descriptions": {
+            "cumulative": ["once dropped a token stays dropped in all later layers"],
+            "local": ["each layer chooses from all tokens again, masks do not carry over between stages"],
+        },
     },
     "attention_mask_update": {
         "default": "on",
@@ -160,16 +203,20 @@ COMPONENTS: dict[str, dict] = {
         "remove": "off",
         "aliases": ["attention mask update", "token merge", "do not update attention mask",
                     "attention mask and hidden state cascade updates"],
-        "description": 'whether dropped tokens are removed from attention (sequence actually shortened) or only zeroed',
-        "option_descriptions": {'off': ['dropped tokens are zeroed but other tokens can still attend to them', 'keep the full sequence length, do not shrink the attention mask']},
+        "description": "whether dropped tokens are removed from attention (sequence actually shortened) or only zeroed",
+        "option_descriptions": {
+            "off": ["dropped tokens are zeroed but other tokens can still attend to them", "keep the full sequence length, do not shrink the attention mask"],
+        },
     },
     "pipeline_pre_pruning": {
         "default": "on",
         "options": {"on": {"pipeline_prune_before_boundary": True}, "off": {"pipeline_prune_before_boundary": False}},
         "remove": "off",
         "aliases": ["multi-gpu pruning", "cross-gpu pre-pruning", "pre-pruning", "communication"],
-        "description": 'in a multi-GPU pipeline, drop tokens before sending hidden states to the next device to cut communication',
-        "option_descriptions": {'off': ['send the full masked sequence between devices, no pruning before the boundary']},
+        "description": "in a multi-GPU pipeline, drop tokens before sending hidden states to the next device to cut communication",
+        "option_descriptions": {
+            "off": ["send the full masked sequence between devices, no pruning before the boundary"],
+        },
     },
     "communication_layers": {
         "default": "schedule_10",
@@ -178,8 +225,11 @@ COMPONENTS: dict[str, dict] = {
         "remove": None,
         "aliases": ["communication cost", "communication load", "prune only in first 2 layers or last 2 layers"],
         "option_aliases": {"off": ["zero dropped tokens only", "full length kept"], "first_2": ["first 2 layers"], "last_2": ["last 2 layers"]},
-        "description": 'where pruning happens relative to the pipeline device boundaries, for the communication measurements',
-        "option_descriptions": {'first_2': ['prune only in the first two layers (communication study)'], 'last_2': ['prune only in the last two layers (communication study)']},
+        "description": "where pruning happens relative to the pipeline device boundaries, for the communication measurements",
+        "option_descriptions": {
+            "first_2": ["prune only in the first two layers (communication study)"],
+            "last_2": ["prune only in the last two layers (communication study)"],
+        },
     },
     "pipeline_devices": {
         "default": "4",
@@ -188,6 +238,6 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["number of gpus", "pipeline devices", "multi-gpu"],
         "numeric": "pipeline_devices",
         "numeric_range": (1, 64),
-        "description": 'number of GPUs / pipeline stages the model is split over for the communication measurement',
+        "description": "number of GPUs / pipeline stages the model is split over for the communication measurement",
     },
 }
