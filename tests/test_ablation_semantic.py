@@ -49,6 +49,9 @@ def test_a_replacement_that_starts_with_remove_but_describes_an_option(apt):
     got = one(apt, "Pruning schedule", "REPLACE",
               ["Remove every pruned structure at step 0 and train the small model afterwards"])
     assert got == [("schedule", "init")]          # not pruning.off
+    # the part's head word ('Pruning') points at the pruning component; the text describes a schedule
+    got = one(apt, "Pruning timing", "REPLACE", ["Remove every pruned structure at step 0, then fine-tune the rest"])
+    assert got == [("schedule", "init")]
 
 
 def test_remove_prefix_still_means_remove_when_it_names_the_component(apt):

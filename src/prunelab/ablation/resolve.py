@@ -53,6 +53,7 @@ JOINT_MIN = 0.5            # a (component, option) pair must score this well
 STRONG_OPTION = 0.85
 AMBIGUOUS_GAP = 0.015      # two different answers closer than this -> unresolved, ask the user
 LOW_MARGIN = 0.08          # closer than this -> resolved but flagged in plan check and the report
+OTHER_OPTION_LEAD = 0.1  # ...unless another component's option matches the text this much better
 COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its options are matched first
 DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
@@ -643,6 +644,22 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
             rs = m.component_score(name, [(rest, 1.0)]) if norm(rest) else comp_score[name]
             cs = max(comp_score[name], rs)
             cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * rs, name, comp.remove, rs, "remove"))
+    top, top_name = scores[0]
+    if removal and top >= COMPONENT_MIN:
+        # 'Remove every pruned structure at step 0' for the pruning schedule describes one of the
+        # schedule's own options: it is not the REMOVE of another component
+        own = max((c[3] for c in cands if c[1] == top_name and c[4] == "option"), default=0.0)
+        if own >= OPTION_MIN:
+            cands = [c for c in cands if c[4] == "option" or c[1] == top_name]
+    if removal:
+        # ...and whatever the part: a text that describes a (non-default) option about as well as
+        # it names a component to remove is that option
+        opts = [c for c in cands if c[4] == "option" and c[2] != components[c[1]].default]
+        rems = [c for c in cands if c[4] == "remove"]
+        if opts and rems:
+            bo = max(opts, key=lambda c: c[3])
+            if bo[3] >= OPTION_MIN and bo[3] >= max(c[3] for c in rems) - 0.05:
+                cands = [c for c in cands if c[4] == "option" or c[1] == bo[1]]
     best_option = max((c for c in cands), key=lambda c: c[3], default=None)
 
     number = _NUMBER.search(words_to_numbers(text))
@@ -661,7 +678,7 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     if top >= COMPONENT_MIN and top - second >= COMPONENT_FIRST:
         own = [c for c in cands if c[1] == top_name]
         if own and own[0][3] >= OPTION_MIN:
-            others = [c for c in cands if c[1] != top_name and c[3] >= own[0][3] + 0.2]
+            others = [c for c in cands if c[1] != top_name and c[3] >= own[0][3] + OTHER_OPTION_LEAD]
             if not others:
                 cands = own + [c for c in cands if c[1] != top_name]
     best = cands[0]
