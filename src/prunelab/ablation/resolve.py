@@ -40,6 +40,7 @@ from prunelab.errors import PrunelabError
 SEM_WEIGHT = 1.0
 SEM_CAP = 0.95
 SEM_TIE = 0.05
+ONE_WORD_CAP = 0.7          # lexical score of a one-word name inside a text of 3+ words
 DISTINCT_WEIGHT = 0.25      # bonus for words only this option (of its component) uses
 LEX_BLEND = 0.2            # share of the lexical score mixed into an embedding match
 NEGATED_SEM = 0.85          # embedding weight for text with a negation in it
@@ -296,7 +297,10 @@ class Matcher:
         if key in self._memo:
             return self._memo[key]
         lexical = phrase_similarity if phrase else similarity
-        lex = max((lexical(text, n) for n in names), default=0.0)
+        long_text = len(tokens(text)) >= 3
+        # one shared word ('mask') is weak evidence that a longer text is about that name
+        lex = max((min(lexical(text, n), ONE_WORD_CAP) if long_text and len(tokens(n)) == 1 else lexical(text, n)
+                   for n in names), default=0.0)
         sem = 0.0
         if self.sim.embedder is not None and norm(text):
             self.sim.prepare([text])
