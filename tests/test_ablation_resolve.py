@@ -104,7 +104,7 @@ def test_seed_004_resolves_against_the_real_sdtp_components():
     ("salience scores", "REPLACE", ["`uniform`"], [("salience", "uniform")]),
     ("self distillation", "REMOVE", [], [("distill", "none")]),
     ("the distillation objective", "REPLACE", ["a frozen teacher"], [("distill", "separate_teacher")]),
-    ("target sparsity", "ADD", ["50%", "70", "sparsity=0.3"], [("sparsity", "sparsity=0.5"),
+    ("target sparsity", "ADD", ["50%", "70%", "sparsity=0.3"], [("sparsity", "sparsity=0.5"),
                                                                ("sparsity", "sparsity=0.7"),
                                                                ("sparsity", "sparsity=0.3")]),
     ("Pruning Schedule", "REPLACE", ["prune late"], [("schedule", "late")]),
@@ -117,7 +117,7 @@ def test_paraphrases(part, action, repl, expected):
 
 def test_unresolvable_part_lists_closest_components():
     comps = reference_components("apt")
-    with pytest.raises(PrunelabError, match=r"matches no component well; closest: .*\(0\.\d\d\)"):
+    with pytest.raises(PrunelabError, match=r"(matches no component well|is out of scope: no component covers it); closest: .*\(0\.\d\d\)"):
         resolve_ablation(Ablation(name="x", ablated_part="optimizer momentum", action="REMOVE"), comps)
 
 

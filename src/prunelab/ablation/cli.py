@@ -38,13 +38,24 @@ def describe_resolution(res: Resolution) -> str:
         for ch in item.choices:
             ov = ", ".join(f"{k}={_fmt_value(v)}" for k, v in ch.overrides.items()) or "(defaults)"
             out.append(f"      -> {ch.component}.{ch.label}  [{ov}]  match {ch.score:.2f}  <- {ch.text!r}")
+            if ch.flag:
+                out.append(f"         CHECK: {ch.flag}; pin it with backticks if wrong")
         out.append("      metrics: " + ", ".join(f"{m.text} -> {m.key}" + (f" ({m.spec.unit})" if m.spec.unit else "")
                                               for m in item.metrics))
         if a.hypothesis or a.expected_effect:
             out.append(f"      hypothesis: {a.hypothesis or '-'}; expected: {a.expected_effect or '-'}")
+    flagged = res.flagged()
+    if flagged:
+        out.append(f"low-margin mappings ({len(flagged)}): check them, or name the option in backticks")
+        out += [f"  {name}: {ch.text!r} -> {ch.component}.{ch.label}: {ch.flag}" for name, ch in flagged]
     if res.unresolved:
         out.append(f"unresolved ({len(res.unresolved)}, skipped):")
-        out += [f"  {u.ablation}: {u.item!r}: {u.reason}" for u in res.unresolved]
+        out += [f"  {u.ablation}: {u.item!r}: " + ("OUT OF SCOPE: " if u.kind == "out_of_scope" else "") + u.reason
+                for u in res.unresolved]
+    if res.not_run:
+        out.append(f"plan rows that produce no cell ({len(res.not_run)}; add them to the matrix to run them):")
+        out += [f"  line {r['line']}: {r['part']}: {r['change']}" + (f" (would be {', '.join(r['maps_to'])})"
+                                                                      if r["maps_to"] else "") for r in res.not_run]
     if plan.sections:
         out.append("paper sections: " + "; ".join(f"{s.number} {s.title} [{', '.join(s.ids)}]" for s in plan.sections))
     return "\n".join(out)
@@ -56,10 +67,12 @@ def resolution_json(res: Resolution) -> dict:
         "method": res.method,
         "ablations": [{"name": i.ablation.name, "action": i.ablation.action.value,
                        "choices": [{"component": c.component, "option": c.option, "value": c.value,
-                                    "overrides": c.overrides, "score": round(c.score, 3), "text": c.text}
+                                    "overrides": c.overrides, "score": round(c.score, 3), "text": c.text,
+                                    "flag": c.flag}
                                    for c in i.choices],
                        "metrics": [m.to_dict() for m in i.metrics]} for i in res.items],
         "unresolved": [vars(u) for u in res.unresolved],
+        "not_run": res.not_run,
     }
 
 
@@ -88,12 +101,14 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
            progress: bool = True, retry_failed: bool = True, force: bool = False, reference: bool = True,
            out=None, rerun: list[str] | None = None) -> int:
     out = out or sys.stdout
+    check_run_options(executor, workers)
     plan = load_plan(path, method=method)
     res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
     base = presets_mod.base_config(preset, res.method, overrides)
     ref = presets_mod.reference_config(preset, res.method, overrides) if reference else None
     study = study or f"{study_name(plan.name)}-{preset}"
     matrix = build_matrix(res, base, seeds, study=study, reference=ref)
+    forced = rerun_ids(matrix, rerun or [])       # a bad --rerun fails before the study is registered
     store_path = store or DEFAULT_PATH
     st = Store(store_path)
     save_study(st.path, study_meta(matrix, preset))
@@ -106,7 +121,7 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
     for u in res.unresolved:
         print(f"skipped: {u.ablation}: {u.item!r}: {u.reason}", file=out)
     summary = run_matrix(matrix, st, executor=executor, workers=workers, runner=runner, progress=progress,
-                         retry_failed=retry_failed, force=force, rerun=rerun_ids(matrix, rerun or []))
+                         retry_failed=retry_failed, force=force, rerun=forced)
     print(f"{summary.done} run(s) done, {summary.skipped} already done, {summary.failed} failed"
           + (f", {summary.elsewhere} running elsewhere" if summary.elsewhere else "")
           + f" in {summary.seconds:.0f}s", file=out)
@@ -116,6 +131,22 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
         print("re-run the same command to retry the failed runs (done runs are kept)", file=out)
     print(f"report: prunelab report {study} --store {st.path}", file=out)
     return 0 if summary.ok else 1
+
+
+def check_run_options(executor: str, workers) -> None:
+    """Bad --executor / --workers are errors before anything is loaded or registered."""
+    from prunelab.ablation.executors import EXECUTORS
+    from prunelab.errors import unknown
+
+    if executor not in EXECUTORS:
+        raise unknown("executor", executor, EXECUTORS)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PrunelabError(f"--workers must be a whole number >= 1, got {workers!r}")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise PrunelabError("--executor ray needs Ray: pip install 'prunelab[ray]' (or pip install ray)")
 
 
 def rerun_ids(matrix, specs: list[str]) -> set[str]:

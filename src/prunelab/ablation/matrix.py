@@ -106,6 +106,11 @@ def build_matrix(resolution: Resolution, base: RunConfig, seeds=(0, 1, 2), *, st
             if run_id not in runs:
                 runs[run_id] = Run(run_id, cfg)
             runs[run_id].links.append((cell.label, seed))
+    for name, ch in resolution.flagged():
+        notes.append(f"low-margin mapping, check it: {name}: {ch.text!r} -> {ch.component}.{ch.label} ({ch.flag})")
+    for row in resolution.not_run:
+        notes.append(f"plan row at line {row['line']} produces no cell, not run: {row['part']}: {row['change']}"
+                     + (f" (would be {', '.join(row['maps_to'])})" if row["maps_to"] else ""))
     for r in runs.values():
         labels = sorted({c for c, _ in r.links})
         if len(labels) > 1 and r.config.seed == seeds[0]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prunelab.ablation.markdown import parse_markdown
 from prunelab.ablation.plan import ABLATION_KEYS, Ablation, Plan
-from prunelab.ablation.table import is_plan_table, parse_sections, parse_tables, tables
+from prunelab.ablation.table import is_plan_table, parse_sections, parse_tables, side_rows, tables
 from prunelab.ablation.text import clean_lines, strip_symbols
 from prunelab.errors import PrunelabError, close_matches
 
@@ -37,7 +37,7 @@ def load_plan(path_or_text: str | os.PathLike, format: str | None = None, method
     """Read a plan from a file path or from the text itself."""
     text, where, stem = _read(path_or_text)
     fmt = _format(format, where, text)
-    lines = clean_lines(text)
+    lines = clean_lines(text) if fmt in ("table", "markdown") else []
     if fmt == "jsonl":
         ablations, title, meta_method = _parse_json(text, where), None, None
     elif fmt == "yaml":
@@ -55,7 +55,8 @@ def load_plan(path_or_text: str | os.PathLike, format: str | None = None, method
     sections, intro = parse_sections(lines) if fmt in ("table", "markdown") else ([], "")
     chosen = method or meta_method or detect_method(title or stem or "", text) or None
     return Plan(name=title or stem or "plan", method=chosen, ablations=ablations,
-                source=where if where != "<text>" else None, sections=sections, intro=intro)
+                source=where if where != "<text>" else None, sections=sections, intro=intro,
+                side_rows=side_rows(lines) if fmt in ("table", "markdown") else [])
 
 
 # ----------------------------------------------------------------------------- reading
@@ -142,8 +143,13 @@ def detect_method(title: str, text: str) -> str | None:
     for w in reversed(words):
         if w in names:
             return w
-    counts = {n: len(re.findall(rf"\b{re.escape(n)}\b", text, re.IGNORECASE)) for n in names
-              if n not in ("ft", "lora")}
+    counted = [n for n in names if n not in ("ft", "lora")]
+    counts = dict.fromkeys(counted, 0)
+    if counted:   # one pass over the text, whatever its size
+        pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(counted, key=len, reverse=True)) + r")\b",
+                             re.IGNORECASE)
+        for m in pattern.finditer(text):
+            counts[m.group(1).lower()] = counts.get(m.group(1).lower(), 0) + 1
     best = sorted(counts.items(), key=lambda kv: -kv[1])
     if best and best[0][1] > 0 and (len(best) == 1 or best[0][1] > best[1][1]):
         return best[0][0]
@@ -223,7 +229,9 @@ def _parse_json(text: str, where: str) -> list[Ablation]:
             raise PrunelabError(f"{where}:{i}: invalid JSON ({e.msg} at column {e.colno})") from None
         except RecursionError:
             raise PrunelabError(f"{where}:{i}: JSON nested too deeply") from None
-        out.append(_ablation_from_mapping(d, f"{where}:{i}"))
+        abl = _ablation_from_mapping(d, f"{where}:{i}")
+        abl.line = i
+        out.append(abl)
     return out
 
 

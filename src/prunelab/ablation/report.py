@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, Line, StudyResult, analyze, disturbed_timings
+from prunelab.ablation.stats import null_text
 from prunelab.store import Store
 
 VERDICT_MARK = {"confirmed": "confirmed", "refuted": "REFUTED", "inconclusive": "inconclusive", "": ""}
@@ -167,13 +168,15 @@ def _ablation_md(res: StudyResult, a: AblationResult) -> list[str]:
     out.append("")
     tested = [ln for ln in a.lines if ln.comparison.n >= 2]
     if tested:
-        out += ["| Setting | Metric | Δ | bootstrap 95% CI | p (paired t) | n | expected | verdict |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += ["| Setting | Metric | Δ | bootstrap 95% CI | p (paired t) | n | power | expected | verdict |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for ln in tested:
             ci = ln.comparison.ci
-            ci_txt = f"[{_signed(ci[0], ln.metric)}, {_signed(ci[1], ln.metric)}]" if ci else "--"
+            ci_txt = f"[{_signed(ci[0], ln.metric)}, {_signed(ci[1], ln.metric)}]" if ci else "-- (< 3 seeds)"
+            power = null_text(ln.comparison, lambda x, m=ln.metric: fmt(abs(x), m, 3)) or (
+                f"MDE {fmt(abs(ln.comparison.mde), ln.metric, 3)}" if ln.comparison.mde is not None else "--")
             out.append(f"| {cell_name(ln.cell)} | {ln.metric['text']} | {fmt_delta(ln)} | {ci_txt} | "
-                       f"{fmt_p(ln.comparison.p_value)} | {ln.comparison.n} | {_exp_text(ln)} | "
+                       f"{fmt_p(ln.comparison.p_value)} | {ln.comparison.n} | {power} | {_exp_text(ln)} | "
                        f"{VERDICT_MARK[ln.verdict]} |")
         out.append("")
     for v in a.variants:
@@ -361,7 +364,7 @@ def _tex(s: str) -> str:
 
 CSV_FIELDS = ["study", "ablation", "id", "action", "ablated_part", "cell", "component", "option", "value", "metric",
               "metric_text", "unit", "n_base", "base_mean", "base_std", "n", "mean", "std", "delta", "rel_delta",
-              "ci_lo", "ci_hi", "p_value", "test", "expected", "verdict", "failed", "pending"]
+              "ci_lo", "ci_hi", "p_value", "test", "mde", "null", "expected", "verdict", "failed", "pending"]
 
 
 def to_csv(res: StudyResult) -> str:
@@ -381,6 +384,7 @@ def to_csv(res: StudyResult) -> str:
                 "base_std": sc(ln.base[1]), "n": ln.value[2], "mean": sc(ln.value[0]), "std": sc(ln.value[1]),
                 "delta": sc(c.mean_diff), "rel_delta": c.rel_diff, "ci_lo": sc(c.ci[0]) if c.ci else None,
                 "ci_hi": sc(c.ci[1]) if c.ci else None, "p_value": c.p_value, "test": c.test,
+                "mde": sc(c.mde) if c.mde is not None else None, "null": c.null,
                 "expected": _exp_text(ln), "verdict": ln.verdict, "failed": len(ln.cell.failed),
                 "pending": len(ln.cell.pending)})
     return buf.getvalue()

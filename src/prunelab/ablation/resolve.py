@@ -1,13 +1,28 @@
 """Free text of a plan -> (component, option) of a registered method, and metric keys.
 
-A component is found from the ablated part (then the matrix 'variable' key, then the
-ablation name) by matching its name and aliases: token overlap with light stemming and
-fuzzy token equality, or difflib's ratio on the normalised strings (text.similarity). An
-option is found from the replacement text by its name and option_aliases. For REPLACE/ADD
-the component and option are scored jointly, so a clear option ('random scoring') can
-rescue a vague part ('Dynamic parameter addition'). Numbers ('0.2', '50%', 'ratio=0.5')
-go to the component's numeric argument. Anything unclear is an error naming the closest
-candidates, or, with skip_unresolved=True, an entry in Resolution.unresolved.
+Every component and option is described in words (Component.description, aliases,
+option_aliases, option_descriptions). Plan text is scored against them two ways: lexically
+(text.similarity: token overlap with light stemming and fuzzy token equality) and by the
+cosine of all-MiniLM-L6-v2 sentence vectors (ablation.semantic), combined in Matcher.match;
+an option's score adds the words only it uses among its component's options and the cosine
+after removing what the options share (Matcher.distinct/contrast), since sentence vectors
+rate sibling options alike.
+
+The action's meaning decides how: REMOVE of X is X's remove option; a REPLACE text is
+matched jointly with the part (a part that clearly names one component has its options
+matched first); a replacement that starts with 'no'/'remove'/'without' is a removal only
+when that scores better than an option the text describes ('Remove every pruned structure
+at step 0' is schedule.init, not pruning.off). Numbers are parsed with their units and sense
+('80% of the layer parameters removed' -> sparsity 0.8, 'keep 40% of the prompt' -> keep
+ratio 0.4, 'r=4, r=8, r=16' -> three cells); values out of a component's range are errors
+(PlanValueError, never rescaled and never skipped).
+
+Confidence: below COMPONENT_MIN / JOINT_MIN an item is unresolved with its closest
+candidates (below OUT_OF_SCOPE: out of scope); two answers closer than AMBIGUOUS_GAP are
+ambiguous; closer than LOW_MARGIN the choice is made but flagged (Choice.flag), and plan
+check and the report list it. Unresolved items are errors, or with skip_unresolved=True
+entries of Resolution.unresolved. A plan without a method is matched against every
+registered method's components (detect_method_from_content).
 """
 from __future__ import annotations
 
@@ -19,18 +34,57 @@ from prunelab.ablation.plan import Ablation, Action, Plan
 from prunelab.ablation.text import norm, phrase_similarity, similarity, tokens
 from prunelab.errors import PrunelabError
 
-COMPONENT_MIN = 0.5        # a component must match at least this well on its own
+# Scores are 0..1: the higher of the lexical match (text.phrase_similarity against names and
+# aliases) and SEM_WEIGHT x the cosine of MiniLM sentence vectors (against names, aliases,
+# descriptions). Thresholds were tuned on the dev half of benchmarks/resolution/.
+SEM_WEIGHT = 1.0
+SEM_CAP = 0.95
+SEM_TIE = 0.05
+ONE_WORD_CAP = 0.7          # lexical score of a one-word name inside a text of 3+ words
+DISTINCT_WEIGHT = 0.25      # bonus for words only this option (of its component) uses
+LEX_BLEND = 0.2            # share of the lexical score mixed into an embedding match
+NEGATED_SEM = 0.85          # embedding weight for text with a negation in it
+OPTION_CONTRAST = 0.15  # weight of the option-vs-siblings contrast (Matcher.contrast)
+NUMERIC_WEAK_MIN = 0.4    # see _numeric_choice
+COMPONENT_MIN = 0.6        # a component must match at least this well on its own
+OUT_OF_SCOPE = 0.5         # below this nothing in the method is about the item: out of scope
 JOINT_COMPONENT_MIN = 0.3  # ...or this well when the option text matches strongly
 OPTION_MIN = 0.5
+JOINT_MIN = 0.5            # a (component, option) pair must score this well
 STRONG_OPTION = 0.85
-AMBIGUOUS_GAP = 0.04       # two different answers closer than this -> ask the user
+AMBIGUOUS_GAP = 0.015      # two different answers closer than this -> unresolved, ask the user
+LOW_MARGIN = 0.08          # closer than this -> resolved but flagged in plan check and the report
+OTHER_OPTION_LEAD = 0.1  # ...unless another component's option matches the text this much better
+COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its options are matched first
+DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
+W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
 
-_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(%?)(?![\w.])")
-_NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "value", "keep", "prune", "pruning", "target", "x",
+_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
+_NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
                  "density", "level", "set", "to", "of", "at", "remain", "remaining", "param", "parameter",
-                 "parameters", "fraction", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers"}
-_REMOVE_TEXT = re.compile(r"^\s*(?:none|off|disabled?|removed?|no|without|w/o|drop(?:ped)?)\b\s*(.*)$",
-                          re.IGNORECASE)
+                 "parameters", "fraction", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers",
+                 "the", "a", "an", "all", "only", "kept", "retain", "retained", "keeping", "removed", "remove",
+                 "removing", "pruned", "drop", "dropped", "dropping", "discard", "discarded", "token", "tokens",
+                 "prompt", "input", "weights", "weight", "model", "its", "their", "and", "or", "with", "use", "try",
+                 "sweep", "over", "about", "approximately", "roughly", "around", "total", "overall", "budget",
+                 "compression", "sequence", "context", "non", "embedding", "is", "are", "be", "in", "each", "per",
+                 "setting", "run", "variant", "instead", "equal", "equals", "count", "number", "gpus", "devices"}
+_KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
+                         r"density|preserve|preserved)\b", re.IGNORECASE)
+_REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
+                            r"cut|sparsity|sparse|zeroed|eliminated?)\b", re.IGNORECASE)
+_REMOVE_TEXT = re.compile(r"^\s*(?:none|off|disabled?|removed?|remove|removing|no|without|w/o|drop(?:ped)?|"
+                          r"turn(?:ed)? off|switch(?:ed)? off|skip(?:ped)?)\b\s*(.*)$", re.IGNORECASE)
+_CLAUSE = re.compile(r"\s(?:that|which|who|where|whose|using|uses|used|informed|based|driven|guided|with|via|by|"
+                     r"to|so|because|while|when)\s|[,;:(\u2014\u2013]|\s-\s", re.IGNORECASE)
+
+
+_NEGATION = re.compile(r"\b(never|not|no|nothing|none|without|cannot|n't)\b|n't\b", re.IGNORECASE)
+
+
+class PlanValueError(PrunelabError):
+    """A value in the plan that is wrong whatever it maps to (e.g. sparsity 1.5): never skipped."""
+
 
 
 @dataclass
@@ -42,6 +96,8 @@ class Choice:
     overrides: dict
     text: str                      # what the plan said ('REMOVE' for a removal)
     score: float = 1.0
+    flag: str | None = None        # set when the runner-up was close: shown by plan check and the report
+    alternatives: list = field(default_factory=list)   # [(score, 'component.option')] runners-up
 
     def __post_init__(self):
         if (self.option is None) == (self.value is None):
@@ -64,6 +120,7 @@ class Unresolved:
     ablation: str
     item: str                      # the text that did not resolve
     reason: str
+    kind: str = "unresolved"       # unresolved | ambiguous | out_of_scope | metric
 
 
 @dataclass
@@ -72,6 +129,7 @@ class Resolution:
     method: str
     items: list[Resolved] = field(default_factory=list)
     unresolved: list[Unresolved] = field(default_factory=list)
+    not_run: list[dict] = field(default_factory=list)   # plan rows (side tables) that produce no cell
 
     def metrics(self) -> list[MetricRef]:
         """Every metric any ablation asked for, first occurrence of each key."""
@@ -83,12 +141,20 @@ class Resolution:
                     out.append(m)
         return out
 
+    def flagged(self) -> list[tuple[str, Choice]]:
+        """(ablation name, choice) for every low-margin mapping: check these by hand."""
+        return [(i.ablation.name, c) for i in self.items for c in i.choices if c.flag]
+
 
 # ----------------------------------------------------------------------------- entry point
 
 def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool = False,
                  components: dict | None = None) -> Resolution:
     method = (method or plan.method or "").strip().lower()
+    if not method and components is None:
+        method = detect_method_from_content(plan) or ""
+    if not method and components is not None:
+        method = "custom"
     if not method:
         raise PrunelabError(f"plan {plan.name!r}: cannot tell which method it ablates; pass --method "
                             f"(e.g. --method apt)")
@@ -96,28 +162,96 @@ def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool
         components = method_components(method)
     if not components:
         raise PrunelabError(f"method {method!r} declares no ablatable components yet")
+    matcher = Matcher(components)
+    # embed every text of the plan in batches up front (one model call per 64 texts)
+    matcher.sim.prepare([t for a in plan.ablations for t, _ in _part_texts(a)] +
+                        [t for a in plan.ablations for t in a.replacement])
     res = Resolution(plan=plan, method=method)
     for abl in plan.ablations:
         choices, metrics = [], []
         try:
-            choices = resolve_ablation(abl, components)
+            choices = resolve_ablation(abl, components, matcher=matcher)
+        except PlanValueError as e:
+            raise PlanValueError(f"{_where(plan, abl)}: {e}") from None
         except PrunelabError as e:
             if not skip_unresolved:
                 raise PrunelabError(f"{_where(plan, abl)}: {e}") from None
-            res.unresolved.append(Unresolved(abl.name, abl.ablated_part, str(e)))
+            kind = getattr(e, "kind", "unresolved")
+            res.unresolved.append(Unresolved(abl.name, abl.ablated_part, str(e), kind))
         for text in abl.metrics or default_metrics(method):
             try:
                 metrics.append(resolve_metric(text, method))
             except PrunelabError as e:
                 if not skip_unresolved:
                     raise PrunelabError(f"{_where(plan, abl)}: {e}") from None
-                res.unresolved.append(Unresolved(abl.name, text, str(e)))
+                res.unresolved.append(Unresolved(abl.name, text, str(e), "metric"))
         if choices:
             res.items.append(Resolved(abl, choices, metrics))
     if not res.items:
         raise PrunelabError(f"plan {plan.name!r}: no ablation could be resolved against the components of "
                             f"{method!r} ({', '.join(components)})")
+    res.not_run = uncovered_rows(plan, res, matcher)
     return res
+
+
+def uncovered_rows(plan: Plan, res: Resolution, matcher: Matcher) -> list[dict]:
+    """Side-table rows (seed 004's E2) that no ablation of the plan runs: each with what it would map to."""
+    comps = matcher.components
+    done = [_effective(res.method, c.overrides) for i in res.items for c in i.choices]
+    texts = [t for i in res.items for t in (i.ablation.name, i.ablation.ablated_part, i.ablation.variable or "") if t]
+    out = []
+    for line, part, change in plan.side_rows:
+        removal = re.match(r"^\s*(remove|no|without|drop|disable)\b", change, re.IGNORECASE)
+        abl = Ablation(name=f"row {line}", ablated_part=part, action="REMOVE" if removal else "REPLACE",
+                       replacement=[] if removal else [change], line=line)
+        try:
+            choices = resolve_ablation(abl, comps, matcher=matcher)
+        except PrunelabError:
+            choices = []
+        if choices and all(_effective(res.method, ch.overrides) in done for ch in choices):
+            continue
+        if not choices and max((similarity(f"{part} {change}", t) for t in texts), default=0.0) >= 0.75:
+            continue
+        maps = [f"{c.component}.{c.label}" if c.option else c.label for c in choices
+                if _effective(res.method, c.overrides) not in done]
+        out.append({"line": line, "part": part, "change": change, "maps_to": maps})
+    return out
+
+
+def _effective(method: str, overrides: dict):
+    """The method config an override set gives (two components may set one config two ways)."""
+    try:
+        from prunelab.methods.registry import get_method
+
+        return get_method(method).make_config(dict(overrides))
+    except Exception:
+        return overrides
+
+
+def detect_method_from_content(plan: Plan) -> str | None:
+    """The registered method whose components the plan's ablated parts match best (plans that never
+    name their method: 'drop tokens at one layer', 'keep the original rotary ids' -> sdtp)."""
+    from prunelab.methods.registry import get_method, list_methods
+
+    scores = []
+    for name in list_methods():
+        if name.startswith(("fake_", "toy_")):
+            continue
+        comps = get_method(name).components
+        if not comps:
+            continue
+        m = Matcher(comps)
+        per_item = []
+        for abl in plan.ablations:
+            texts = [abl.ablated_part] + list(abl.replacement)
+            per_item.append(max(max(m.component_score(c, [(t, 1.0)]) for t in texts) for c in comps))
+        scores.append((sum(per_item) / len(per_item), name))
+    scores.sort(reverse=True)
+    if not scores or scores[0][0] < COMPONENT_MIN:
+        return None
+    if len(scores) > 1 and scores[0][0] - scores[1][0] < 0.03:
+        return None
+    return scores[0][1]
 
 
 def method_components(method: str) -> dict:
@@ -135,79 +269,218 @@ def _where(plan: Plan, abl: Ablation) -> str:
 
 # ----------------------------------------------------------------------------- ablation
 
-def resolve_ablation(abl: Ablation, components: dict) -> list[Choice]:
-    scores = rank_components(abl, components)
-    if abl.action is Action.REMOVE:
-        return [_remove(abl, components, scores)]
-    out = []
-    for text in abl.replacement:
-        out.append(_replacement(abl, text, components, scores))
-    return out
+class Unclear(PrunelabError):
+    def __init__(self, msg: str, kind: str = "unresolved"):
+        super().__init__(msg)
+        self.kind = kind
 
 
-def _part_texts(abl: Ablation) -> list[tuple[str, float]]:
-    texts = [(abl.ablated_part, 1.0)]
-    if abl.variable:
-        m = re.match(r"^\s*([^=:]+?)\s*[=:]", abl.variable)
-        texts.append((m.group(1) if m else abl.variable, 0.9))
-    if abl.name and not re.match(r"^ablation\s*#?\s*\d*$", abl.name, re.IGNORECASE):
-        texts.append((abl.name, 0.85))
-    return texts
+class Matcher:
+    """Scores free text against components and options: lexical and embedding similarity."""
+
+    def __init__(self, components: dict):
+        from prunelab.ablation.semantic import Similarity, get_embedder
+
+        self.components = components
+        self.sim = Similarity(get_embedder())
+        self._ctexts = {n: component_texts(c) for n, c in components.items()}
+        self._otexts = {(n, o): option_texts(c, o) for n, c in components.items() for o in c.options}
+        every = [t for names, descs in self._ctexts.values() for t in names + descs]
+        every += [t for names, descs in self._otexts.values() for t in names + descs]
+        self.sim.prepare(every)
+        self._memo: dict = {}
+        self._centre: dict = {}
+        self._own_words: dict = {}
+
+    def match(self, text: str, names: list[str], descs: list[str] = (), phrase: bool = True) -> float:
+        key = (text, tuple(names), tuple(descs), phrase)
+        if key in self._memo:
+            return self._memo[key]
+        lexical = phrase_similarity if phrase else similarity
+        long_text = len(tokens(text)) >= 3
+        # one shared word ('mask') is weak evidence that a longer text is about that name
+        lex = max((min(lexical(text, n), ONE_WORD_CAP) if long_text and len(tokens(n)) == 1 else lexical(text, n)
+                   for n in names), default=0.0)
+        sem = 0.0
+        if self.sim.embedder is not None and norm(text):
+            self.sim.prepare([text])
+            sem = max((self.sim(text, t) for t in list(names) + list(descs)), default=0.0)
+        # a paraphrase (embedding only) scores at most SEM_CAP, so an exact name or alias still wins,
+        # and the raw cosine breaks ties between paraphrases
+        para = 1.0 if sem >= 0.97 else min(SEM_CAP, SEM_WEIGHT * sem)
+        if sem < 0.97 and _NEGATION.search(text):
+            para *= NEGATED_SEM    # sentence vectors barely see 'never'/'not': trust the words more
+        if sem < 0.97:
+            # sentence vectors rate every option of a component alike ('prune once before training'
+            # is as close to 'prune gradually throughout training' as to 'prune at step 0'): the
+            # words shared with the option's names settle it
+            para = (1 - LEX_BLEND) * para + LEX_BLEND * lex
+        out = (1 - SEM_TIE) * max(lex, para) + SEM_TIE * (sem if self.sim.embedder is not None else lex)
+        self._memo[key] = out
+        return out
+
+    def component_score(self, name: str, texts: list[tuple[str, float]]) -> float:
+        names, descs = self._ctexts[name]
+        best = 0.0
+        for text, weight in texts:
+            if f"`{name}`" in text:
+                return 1.0
+            best = max(best, self.match(text, names, descs) * weight)
+        return best
+
+    def option_score(self, name: str, option: str, text: str) -> float:
+        if f"`{option}`" in text or f"`{name}.{option}`" in text:
+            return 1.0
+        names, descs = self._otexts[(name, option)]
+        base = self.match(text, names, descs, phrase=False) + DISTINCT_WEIGHT * self.distinct(name, option, text)
+        if self.sim.embedder is None or len(self.components[name].options) < 2:
+            return min(1.0, base)
+        return min(1.0, (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text)))
+
+    def distinct(self, name: str, option: str, text: str) -> float:
+        """Share of the text's words that only this option's names/descriptions use among the
+        component's options ('before', 'start' for schedule.init; 'throughout' for gradual)."""
+        if name not in self._own_words:
+            comp = self.components[name]
+            words = {o: {t for x in sum(self._otexts[(name, o)], []) for t in tokens(x)} for o in comp.options}
+            self._own_words[name] = {o: w - set().union(*(words[p] for p in comp.options if p != o))
+                                     for o, w in words.items()}
+        own = self._own_words[name][option]
+        said = set(tokens(text))
+        return len(said & own) / len(said) if said else 0.0
+
+    def contrast(self, name: str, option: str, text: str) -> float:
+        """Cosine after removing what all the component's options share (the mean of their vectors):
+        'once before training' vs 'gradually during training' differ in what is left."""
+        import numpy as np
+
+        key = ("contrast", name, option, text)
+        if key in self._memo:
+            return self._memo[key]
+        if name not in self._centre:
+            vecs = [self.sim.vector(t) for o in self.components[name].options
+                    for t in sum(self._otexts[(name, o)], [])]
+            self._centre[name] = np.mean(vecs, axis=0)
+        mu = self._centre[name]
+        q = self.sim.vector(text) - mu
+        best = -1.0
+        for t in sum(self._otexts[(name, option)], []):
+            v = self.sim.vector(t) - mu
+            d = float(np.linalg.norm(q) * np.linalg.norm(v))
+            if d > 1e-9:
+                best = max(best, float(np.dot(q, v)) / d)
+        self._memo[key] = best
+        return best
+
+    def rank(self, abl: Ablation) -> list[tuple[float, str]]:
+        texts = _part_texts(abl)
+        pinned = {n for n in self.components if any(f"`{n}`" in t for t, _ in texts)}
+        return sorted(((1.0 if n in pinned else self.component_score(n, texts) * (0.8 if pinned else 1.0), n)
+                       for n in self.components), reverse=True)
+
+
+def component_texts(comp) -> tuple[list[str], list[str]]:
+    descs = [d for d in _as_list(comp.description) if d]
+    return component_names(comp), descs
+
+
+def option_texts(comp, option: str) -> tuple[list[str], list[str]]:
+    names = [option, option.replace("_", " ")] + list(comp.option_aliases.get(option, []))
+    descs = _as_list(getattr(comp, "option_descriptions", {}).get(option))
+    return names, descs
+
+
+def _as_list(v) -> list[str]:
+    if not v:
+        return []
+    if isinstance(v, str):
+        return [v]
+    return [str(x) for x in v if x]
 
 
 def component_names(comp) -> list[str]:
     return [comp.name, comp.name.replace("_", " ")] + list(comp.aliases)
 
 
-def component_score(comp, texts: list[tuple[str, float]]) -> float:
-    best = 0.0
-    for text, weight in texts:
-        if f"`{comp.name}`" in text:
-            return 1.0
-        for name in component_names(comp):
-            best = max(best, phrase_similarity(text, name) * weight)
-    return best
+def head_clause(text: str) -> str | None:
+    """'The adaptive pruning module that uses binary masks ...' -> 'The adaptive pruning module'."""
+    m = _CLAUSE.search(" " + text + " ")
+    if not m:
+        return None
+    head = (" " + text)[:m.start()].strip()
+    return head if len(norm(head).split()) >= 2 and norm(head) != norm(text) else None
+
+
+def _part_texts(abl: Ablation) -> list[tuple[str, float]]:
+    texts = [(abl.ablated_part, 1.0)]
+    head = head_clause(abl.ablated_part)
+    if head:
+        texts = [(head, 1.0), (abl.ablated_part, 0.92)]
+    if abl.variable:
+        m = re.match(r"^\s*([^=:]+?)\s*[=:]", abl.variable)
+        texts.append((m.group(1) if m else abl.variable, 0.9))
+    if abl.name and not re.match(r"^ablation\s*#?\s*\d*$", abl.name, re.IGNORECASE):
+        texts.append((abl.name, 0.8))
+    return texts
 
 
 def rank_components(abl: Ablation, components: dict) -> list[tuple[float, str]]:
-    texts = _part_texts(abl)
-    return sorted(((component_score(c, texts), name) for name, c in components.items()), reverse=True)
-
-
-def option_score(comp, option: str, text: str) -> float:
-    if f"`{option}`" in text:
-        return 1.0
-    names = [option, option.replace("_", " ")] + list(comp.option_aliases.get(option, []))
-    return max(similarity(text, n) for n in names)
+    return Matcher(components).rank(abl)
 
 
 def _closest(scores: list[tuple[float, str]], n: int = 3) -> str:
     return ", ".join(f"{name} ({s:.2f})" for s, name in scores[:n])
 
 
-def _remove(abl: Ablation, components: dict, scores) -> Choice:
+# ----------------------------------------------------------------------------- ablation
+
+def resolve_ablation(abl: Ablation, components: dict, *, matcher: Matcher | None = None) -> list[Choice]:
+    m = matcher or Matcher(components)
+    scores = m.rank(abl)
+    if abl.action is Action.REMOVE:
+        return [_remove(abl, m, scores)]
+    out = []
+    for text in abl.replacement:
+        for part in expand_values(text):
+            out.append(_replacement(abl, part, m, scores))
+    return out
+
+
+def _distinct(components, a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Two (component, option) answers that set different overrides."""
+    return components[a[0]].options[a[1]] != components[b[0]].options[b[1]]
+
+
+def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
+    components = m.components
     # "no ranking loss" may be an option alias of a loss component (unless a component is pinned)
     phrase = f"no {abl.ablated_part}"
     pinned = any(f"`{n}`" in abl.ablated_part for n in components)
-    best_opt = max(((option_score(c, o, phrase), name, o) for name, c in components.items() for o in c.options),
-                   default=(0, None, None))
+    best_opt = max(((max(similarity(phrase, t) for t in option_texts(c, o)[0]), name, o)
+                    for name, c in components.items() for o in c.options), default=(0, None, None))
     if best_opt[0] >= 0.9 and not pinned:
         _, name, opt = best_opt
         return Choice(name, opt, None, components[name].overrides(opt), "REMOVE", best_opt[0])
     top, name = scores[0]
+    if top < OUT_OF_SCOPE:
+        raise Unclear(f"ablated part {abl.ablated_part!r} is out of scope: no component covers it; closest: "
+                      f"{_closest(scores)}", "out_of_scope")
     if top < COMPONENT_MIN:
-        raise PrunelabError(f"ablated part {abl.ablated_part!r} matches no component well; closest: "
-                            f"{_closest(scores)}")
-    rivals = [(s, n) for s, n in scores[1:] if s > top - AMBIGUOUS_GAP and s >= COMPONENT_MIN
-              and not _same_removal(components[name], components[n])]
-    if rivals:
-        raise PrunelabError(f"ablated part {abl.ablated_part!r} is ambiguous: {_closest([scores[0]] + rivals)}; name the "
-                            f"component in backticks, e.g. `{name}`")
+        raise Unclear(f"ablated part {abl.ablated_part!r} matches no component well; closest: {_closest(scores)}")
     comp = components[name]
+    rivals = [(s, n) for s, n in scores[1:] if not _same_removal(comp, components[n])]
+    gap = top - rivals[0][0] if rivals else 1.0
+    if gap < AMBIGUOUS_GAP:
+        raise Unclear(f"ablated part {abl.ablated_part!r} is ambiguous: {_closest([scores[0]] + rivals)}; name the "
+                      f"component in backticks, e.g. `{name}`", "ambiguous")
     if comp.remove is None:
         raise PrunelabError(f"component {name!r} cannot be removed; REPLACE it with one of: "
                             f"{', '.join(o for o in comp.options if o != comp.default)}")
-    return Choice(name, comp.remove, None, comp.overrides(comp.remove), "REMOVE", top)
+    flag = None
+    if gap < LOW_MARGIN:
+        flag = f"low margin: {name} ({top:.2f}) vs {rivals[0][1]} ({rivals[0][0]:.2f})"
+    return Choice(name, comp.remove, None, comp.overrides(comp.remove), "REMOVE", top, flag,
+                  [(round(s, 3), n) for s, n in rivals[:2]])
 
 
 def _same_removal(a, b) -> bool:
@@ -215,8 +488,45 @@ def _same_removal(a, b) -> bool:
     return a.remove is not None and b.remove is not None and a.options[a.remove] == b.options[b.remove]
 
 
+# ----------------------------------------------------------------------------- numbers
+
+_LIST_SPLIT = re.compile(r"\s*(?:,|;|/|\bor\b|\band\b|\bvs\.?\b|\bversus\b)\s*", re.IGNORECASE)
+
+
+def expand_values(text: str) -> list[str]:
+    """'r=4, r=8, r=16' -> ['r=4', 'r=8', 'r=16']; '20%, 50% and 80% sparsity' -> three texts.
+
+    Only when every piece carries exactly one number (so 'first 2 layers vs last 2 layers'
+    stays one text unless each piece is a value of its own)."""
+    parts = [p for p in _LIST_SPLIT.split(text) if p.strip()]
+    if len(parts) < 2 or len(_NUMBER.findall(text)) != len(parts):
+        return [text]
+    if not all(len(_NUMBER.findall(p)) == 1 for p in parts):
+        return [text]
+    if any(re.search(r"[a-z]", _NUMBER.sub(" ", p), re.IGNORECASE) and parse_number(p) is None for p in parts):
+        return [text]
+    # a shared unit or noun at the end ('20, 50 and 80 percent sparsity') goes to every piece
+    tail = _NUMBER.split(parts[-1])[-1].strip()
+    out = []
+    for p in parts:
+        out.append(p if _NUMBER.split(p)[-1].strip() or not tail else f"{p} {tail}")
+    return out
+
+
+_WORD_FRACTIONS = {"half": "50%", "a half": "50%", "one half": "50%", "a third": "33.3333%", "one third": "33.3333%",
+                   "two thirds": "66.6667%", "a quarter": "25%", "one quarter": "25%", "three quarters": "75%"}
+_WORD_FRACTION = re.compile(r"\b(" + "|".join(sorted(_WORD_FRACTIONS, key=len, reverse=True)) + r")\b(\s+of)?",
+                            re.IGNORECASE)
+
+
+def words_to_numbers(text: str) -> str:
+    """'prune half the weights' -> 'prune 50% the weights'."""
+    return _WORD_FRACTION.sub(lambda m: _WORD_FRACTIONS[m.group(1).lower()] + (" of" if m.group(2) else ""), text)
+
+
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     """'0.2' -> (0.2, False); '50%' -> (0.5, True); 'keep ratio 0.5' -> (0.5, False); 'prune only L4' -> None."""
+    text = words_to_numbers(text)
     found = _NUMBER.findall(text)
     if len(found) != 1:
         return None
@@ -235,69 +545,173 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     return (value / 100.0, True) if pct else (value, False)
 
 
-def _numeric_choice(abl, text, components, scores) -> Choice | None:
+def _sense(comp) -> str | None:
+    """'kept' for a keep ratio, 'removed' for a sparsity; None for other numbers."""
+    key = norm((comp.numeric or "") + " " + comp.name)
+    if re.search(r"\b(keep|density|retain)", key):
+        return "kept"
+    if re.search(r"\b(sparsity|prune|pruning|drop|compression)", key):
+        return "removed"
+    return None
+
+
+def _fits(comp, text: str) -> bool:
+    parsed = parse_number(text, comp)
+    if parsed is None:
+        return False
+    try:
+        _numeric_value(text, comp, parsed)
+        return True
+    except PlanValueError:
+        return False
+
+
+def _numeric_value(text: str, comp, parsed: tuple[float, bool]) -> float:
+    """The value for the component, with the text's sense ('keep 40%' for a sparsity -> 0.6)."""
+    value, was_pct = parsed
+    sense = _sense(comp)
+    lo, hi = comp.numeric_range or (float("-inf"), float("inf"))
+    if sense and hi <= 1.0 and 0.0 <= value <= 1.0:
+        said_kept = bool(_KEPT_WORDS.search(text))
+        said_removed = bool(_REMOVED_WORDS.search(text))
+        if sense == "removed" and said_kept and not said_removed:
+            value = round(1.0 - value, 6)
+        elif sense == "kept" and said_removed and not said_kept and not re.search(r"\bratio\b", text, re.I):
+            value = round(1.0 - value, 6)
+    if not lo <= value <= hi:
+        what = "a fraction" if hi <= 1.0 else "a value"
+        hint = " (write a fraction like 0.5, or a percentage like 50%)" if hi <= 1.0 and not was_pct else ""
+        raise PlanValueError(f"value {text!r} for {comp.name} is {value:g}, out of range [{lo:g}, {hi:g}]: "
+                             f"{comp.name} is {what}{hint}; values are never rescaled")
+    return value
+
+
+def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
+    components = m.components
     numeric = [(s, n) for s, n in scores if components[n].numeric]
+    if not numeric:
+        return None
+    # the value text itself may name the component ('80% of the layer parameters removed')
+    text_scores = {n: m.component_score(n, [(text, 0.95)]) for _, n in numeric}
+    numeric = sorted(((max(s, text_scores[n]), n) for s, n in numeric), reverse=True)
     top, top_name = scores[0]
     for s, name in numeric:
         parsed = parse_number(text, components[name])
         if parsed is None:
             continue
-        if top_name != name and top >= COMPONENT_MIN and s < top - 0.1:
-            raise PrunelabError(f"value {text!r}: {abl.ablated_part!r} matches component {top_name!r}, which takes "
-                                f"no number (options: {', '.join(components[top_name].options)}); numeric "
-                                f"components: {_closest(numeric)}")
-        if s < COMPONENT_MIN:
-            raise PrunelabError(f"value {text!r}: ablated part {abl.ablated_part!r} matches no numeric component "
-                                f"well; closest: {_closest(numeric)}")
+        if top_name != name and top >= COMPONENT_MIN and s < top - 0.1 and text_scores[name] < COMPONENT_MIN:
+            raise Unclear(f"value {text!r}: {abl.ablated_part!r} matches component {top_name!r}, which takes "
+                          f"no number (options: {', '.join(components[top_name].options)}); numeric "
+                          f"components: {_closest(numeric)}")
         comp = components[name]
-        value, was_pct = parsed
-        lo, hi = comp.numeric_range or (float("-inf"), float("inf"))
-        if not lo <= value <= hi and not was_pct and 1 < value <= 100 and lo <= value / 100 <= hi:
-            value = value / 100  # '50' for a ratio in [0, 1] means 50%
-        return Choice(name, None, value, comp.numeric_overrides(value), text, s)
+        # a value that only one numeric component can take, said as a kept/removed share, needs a
+        # weaker match ('token budget: keep 40% of the prompt' -> keep_ratio), and is flagged
+        fits = [n for _, n in numeric if _fits(components[n], text)]
+        weak = fits == [name] and _sense(comp) and (_KEPT_WORDS.search(text) or _REMOVED_WORDS.search(text))
+        if s < COMPONENT_MIN and not (weak and s >= NUMERIC_WEAK_MIN):
+            raise Unclear(f"value {text!r}: ablated part {abl.ablated_part!r} matches no numeric component "
+                          f"well; closest: {_closest(numeric)}")
+        value = round(_numeric_value(text, comp, parsed), 6)
+        flag = None
+        if s < COMPONENT_MIN:
+            flag = f"weak match: {name} ({s:.2f}) is the only numeric component taking {value:g}"
+        others = [(x, n) for x, n in numeric if n != name and parse_number(text, components[n]) is not None]
+        if others and s - others[0][0] < LOW_MARGIN:
+            flag = f"low margin: {name} ({s:.2f}) vs {others[0][1]} ({others[0][0]:.2f})"
+        return Choice(name, None, value, comp.numeric_overrides(value), text, s, flag)
     return None
 
 
-def _replacement(abl: Ablation, text: str, components: dict, scores) -> Choice:
-    if parse_number(text) is not None or _NUMBER.search(text) and any(components[n].numeric for _, n in scores):
-        choice = _numeric_choice(abl, text, components, scores)
-        if choice is not None:
-            return choice
+# ----------------------------------------------------------------------------- replacement
+
+def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
+    components = m.components
     comp_score = {n: s for s, n in scores}
-    removal = _REMOVE_TEXT.match(text)
-    if removal:
-        top, name = scores[0]
-        rest = removal.group(1).strip()
-        comp = components[name]
-        if comp.remove and (not rest or similarity(rest, abl.ablated_part) > 0.5 or
-                            max(similarity(rest, n) for n in component_names(comp)) > 0.5):
-            if top >= COMPONENT_MIN:
-                return Choice(name, comp.remove, None, comp.overrides(comp.remove), text, top)
     texts = [text]
     if abl.variable and len(abl.replacement) == 1:
         texts.append(abl.variable)       # matrix rows: 'loss=LM+MSE' may be an option alias itself
-    cands = []
+    cands = []                           # (joint, component, option, option score, how)
     for name, comp in components.items():
         cs = comp_score[name]
         for opt in comp.options:
-            os_ = max(option_score(comp, opt, t) for t in texts)
-            if os_ < OPTION_MIN:
+            os_ = max(m.option_score(name, opt, t) for t in texts)
+            # replacing a component by its own default changes nothing: only when nothing else fits
+            pen = DEFAULT_PENALTY if opt == comp.default and f"`{opt}`" not in text else 0.0
+            cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * os_ - pen, name, opt, os_, "option"))
+    removal = _REMOVE_TEXT.match(text)
+    if removal:
+        # 'no X' / 'without X': the REMOVE option of the component X names (or of the part itself)
+        rest = removal.group(1).strip()
+        for name, comp in components.items():
+            if comp.remove is None:
                 continue
-            if cs < JOINT_COMPONENT_MIN and os_ < STRONG_OPTION:
-                continue
-            cands.append((0.45 * cs + 0.55 * os_, name, opt, os_))
-    cands.sort(reverse=True)
-    if not cands:
-        near = sorted(((option_score(components[n], o, text), f"{n}.{o}") for _, n in scores[:3]
-                       for o in components[n].options), reverse=True)[:4]
-        hint = ", ".join(f"{k} ({s:.2f})" for s, k in near)
-        raise PrunelabError(f"replacement {text!r} for {abl.ablated_part!r} matches no option; closest: {hint}")
+            rs = m.component_score(name, [(rest, 1.0)]) if norm(rest) else comp_score[name]
+            cs = max(comp_score[name], rs)
+            cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * rs, name, comp.remove, rs, "remove"))
+    top, top_name = scores[0]
+    if removal and top >= COMPONENT_MIN:
+        # 'Remove every pruned structure at step 0' for the pruning schedule describes one of the
+        # schedule's own options: it is not the REMOVE of another component
+        own = max((c[3] for c in cands if c[1] == top_name and c[4] == "option"), default=0.0)
+        if own >= OPTION_MIN:
+            cands = [c for c in cands if c[4] == "option" or c[1] == top_name]
+    if removal:
+        # ...and whatever the part: a text that describes a (non-default) option about as well as
+        # it names a component to remove is that option
+        opts = [c for c in cands if c[4] == "option" and c[2] != components[c[1]].default]
+        rems = [c for c in cands if c[4] == "remove"]
+        if opts and rems:
+            bo = max(opts, key=lambda c: c[3])
+            if bo[3] >= OPTION_MIN and bo[3] >= max(c[3] for c in rems) - 0.05:
+                cands = [c for c in cands if c[4] == "option" or c[1] == bo[1]]
+    best_option = max((c for c in cands), key=lambda c: c[3], default=None)
+
+    number = _NUMBER.search(words_to_numbers(text))
+    if number and (parse_number(text) is not None or any(components[n].numeric for _, n in scores)):
+        strong = best_option is not None and best_option[3] >= 0.9 and best_option[4] == "option" \
+            and not components[best_option[1]].numeric
+        if not strong:
+            choice = _numeric_choice(abl, text, m, scores)
+            if choice is not None:
+                return choice
+
+    cands.sort(key=lambda c: c[0], reverse=True)
+    # a part that clearly names one component: its options first
+    top, top_name = scores[0]
+    second = scores[1][0] if len(scores) > 1 else 0.0
+    if top >= COMPONENT_MIN and top - second >= COMPONENT_FIRST:
+        own = [c for c in cands if c[1] == top_name]
+        if own and own[0][3] >= OPTION_MIN:
+            others = [c for c in cands if c[1] != top_name and c[3] >= own[0][3] + OTHER_OPTION_LEAD]
+            if not others:
+                cands = own + [c for c in cands if c[1] != top_name]
     best = cands[0]
-    same = components[best[1]].options[best[2]]
-    rivals = [c for c in cands[1:] if c[0] > best[0] - AMBIGUOUS_GAP and components[c[1]].options[c[2]] != same]
-    if rivals:
-        alts = ", ".join(f"{n}.{o} ({s:.2f})" for s, n, o, _ in [best] + rivals[:2])
-        raise PrunelabError(f"replacement {text!r} is ambiguous: {alts}; name the option in backticks, "
-                            f"e.g. `{best[2]}`")
-    _, name, opt, _ = best
-    return Choice(name, opt, None, components[name].overrides(opt), text, best[0])
+    if best[0] < JOINT_MIN or best[3] < OPTION_MIN or (comp_score[best[1]] < JOINT_COMPONENT_MIN
+                                                          and best[3] < STRONG_OPTION):
+        kind = "out_of_scope" if best[0] < OUT_OF_SCOPE else "unresolved"
+        near = ", ".join(f"{n}.{o} ({s:.2f})" for s, n, o, _, _ in _dedupe(components, cands)[:4])
+        what = "is out of scope: no option covers it" if kind == "out_of_scope" else "matches no option"
+        raise Unclear(f"replacement {text!r} for {abl.ablated_part!r} {what}; closest: {near}", kind)
+    rivals = [c for c in _dedupe(components, cands)[1:] if _distinct(components, best[1:3], c[1:3])]
+    gap = best[0] - rivals[0][0] if rivals else 1.0
+    if gap < AMBIGUOUS_GAP:
+        alts = ", ".join(f"{n}.{o} ({s:.2f})" for s, n, o, _, _ in [best] + rivals[:2])
+        raise Unclear(f"replacement {text!r} is ambiguous: {alts}; name the option in backticks, "
+                      f"e.g. `{best[2]}`", "ambiguous")
+    _, name, opt, _, _ = best
+    flag = None
+    if gap < LOW_MARGIN:
+        flag = f"low margin: {name}.{opt} ({best[0]:.2f}) vs {rivals[0][1]}.{rivals[0][2]} ({rivals[0][0]:.2f})"
+    return Choice(name, opt, None, components[name].overrides(opt), text, best[0], flag,
+                  [(round(c[0], 3), f"{c[1]}.{c[2]}") for c in rivals[:2]])
+
+
+def _dedupe(components, cands):
+    """Best candidate per distinct (component, option)."""
+    seen, out = set(), []
+    for c in cands:
+        if (c[1], c[2]) in seen:
+            continue
+        seen.add((c[1], c[2]))
+        out.append(c)
+    return out

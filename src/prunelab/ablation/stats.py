@@ -23,6 +23,8 @@ from dataclasses import dataclass
 ALPHA = 0.05
 EQUIV_REL = 0.02
 BOOTSTRAP = 4000
+POWER = 0.8                 # for the minimum detectable effect
+MIN_BOOTSTRAP_SEEDS = 3     # fewer pairs: no bootstrap interval (two numbers only give their range)
 
 # metric key -> (dimension, sign of the raw value relative to the dimension's "up")
 _METRIC_DIMS = {
@@ -135,6 +137,8 @@ class Comparison:
     ci: tuple | None             # 95% CI of the mean paired difference
     test: str                    # t-test | none
     significant: bool
+    mde: float | None = None     # minimum detectable |difference| (paired t, alpha 0.05, power 0.8)
+    null: str = ""               # for a non-significant result: 'underpowered' or 'no_effect'
 
 
 def paired(baseline: dict[int, float], variant: dict[int, float], seed: int = 0) -> Comparison:
@@ -149,8 +153,36 @@ def paired(baseline: dict[int, float], variant: dict[int, float], seed: int = 0)
     if n < 2:
         return Comparison(n, mean, rel, None, None, "none", False)
     p = _ttest(diffs)
-    ci = bootstrap_ci(diffs, seed=seed)
-    return Comparison(n, mean, rel, p, ci, "t-test", p is not None and p < ALPHA)
+    mde = min_detectable_effect(diffs)
+    null = ""
+    if not (p is not None and p < ALPHA) and mde is not None:
+        # a null result says something only when a small effect would have been seen
+        null = "underpowered" if not base_mean or mde > EQUIV_REL * abs(base_mean) else "no_effect"
+    # below 3 seeds a bootstrap 'interval' is only the range of the pairs: none is reported
+    ci = bootstrap_ci(diffs, seed=seed) if n >= MIN_BOOTSTRAP_SEEDS else None
+    return Comparison(n, mean, rel, p, ci, "t-test", p is not None and p < ALPHA, mde, null)
+
+
+def min_detectable_effect(diffs: list[float], power: float = POWER) -> float | None:
+    """Smallest |mean paired difference| a two-sided paired t-test at ALPHA detects with the given
+    power for these seeds: (t_{1-a/2} + t_{power}) * sd(diffs) / sqrt(n), df = n - 1."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    from scipy import stats
+
+    sd = statistics.stdev(diffs)
+    df = n - 1
+    return float((stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+
+
+def null_text(cmp: Comparison, fmt=lambda x: f"{x:.3g}") -> str:
+    """'underpowered (MDE 0.031)' / 'no effect larger than 0.004' for a non-significant result, else ''."""
+    if not cmp.null or cmp.mde is None:
+        return ""
+    if cmp.null == "underpowered":
+        return f"underpowered (MDE {fmt(cmp.mde)})"
+    return f"no effect larger than {fmt(cmp.mde)}"
 
 
 def _ttest(diffs: list[float]) -> float | None:

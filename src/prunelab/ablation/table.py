@@ -92,6 +92,37 @@ def is_plan_table(header: list[str]) -> bool:
     return matrix or bench
 
 
+_SIDE_PART = re.compile(r"module|component|part|ablated|target", re.IGNORECASE)
+_SIDE_CHANGE = re.compile(r"ablation|method|change|variant|action|modification", re.IGNORECASE)
+
+
+# category tags some plans put before the module name ('**Speed** Keep ratio')
+_CATEGORY = re.compile(r"^(performance|speed|analysis|memory|accuracy|efficiency|quality|core)\s*[:\-]?\s+(?=\S)",
+                       re.IGNORECASE)
+
+
+def side_rows(lines: list[str]) -> list[tuple[int, str, str]]:
+    """Rows of tables that list ablations but are not the plan's matrix (seed 004's E2
+    'Module | Ablation Method' tables): (line, part, change). They make no cells themselves;
+    the resolver reports those that no matrix row covers."""
+    out = []
+    for _, header, rows in tables(lines):
+        if is_plan_table(header) or len(header) < 2:
+            continue
+        if not (_SIDE_PART.search(header[0]) and _SIDE_CHANGE.search(header[1])):
+            continue
+        for lineno, cells in rows:
+            if len(cells) < 2 or not cells[0].strip() or not cells[1].strip():
+                continue
+            part = re.sub(r"^\s*(\*\*|__)[^*_]{1,40}(\*\*|__)\s*", "", cells[0])   # '**Speed** Keep ratio'
+            part = strip_symbols(part.replace("**", ""))
+            part = _CATEGORY.sub("", part) or part
+            change = strip_symbols(cells[1].replace("**", ""))
+            if part and change:
+                out.append((lineno, part, change))
+    return out
+
+
 def parse_tables(lines: list[str], where: str) -> list[Ablation]:
     ablations: list[Ablation] = []
     seen: set[str] = set()

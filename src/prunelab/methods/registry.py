@@ -27,13 +27,19 @@ class Component:
     option_aliases: dict[str, list[str]] = field(default_factory=dict)  # option -> free-text names
     numeric: str | None = None                   # method arg that takes any number (ADD 0.2, 0.5 ...)
     numeric_range: tuple[float, float] | None = None
-    description: str = ""
+    description: str = ""                        # what the component changes, in the method's terms
+    # option -> what choosing it does, in words (one sentence or several phrasings); plan text is
+    # matched against these by sentence embeddings (prunelab.ablation.semantic)
+    option_descriptions: dict[str, str | list[str]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.default not in self.options:
             raise ValueError(f"component {self.name}: default {self.default!r} not in options")
         if self.remove is not None and self.remove not in self.options:
             raise ValueError(f"component {self.name}: remove {self.remove!r} not in options")
+        extra = set(self.option_descriptions) - set(self.options)
+        if extra:
+            raise ValueError(f"component {self.name}: option_descriptions for unknown options {sorted(extra)}")
 
     def overrides(self, option: str) -> dict[str, Any]:
         if option not in self.options:

@@ -1,0 +1,192 @@
+"""Resolution benchmark: how often free-text plan items map to the right component/option.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 .venv/bin/python benchmarks/resolution.py [--items FILE] [--no-write]
+
+Items (benchmarks/resolution/items.jsonl, written for this benchmark in wordings unlike the
+seed plans: terse, verbose, reviewer-like, with typos) each carry the expected
+'component.option', 'component=value' or OUT_OF_SCOPE for every replacement (one for a
+REMOVE), and a split: 'dev' (thresholds in ablation/resolve.py were tuned on it) or
+'heldout' (never used for tuning). Each expected cell is counted as
+
+  right       mapped to the expected answer (an out-of-scope item reported as out of scope)
+  flagged     mapped wrongly but flagged low-margin (shown by plan check and the report)
+  wrong       mapped wrongly and not flagged: a silent wrong mapping, the number that must be 0
+  unresolved  reported unresolved/ambiguous (the user is asked; no run is made)
+
+Accuracy = right / cells, per split and overall. Writes benchmarks/results/resolution.json
+and .md with the command, date, machine and git SHA (a dirty tree is recorded as such).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, provenance, write
+
+ITEMS = ROOT / "benchmarks" / "resolution" / "items.jsonl"
+OOS = "OUT_OF_SCOPE"
+
+
+def load_items(path: Path) -> list[dict]:
+    items = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            d = json.loads(line)
+            d["line"] = i
+            items.append(d)
+    return items
+
+
+def components_of(method: str) -> dict:
+    from prunelab.methods.registry import get_method
+
+    return dict(get_method(method).components)
+
+
+def label(choice) -> str:
+    if choice.option is None:
+        return f"{choice.component}={choice.value:g}"
+    return f"{choice.component}.{choice.option}"
+
+
+def same(got: str, expected: str, components: dict, method: str | None = None) -> bool:
+    """The expected answer, or another (component, option) that sets the very same overrides
+    (SDTP's `losses.lm_only` is `saliency_supervision.off`)."""
+    if got == expected:
+        return True
+    if "." in got and "." in expected and "=" not in got + expected:
+        (gc, go), (ec, eo) = got.split(".", 1), expected.split(".", 1)
+        try:
+            a, b = components[gc].options[go], components[ec].options[eo]
+        except KeyError:
+            return False
+        return a == b or (method is not None and _config(method, a) == _config(method, b))
+    if "=" in got and "=" in expected:
+        (gc, gv), (ec, ev) = got.split("=", 1), expected.split("=", 1)
+        return gc == ec and abs(float(gv) - float(ev)) < 1e-9
+    return False
+
+
+def _config(method: str, overrides: dict):
+    from prunelab.methods.registry import get_method
+
+    try:
+        return get_method(method).make_config(dict(overrides))
+    except Exception:
+        return None
+
+
+def evaluate(items: list[dict]) -> list[dict]:
+    from prunelab.ablation.plan import Ablation
+    from prunelab.ablation.resolve import Matcher, resolve_ablation
+    from prunelab.errors import PrunelabError
+
+    matchers: dict[str, Matcher] = {}
+    rows = []
+    for it in items:
+        m = matchers.get(it["method"])
+        if m is None:
+            m = matchers[it["method"]] = Matcher(components_of(it["method"]))
+        abl = Ablation(name=it["name"], ablated_part=it["ablated_part"], action=it["action"],
+                       replacement=it.get("replacement") or [])
+        expected = it["expected"]
+        try:
+            choices = resolve_ablation(abl, m.components, matcher=m)
+            err, kind = None, None
+        except PrunelabError as e:
+            choices, err, kind = [], str(e), getattr(e, "kind", "error")
+        for k, exp in enumerate(expected):
+            row = {"id": it["id"], "split": it["split"], "method": it["method"], "expected": exp,
+                   "part": it["ablated_part"], "text": (it.get("replacement") or ["REMOVE"])[min(k, len(it.get("replacement") or [1]) - 1)]}
+            if err is not None:
+                row["got"] = kind
+                row["outcome"] = "right" if exp == OOS and kind == "out_of_scope" else "unresolved"
+                row["detail"] = err
+            elif len(choices) != len(expected):
+                row["got"] = " + ".join(label(c) for c in choices)
+                row["outcome"] = "flagged" if any(c.flag for c in choices) else "wrong"
+                row["detail"] = f"{len(choices)} cells for {len(expected)} expected"
+            else:
+                ch = choices[k]
+                row["got"] = label(ch)
+                row["score"] = round(ch.score, 3)
+                row["flag"] = ch.flag
+                if exp != OOS and same(row["got"], exp, m.components, it["method"]):
+                    row["outcome"] = "right"
+                else:
+                    row["outcome"] = "flagged" if ch.flag else "wrong"
+            rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for split in ("dev", "heldout", "all"):
+        sel = [r for r in rows if split == "all" or r["split"] == split]
+        n = len(sel)
+        counts = {k: sum(r["outcome"] == k for r in sel) for k in ("right", "flagged", "wrong", "unresolved")}
+        out[split] = {"cells": n, **counts, "accuracy": round(counts["right"] / n, 4) if n else None}
+    return out
+
+
+def markdown(summary: dict, rows: list[dict], prov: dict, items_path: str) -> str:
+    lines = ["# Plan-item resolution benchmark", "",
+             f"Command: `{prov['command']}`  ", f"Date: {prov['date']}  ",
+             f"Git SHA: {prov['git_sha']}{' (dirty tree)' if prov.get('dirty') else ''}  ",
+             f"Machine: {prov['machine'].get('cpu')} ({prov['machine'].get('cores')} cores)  ",
+             f"Items: `{items_path}`; embeddings: {prov.get('semantic')}", "",
+             "| split | cells | right | flagged wrong | silently wrong | unresolved | accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for split, s in summary.items():
+        lines.append(f"| {split} | {s['cells']} | {s['right']} | {s['flagged']} | {s['wrong']} | {s['unresolved']} | "
+                     f"{s['accuracy']:.1%} |")
+    lines += ["", "Thresholds in ablation/resolve.py were tuned on the dev split. The held-out misses were printed "
+              "once, by the first run before any tuning, and not used afterwards; apt-001 (the issue's own example) "
+              "was then moved to dev and a new held-out item (apt-100) written in its place.", ""]
+    bad = [r for r in rows if r["outcome"] != "right"]
+    if bad:
+        lines += ["## Not right", "", "| id | split | expected | got | outcome | detail |", "|---|---|---|---|---|---|"]
+        for r in bad:
+            detail = (r.get("flag") or r.get("detail") or "").replace("|", "/")[:160]
+            lines.append(f"| {r['id']} | {r['split']} | {r['expected']} | {r['got']} | {r['outcome']} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", default=str(ITEMS))
+    ap.add_argument("--split", choices=("dev", "heldout", "all"), default="all", help="only print this split's misses")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write benchmarks/results")
+    args = ap.parse_args(argv)
+    from prunelab.ablation.semantic import why_disabled
+
+    t0 = time.process_time()
+    items = load_items(Path(args.items))
+    rows = evaluate(items)
+    summary = summarise(rows)
+    cpu = time.process_time() - t0
+    prov = provenance()
+    prov["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                        capture_output=True, text=True).stdout.strip())
+    prov["semantic"] = "off (" + why_disabled() + ")" if why_disabled() else "all-MiniLM-L6-v2"
+    prov["cpu_seconds"] = round(cpu, 1)
+    for split, s in summary.items():
+        print(f"{split:8s} cells {s['cells']:3d}  right {s['right']:3d}  flagged-wrong {s['flagged']:2d}  "
+              f"silently-wrong {s['wrong']:2d}  unresolved {s['unresolved']:2d}  accuracy {s['accuracy']:.1%}")
+    for r in rows:
+        if r["outcome"] != "right" and (args.split == "all" or r["split"] == args.split):
+            print(f"  {r['outcome']:10s} {r['id']} [{r['split']}] expected {r['expected']} got {r['got']}  "
+                  f"{(r.get('flag') or r.get('detail') or '')[:200]}")
+    if not args.no_write:
+        rel = str(Path(args.items).resolve().relative_to(ROOT)) if Path(args.items).resolve().is_relative_to(ROOT) \
+            else args.items
+        write("resolution", {"provenance": prov, "summary": summary, "rows": rows}, markdown(summary, rows, prov, rel))
+    return 0 if summary["all"]["wrong"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

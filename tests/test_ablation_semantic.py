@@ -1,0 +1,249 @@
+"""Issue 12: plans in other words than the seeds', bad values, large plans, run options.
+
+The real APT/SDTP components are used (their descriptions are what the embeddings match).
+The MiniLM vectors are cached on disk after the first run, so this file loads the model at
+most once per machine.
+"""
+import json
+import time
+
+import pytest
+
+from prunelab.ablation.plan import Ablation, Plan
+from prunelab.ablation.resolve import (PlanValueError, expand_values, resolve_ablation, resolve_plan)
+from prunelab.errors import PrunelabError
+
+
+@pytest.fixture(scope="module")
+def apt():
+    from prunelab.methods.registry import get_method
+
+    return get_method("apt").components
+
+
+@pytest.fixture(scope="module")
+def sdtp():
+    from prunelab.methods.registry import get_method
+
+    return get_method("sdtp").components
+
+
+def one(comps, part, action, repl=(), name="x"):
+    got = resolve_ablation(Ablation(name=name, ablated_part=part, action=action, replacement=list(repl)), comps)
+    return [(c.component, c.option if c.option is not None else c.value) for c in got]
+
+
+# ----------------------------------------------------------------------------- wording
+
+def test_prune_once_before_training_is_init_not_gradual(apt):
+    assert one(apt, "Pruning schedule", "REPLACE", ["prune once before training starts"]) == [("schedule", "init")]
+
+
+def test_frozen_in_the_name_does_not_turn_a_static_rank_into_no_tuning(apt):
+    got = one(apt, "adapter rank growth", "REPLACE", ["keep every adapter at its starting rank for the whole run"],
+              name="Frozen adapter ranks")
+    assert got == [("tuning", "static_initial")]
+
+
+def test_a_replacement_that_starts_with_remove_but_describes_an_option(apt):
+    got = one(apt, "Pruning schedule", "REPLACE",
+              ["Remove every pruned structure at step 0 and train the small model afterwards"])
+    assert got == [("schedule", "init")]          # not pruning.off
+    # the part's head word ('Pruning') points at the pruning component; the text describes a schedule
+    got = one(apt, "Pruning timing", "REPLACE", ["Remove every pruned structure at step 0, then fine-tune the rest"])
+    assert got == [("schedule", "init")]
+
+
+def test_remove_prefix_still_means_remove_when_it_names_the_component(apt):
+    assert one(apt, "distillation", "REPLACE", ["no distillation"]) == [("distillation", "none")]
+
+
+def test_importance_from_absolute_weights_is_magnitude(apt):
+    got = one(apt, "Salience scoring", "REPLACE", ["Importance taken from the absolute values of the weights"])
+    assert got == [("salience", "magnitude")]
+
+
+def test_planner_sentence_with_two_component_names_follows_its_head(apt):
+    part = ("The adaptive pruning module that uses binary masks informed by outlier-aware salience scores to drop "
+            "unimportant heads and neurons")
+    assert one(apt, part, "REMOVE") == [("pruning", "off")]
+
+
+def test_sdtp_phrasings(sdtp):
+    assert one(sdtp, "token pruning layers", "REPLACE", ["drop tokens at just one layer"]) == \
+        [("pruning_layers", "single_layer_4")]
+    assert one(sdtp, "keeping the original rotary position ids", "REMOVE") == [("rope_fix", "off")]
+
+
+# ----------------------------------------------------------------------------- numbers
+
+def test_numbers_with_units_and_phrasing(apt, sdtp):
+    assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
+    assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]
+    assert one(apt, "pruning ratio", "REPLACE", ["prune half of the weights"]) == [("sparsity", 0.5)]
+    assert one(sdtp, "token budget", "ADD", ["keep 40% of the prompt"]) == [("keep_ratio", 0.4)]
+    assert one(sdtp, "keep ratio", "ADD", ["drop 60% of the tokens"]) == [("keep_ratio", 0.4)]
+
+
+def test_a_list_of_values_in_one_text_is_several_cells(apt):
+    assert expand_values("r=4, r=8, r=16") == ["r=4", "r=8", "r=16"]
+    assert expand_values("first 2 layers vs last 2 layers") == ["first 2 layers vs last 2 layers"]
+    assert one(apt, "sparsity", "ADD", ["20%, 40% and 80%"]) == [("sparsity", 0.2), ("sparsity", 0.4),
+                                                                ("sparsity", 0.8)]
+
+
+@pytest.mark.parametrize("value", ["1.5", "2", "150%", "sparsity: 1.5"])
+def test_out_of_range_value_is_an_error_naming_item_and_line(apt, value):
+    plan = Plan("p", "apt", [Ablation(name="ok", ablated_part="salience", action="REPLACE", replacement=["random"]),
+                             Ablation(name="too much", ablated_part="sparsity", action="ADD", replacement=[value],
+                                      line=7)], source="plan.yaml")
+    with pytest.raises(PlanValueError, match=r"plan\.yaml:7: ablation 'too much': .*out of range.*never rescaled"):
+        resolve_plan(plan)
+    with pytest.raises(PlanValueError):               # not skipped: a wrong value is not an unclear one
+        resolve_plan(plan, skip_unresolved=True)
+
+
+def test_jsonl_value_error_names_the_line(tmp_path):
+    from prunelab.ablation.parse import load_plan
+
+    p = tmp_path / "plan.jsonl"
+    rows = [{"name": "a", "ablated_part": "salience", "action": "REPLACE", "replacement": ["random"]},
+            {"name": "b", "ablated_part": "pruning ratio", "action": "ADD", "replacement": ["2"]}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(PlanValueError, match=r"plan\.jsonl:2: ablation 'b'"):
+        resolve_plan(load_plan(p, method="apt"))
+
+
+# ----------------------------------------------------------------------------- scope, confidence, method
+
+def test_out_of_scope_items_are_reported_as_such(apt):
+    plan = Plan("p", "apt", [
+        Ablation(name="ok", ablated_part="salience", action="REPLACE", replacement=["random"]),
+        Ablation(name="backbone", ablated_part="the backbone network", action="REPLACE",
+                 replacement=["a 7B decoder-only LLM instead of the encoder"]),
+        Ablation(name="tok", ablated_part="the tokenizer", action="REPLACE", replacement=["character-level tokens"])])
+    res = resolve_plan(plan, skip_unresolved=True)
+    assert [i.ablation.name for i in res.items] == ["ok"]
+    assert {u.ablation: u.kind for u in res.unresolved} == {"backbone": "out_of_scope", "tok": "out_of_scope"}
+
+
+def test_low_margin_choices_are_flagged_in_plan_check(tmp_path, apt):
+    from prunelab.ablation.cli import plan_check
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: p\nmethod: apt\nablations:\n"
+                    "  - {name: a, ablated_part: masks, action: REPLACE, replacement: [fixed mask]}\n"
+                    "  - {name: b, ablated_part: the training recipe, action: REPLACE,\n"
+                    "     replacement: [prune as the teacher distils]}\n")
+    text, code = plan_check(str(plan), skip_unresolved=True)
+    res = resolve_plan(__import__("prunelab.ablation.parse", fromlist=["load_plan"]).load_plan(str(plan)),
+                       skip_unresolved=True)
+    flagged = res.flagged()
+    # whatever b resolves to, it is either unresolved or flagged, never a silent answer
+    b = [i for i in res.items if i.ablation.name == "b"]
+    assert not b or all(c.flag for c in b[0].choices)
+    if flagged:
+        assert "low-margin mappings" in text and "CHECK:" in text
+    assert code in (0, 1)
+
+
+def test_sdtp_plan_that_never_names_its_method():
+    plan = Plan("my token study", None, [
+        Ablation(name="one layer", ablated_part="which layers drop prompt tokens", action="REPLACE",
+                 replacement=["drop tokens at just one layer"]),
+        Ablation(name="rope", ablated_part="keeping the original rotary position ids", action="REMOVE"),
+        Ablation(name="ranking", ablated_part="pairwise ranking loss of the token scorer", action="REMOVE")])
+    res = resolve_plan(plan)
+    assert res.method == "sdtp"
+    assert [i.choices[0].component for i in res.items] == ["pruning_layers", "rope_fix", "ranking_loss"]
+
+
+def test_seed_004_side_rows_without_a_cell_are_listed():
+    import glob
+
+    from paths import SEEDS
+    from prunelab.ablation.cli import plan_check
+    from prunelab.ablation.parse import load_plan
+
+    found = glob.glob(f"{SEEDS}/004_*.txt")
+    if not found:
+        pytest.skip("seed 004 not found")
+    res = resolve_plan(load_plan(found[0]))
+    listed = {(r["part"], tuple(r["maps_to"])) for r in res.not_run}
+    assert ("Multi-GPU pruning", ("pipeline_pre_pruning.off",)) in listed
+    assert any(p == "Token selection" for p, _ in listed)
+    # rows the matrix runs (A1 saliency-only, A5 'only LM loss') are not listed
+    assert not any(p == "Learnable Pruner" and "pruner.saliency_only" in m for p, m in listed)
+    assert not any(p == "Full supervision" for p, _ in listed)
+    text, _ = plan_check(found[0])
+    assert "plan rows that produce no cell" in text
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def test_loading_is_linear_200k_lines(tmp_path):
+    from prunelab.ablation.parse import load_plan
+
+    p = tmp_path / "big.jsonl"
+    row = {"ablated_part": "salience", "action": "REPLACE", "replacement": ["random"], "metrics": ["accuracy"]}
+    with open(p, "w") as f:
+        for i in range(200_000):
+            f.write(json.dumps({"name": f"a{i}", **row}) + "\n")
+    t = time.process_time()          # CPU time: the test machines are shared
+    plan = load_plan(p)
+    assert len(plan.ablations) == 200_000 and plan.ablations[-1].line == 200_000
+    assert time.process_time() - t < 10
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(workers=0), "--workers must be a whole number >= 1"),
+    (dict(executor="slurm"), "unknown executor"),
+    (dict(rerun=["nosuchcell"]), "nosuchcell"),
+])
+def test_run_options_are_checked_before_the_study_is_registered(tmp_path, kwargs, match):
+    from prunelab.ablation.cli import ablate
+    from prunelab.ablation.fake import fake_runner, register_fake_methods
+    from prunelab.ablation.studies import list_studies
+
+    register_fake_methods()
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: p\nmethod: fake_apt\nablations:\n"
+                    "  - {name: a, ablated_part: salience, action: REPLACE, replacement: [random scoring]}\n")
+    store = str(tmp_path / "runs.db")
+    with pytest.raises(PrunelabError, match=match):
+        ablate(str(plan), preset="tiny", seeds=1, store=store, runner=fake_runner, progress=False,
+               reference=False, **kwargs)
+    assert not list_studies(store)
+
+
+def test_ray_executor_without_ray_fails_before_registering(tmp_path, monkeypatch):
+    import importlib.util
+
+    from prunelab.ablation.cli import check_run_options
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here")
+    with pytest.raises(PrunelabError, match="needs Ray"):
+        check_run_options("ray", 2)
+
+
+def test_no_bootstrap_interval_below_three_seeds():
+    from prunelab.ablation.stats import paired
+
+    two = paired({0: 0.80, 1: 0.82}, {0: 0.70, 1: 0.75})
+    assert two.ci is None and two.n == 2
+    three = paired({0: 0.80, 1: 0.82, 2: 0.81}, {0: 0.70, 1: 0.75, 2: 0.72})
+    assert three.ci is not None and three.ci[0] <= three.mean_diff <= three.ci[1]
+
+
+def test_minimum_detectable_effect_labels_null_results():
+    from prunelab.ablation.stats import min_detectable_effect, null_text, paired
+
+    noisy = paired({0: 0.80, 1: 0.90, 2: 0.70}, {0: 0.85, 1: 0.80, 2: 0.74})
+    assert not noisy.significant and noisy.null == "underpowered"
+    assert null_text(noisy).startswith("underpowered (MDE ")
+    assert noisy.mde == pytest.approx(min_detectable_effect([0.05, -0.10, 0.04]))
+    tight = paired({0: 0.800, 1: 0.810, 2: 0.805, 3: 0.800}, {0: 0.801, 1: 0.809, 2: 0.806, 3: 0.800})
+    assert not tight.significant and tight.null == "no_effect"
+    assert null_text(tight).startswith("no effect larger than ")
+    assert tight.mde < 0.02 * 0.8
