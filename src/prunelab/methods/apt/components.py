@@ -121,6 +121,8 @@ COMPONENTS: dict[str, dict] = {
             "none": ["train with the task loss only, no teacher and no distillation loss"],
             "no_layer_loss": ["distil only the output predictions, dropping the intermediate layer / hidden-state matching loss"],
             "self_copy": ["the teacher is a separate full frozen copy of the model rather than sharing weights with the student"],
+            "self_snapshot": ["the teacher keeps an unpruned snapshot of the dense weights and the adapters, refreshed when "
+                              "the dev score improves"],
             "ft_teacher": ["distil from a separately fully fine-tuned teacher model", "a conventional static teacher trained beforehand"],
             "lora_teacher": ["distil from a separately LoRA-tuned teacher model"],
         },
