@@ -132,6 +132,7 @@ def prepare(config: RunConfig) -> Setup:
     tc = config.train
     task = get_task(config.task)
     loaded = load_model(config.model, task)
+    method.check_supports(task.kind, loaded.family.name)
     dense_params = measure.count_params(loaded.model)
     train_ex = task.load("train", config.data_dir, limit=tc.train_limit, seed=config.seed)
     dev_ex = task.load("dev", config.data_dir, limit=tc.eval_limit, seed=config.seed)
