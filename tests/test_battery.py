@@ -60,10 +60,18 @@ def _method_cases():
                 reason=f"{name} is an alias of {seen[key]} (same config and build)")))
             continue
         seen[key] = name
-        for family, kinds in FAMILY_KINDS.items():
-            for kind in kinds:
-                supported = m.supports(kind, ADAPTER.get(family, family))
-                marks = () if supported else pytest.mark.skip(reason=f"{name} declares no {kind} on {family}")
+        turn = len(seen) - 1
+        for f, (family, kinds) in enumerate(FAMILY_KINDS.items()):
+            for k, kind in enumerate(kinds):
+                if not m.supports(kind, ADAPTER.get(family, family)):
+                    marks = pytest.mark.skip(reason=f"{name} declares no {kind} on {family}")
+                elif (f + turn) % 2 or k != (turn // 2 + f) % len(kinds):
+                    # the fast set (2 CPU cores, a few minutes): every method on two families, the
+                    # families and task kinds taken in turn across methods so each family and kind
+                    # is met; the rest of the product runs with the slow tests
+                    marks = pytest.mark.slow
+                else:
+                    marks = ()
                 cases.append(pytest.param(name, family, kind, marks=marks, id=f"{name}-{family}-{kind}"))
     return cases
 
