@@ -108,3 +108,30 @@ def test_bad_input_writes_no_row(change, words, sst2_dir, tmp_path, monkeypatch)
     with pytest.raises(PrunelabError, match=words):
         run(config, store)
     assert store.runs() == []
+
+
+def test_method_that_declares_its_task_kinds_refuses_others_before_the_row(sst2_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    from prunelab.methods import registry
+
+    ft = registry.get_method("ft")
+    monkeypatch.setitem(registry._METHODS, "cls_only", dataclasses.replace(ft, name="cls_only", task_kinds=("qa",)))
+    store = Store(tmp_path / "r.db")
+    with pytest.raises(PrunelabError, match="does not support classification"):
+        run(RunConfig(model="tiny-bert", task="glue/sst2", method="cls_only", data_dir=sst2_dir), store)
+    assert store.runs() == []
+
+
+# -- CoFi bugs the battery found ------------------------------------------------------------------
+def test_cofi_distils_qa_heads_and_pairs_only_same_shaped_layers():
+    from prunelab.methods.cofi import distill as D
+
+    g = torch.Generator().manual_seed(0)
+    qa = NS(logits=None, start_logits=torch.randn(2, 7, generator=g), end_logits=torch.randn(2, 7, generator=g))
+    assert float(D.output_loss(qa, qa, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    # T5: two encoder layers (length 9) then two decoder layers (length 4)
+    enc, dec = [torch.randn(2, 9, 6, generator=g) for _ in range(2)], [torch.randn(2, 4, 6, generator=g) for _ in range(2)]
+    loss, align = D.layer_loss(enc + dec, enc + dec, torch.nn.Identity(), [0, 1, 2, 3])
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(0.0, abs=1e-6)
+    assert align == [0, 1, 2, 3]
