@@ -3,7 +3,8 @@ family x every task kind the method and family support:
 
   pre-prune the tiny model to widths drawn by hypothesis -> train a few steps under the
   TrainingInvariants observer -> finalize -> measure inference -> export -> reload the export
-  in a fresh Python (no prunelab) with the plain transformers Auto class -> same logits.
+  in a fresh Python (no prunelab) with the plain transformers Auto class -> same logits
+  (and, for LM and seq2seq, the same greedy generation).
 
 Methods come from the registry, so a method registered later joins without new test code.
 Methods with a `runner` (SDTP: not a fine-tuning run) have their own tests and are skipped
@@ -124,7 +125,12 @@ for line in sys.stdin:
         with torch.no_grad():
             out = model(**ref["x"])
         y = torch.cat([out.start_logits, out.end_logits], -1) if item["auto"].endswith("QuestionAnswering") else out.logits
-        reply = {"class": type(model).__name__, "shape": list(y.shape),
+        gen = None
+        if "generated" in ref:  # generation models must also generate what the in-memory model does
+            x = ref["x"]
+            gen = model.generate(input_ids=x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
+                                 do_sample=False, pad_token_id=0).tolist()
+        reply = {"class": type(model).__name__, "shape": list(y.shape), "generated": gen,
                  "max_diff": float((y - ref["y"]).abs().max()) if y.shape == ref["y"].shape else None,
                  "prunelab_imported": any(m.split(".")[0] == "prunelab" for m in sys.modules)}
     except Exception as e:
@@ -197,8 +203,12 @@ def run_case(method, family, kind, widths_data, env, out_dir):
     export_model(model, out_dir, setup.loaded.tokenizer)
 
     x = example_batch(model)
-    torch.save({"x": x, "y": outputs(model, x)}, out_dir / "ref.pt")
-    return model, x, invariants
+    ref = {"x": x, "y": outputs(model, x)}
+    if kind in ("lm", "seq2seq"):
+        ref["generated"] = model.generate(input_ids=x["input_ids"], attention_mask=x["attention_mask"],
+                                          max_new_tokens=3, do_sample=False, pad_token_id=0).tolist()
+    torch.save(ref, out_dir / "ref.pt")
+    return ref
 
 
 def _with_build(method, build):
@@ -214,12 +224,13 @@ def test_battery(method, family, kind, battery_env, tmp_path):
     @given(st.data())
     def case(widths_data):
         out = tmp_path / "export"
-        run_case(method, family, kind, widths_data, battery_env, out)
+        ref = run_case(method, family, kind, widths_data, battery_env, out)
         auto = TASK_AUTO[kind].__name__
         reply = battery_env["fresh"].reload(out, out / "ref.pt", auto)
         assert "error" not in reply, reply.get("error")
         assert not reply["prunelab_imported"]
         assert reply["max_diff"] is not None, f"reloaded output has shape {reply['shape']}"
         assert reply["max_diff"] < 1e-4, f"reloaded {reply['class']} differs by {reply['max_diff']}"
+        assert reply["generated"] == ref.get("generated")
 
     case()
