@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from battery_data import write_all
 from prunelab.config import RunConfig, TrainConfig
-from prunelab.methods.registry import _METHODS, list_methods
+from prunelab.methods.registry import get_method, list_methods
 from prunelab.models import get_family
 from prunelab.models.load import TASK_AUTO
 from prunelab.models.testing import example_batch, outputs
@@ -50,7 +50,7 @@ FAST_MEASURE = {"batch_sizes": [2], "seq_len": 8, "repeats": 1, "warmup": 0, "mi
 def _method_cases():
     cases, seen = [], {}
     for name in list_methods():
-        m = _METHODS[name]
+        m = get_method(name)
         if m.runner is not None:
             cases.append(pytest.param(name, None, None, marks=pytest.mark.skip(
                 reason=f"{name} has a runner (not a fine-tuning run); covered by its own tests")))
