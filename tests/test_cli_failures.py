@@ -56,7 +56,7 @@ def test_debug_prints_the_traceback(broken_list, capsys, argv):
 
 
 def test_a_diverged_run_is_one_line_with_its_log(sst2_dir, tmp_path, monkeypatch, capsys):
-    def diverge(config, progress=None):
+    def diverge(config, progress=None, **_):
         raise TrainingDiverged("loss is nan at step 3")
     monkeypatch.setattr(run_mod, "execute", diverge)
     assert main(tiny_train(sst2_dir, tmp_path / "r.db")) == 1

@@ -63,6 +63,21 @@ class Method:
     components: dict[str, Component] = field(default_factory=dict)
     description: str = ""
     runner: Callable[..., dict] | None = None    # methods that are not a fine-tuning run (SDTP) run themselves
+    # What the method can train, declared so that a run is refused before it starts and the test
+    # battery (tests/test_battery.py) knows which cases to run. None = every one.
+    task_kinds: tuple[str, ...] | None = None    # classification, regression, qa, seq2seq, lm
+    families: tuple[str, ...] | None = None      # family adapter names: bert, t5, llama
+
+    def supports(self, task_kind: str, family: str | None = None) -> bool:
+        return ((self.task_kinds is None or task_kind in self.task_kinds)
+                and (family is None or self.families is None or family in self.families))
+
+    def check_supports(self, task_kind: str, family: str | None = None) -> None:
+        if not self.supports(task_kind, family):
+            kinds = ", ".join(self.task_kinds or ("any",))
+            fams = ", ".join(self.families or ("any",))
+            raise PrunelabError(f"method {self.name!r} does not support {task_kind} on {family} models "
+                                f"(task kinds: {kinds}; families: {fams})")
 
     def make_config(self, args: dict | None):
         from prunelab.config import _build

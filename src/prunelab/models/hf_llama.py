@@ -169,6 +169,16 @@ class PrunelabLlamaConfig(LlamaConfig):
         # The pruned hidden size need not be a multiple of the head count: head_dim is explicit.
         pass
 
+    def validate(self):
+        # save_pretrained calls validate(). LlamaConfig's (made by huggingface_hub's @strict) runs
+        # the validator *functions* recorded on LlamaConfig, so the override above alone would not
+        # stop LlamaConfig.validate_architecture from rejecting e.g. hidden 536 with 9 heads.
+        for check in getattr(LlamaConfig, "__class_validators__", ()):
+            if check.__name__ != "validate_architecture":
+                check(self)
+
+    validate.__is_defined_by_strict_decorator__ = True  # lets a @strict subclass replace it
+
 
 def _pruned_class(base_cls, config_cls):
     def __init__(self, config, *args, **kwargs):

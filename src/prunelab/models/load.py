@@ -182,6 +182,10 @@ def _load_tiny(alias, task, dtype, overrides, seed):
     kind = getattr(task, "kind", None)
     model = _build(auto, alias, kind, lambda: _seeded(seed, lambda: auto.from_config(config)))
     tok = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    if getattr(config, "type_vocab_size", 2) < 2:
+        # RoBERTa has one token type, and its tokenizer sends none; the borrowed BERT tokenizer
+        # would mark a pair's second segment type 1 (an index error in QA)
+        tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
     return model.to(dtype).eval(), tok
 
 

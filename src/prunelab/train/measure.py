@@ -177,17 +177,36 @@ def count_params(model: torch.nn.Module) -> dict:
     return {"params": total, "params_nonemb": total - emb, "params_trainable": trainable}
 
 
+# Encoder-decoder heads that build their decoder inputs from input_ids (shift right) and pool
+# the decoder state at the end-of-sequence tokens: giving them a one-token decoder input breaks
+# that pooling ("All examples must have the same number of <eos> tokens", issue 9).
+_SELF_DECODING_HEADS = ("ForSequenceClassification", "ForQuestionAnswering")
+
+
+def decoder_inputs(model: torch.nn.Module, batch_size: int, device) -> dict:
+    """The one-token decoder start an encoder-decoder model needs for a forward pass, or {}
+    when the model has no decoder or derives its decoder inputs itself."""
+    cfg = model.config
+    if not getattr(cfg, "is_encoder_decoder", False) or type(model).__name__.endswith(_SELF_DECODING_HEADS):
+        return {}
+    return {"decoder_input_ids": torch.full((batch_size, 1), cfg.decoder_start_token_id or 0, device=device)}
+
+
 def dummy_inputs(model: torch.nn.Module, batch_size: int, seq_len: int, device, vocab_size: int | None = None) -> dict:
     """Random token ids with a full attention mask (APT times all-pad inputs; random ids
-    exercise the same matmuls and avoid pad-specific shortcuts)."""
+    exercise the same matmuls and avoid pad-specific shortcuts). Every row ends with the one
+    end-of-sequence token real encoded text has (T5 classifiers pool at it; random ids never
+    draw it elsewhere)."""
     cfg = model.config
     vocab = vocab_size or cfg.vocab_size
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, max(6, vocab - 1), (batch_size, seq_len), generator=g).to(device)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if getattr(cfg, "is_encoder_decoder", False):
-        inputs["decoder_input_ids"] = torch.full((batch_size, 1), cfg.decoder_start_token_id or 0, device=device)
-    return inputs
+    ids = torch.randint(5, max(6, vocab - 1), (batch_size, seq_len), generator=g)
+    eos = getattr(cfg, "eos_token_id", None)
+    if isinstance(eos, int) and 0 <= eos < vocab:
+        ids[ids == eos] = eos + 1 if eos + 1 < vocab else eos - 1
+        ids[:, -1] = eos
+    ids = ids.to(device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **decoder_inputs(model, batch_size, device)}
 
 
 def flops_per_sample(model: torch.nn.Module, inputs: dict) -> float:

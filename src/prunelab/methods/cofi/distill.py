@@ -74,6 +74,17 @@ def prediction_loss(student_logits, teacher_logits, temperature: float) -> torch
                     reduction="batchmean") * t * t
 
 
+def output_loss(student_out, teacher_out, temperature: float) -> torch.Tensor:
+    """prediction_loss on a model output: per-token logits flattened; a QA head (no `logits`)
+    distils its start and end distributions, averaged."""
+    names = ["logits"] if getattr(student_out, "logits", None) is not None else ["start_logits", "end_logits"]
+    losses = []
+    for name in names:
+        s, t = getattr(student_out, name), getattr(teacher_out, name)
+        losses.append(prediction_loss(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), temperature))
+    return sum(losses) / len(losses)
+
+
 def align_v4(losses: torch.Tensor, existing: torch.Tensor | None = None) -> list[int]:
     """losses: [teacher layers, student layers]. CoFi v4: from the last teacher layer backwards,
     the lowest-loss student layer below the previously aligned one (and alive)."""
@@ -85,8 +96,11 @@ def align_v4(losses: torch.Tensor, existing: torch.Tensor | None = None) -> list
         ok = order < last
         if existing is not None:
             ok = ok & existing.to(order.device)[order]
+        ok = ok & torch.isfinite(losses[t].detach())[order]      # inf: shapes differ (see layer_loss)
         cands = order[ok]
         a = int(cands[0]) if cands.numel() else min(last, n_s - 1)
+        if not torch.isfinite(losses[t, a]):
+            a = int(losses[t].detach().argmin())
         align.append(a)
         last = a
     return align[::-1]
@@ -97,7 +111,9 @@ def layer_loss(teacher_layers: list, student_layers: list, transform, teacher_id
     """Sum of the v4-aligned MSEs between teacher layers `teacher_ids` and transformed student layers."""
     students = [transform(s) for s in student_layers]
     teachers = [teacher_layers[i] for i in teacher_ids]
-    losses = torch.stack([torch.stack([F.mse_loss(s, t) for s in students]) for t in teachers])
+    # encoder-decoder models: encoder and decoder layers have different lengths and never pair
+    losses = torch.stack([torch.stack([F.mse_loss(s, t) if s.shape == t.shape else s.new_tensor(float("inf"))
+                                       for s in students]) for t in teachers])
     align = align_v4(losses, existing)
     return losses[torch.arange(len(teachers)), torch.tensor(align)].sum(), align
 

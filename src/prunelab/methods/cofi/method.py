@@ -143,6 +143,10 @@ class CoFiPlugin(MethodPlugin):
             self.teacher_ids = list(c.teacher_layers or D.default_teacher_layers(self.teacher_family.num_layers))
         return model
 
+    def extra_trainable_parameters(self):
+        """Trained alongside the model but not part of it (see train/invariants.py)."""
+        return list(self.layer_transform.parameters()) if self.layer_transform is not None else []
+
     def param_groups(self, model, lr, weight_decay):
         groups = [{"params": self.trainable_parameters(model), "lr": lr, "weight_decay": weight_decay, "cofi": True}]
         if self.layer_transform is not None:
@@ -202,9 +206,7 @@ class CoFiPlugin(MethodPlugin):
                 t_out = self.teacher(**state.batch)
                 self.teacher_out.active = False
             t_layers, s_layers = self.teacher_out.take(), self.student_out.take()
-            s_logits, t_logits = state.outputs.logits, t_out.logits
-            pred = D.prediction_loss(s_logits.reshape(-1, s_logits.shape[-1]),
-                                     t_logits.reshape(-1, t_logits.shape[-1]), c.distill_temp)
+            pred = D.output_loss(state.outputs, t_out, c.distill_temp)
             existing = None
             if pruning and self.z is not None and self.z.get("mha") is not None:
                 existing = self.z["mha"].detach() != 0
