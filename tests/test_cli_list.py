@@ -32,7 +32,7 @@ def test_list_methods_models_tasks(capsys):
 def test_list_components(capsys):
     out = listed(capsys, "components", "apt")
     sal = next(ln for ln in out.splitlines() if ln.startswith("salience "))
-    assert "how blocks are scored" in sal and "outlier_aware*" in sal and "fisher" in sal
+    assert "scores how important each block" in sal and "outlier_aware*" in sal and "fisher" in sal
     # a component without a description still says what its options set
     rescale = next(ln for ln in listed(capsys, "components", "masktune").splitlines() if ln.startswith("rescale "))
     assert "rescale=True" in rescale and "on*" in rescale
