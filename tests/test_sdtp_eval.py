@@ -134,7 +134,8 @@ def test_retrieval_prompts_and_recency_fails_by_construction(model, cfg, kind):
     enc = E.char_encoder(1000)
     ps = E.retrieval_prompts(enc, [1000], [0.02, 0.95], 1, kind=kind, seed=3)
     early, late = ps
-    assert len(early["ids"]) <= 1000 and early["answer"] and early["depth"] < 0.2 < 0.8 < late["depth"]
+    assert len(early["ids"]) <= 1000 and early["answer"] and (early["depth"], late["depth"]) == (0.02, 0.95)
+    assert early["needle_frac"] < 0.2 < 0.8 < late["needle_frac"]
     ans = early["answer"]
     hay = early["ids"]
     at = [i for i in range(len(hay) - len(ans) + 1) if hay[i:i + len(ans)] == ans]
@@ -188,3 +189,16 @@ def test_leval_items_and_prompts():
     assert ctx[-len(enc("\nAnswer:")):] == enc("\nAnswer:")
     with pytest.raises(Exception):
         E.leval_items(DATA, "narrative_qa")
+
+
+def test_selector_component_options():
+    from prunelab.methods.registry import Component
+    from prunelab.methods.sdtp.components import SELECTOR_COMPONENT
+
+    fields = {f.name for f in dataclasses.fields(make_config("paper").__class__)} | {"selector"}
+    comp = Component(name="selector", **SELECTOR_COMPONENT)
+    assert set(SELECTOR_COMPONENT["options"]) == set(SELECTORS)
+    for opt, over in SELECTOR_COMPONENT["options"].items():
+        assert set(over) <= fields and over["selector"] == opt and comp.overrides(opt) == over
+        # only the learned option trains MLP pruners; the oracle gets prompt saliency from run_sdtp
+        assert (over["pruner"] == "mlp") == (opt == "learned") and (over["pruner"] == "saliency") == (opt == "oracle")

@@ -136,8 +136,9 @@ def tokenizer_encoder(tokenizer) -> Callable[[str], list[int]]:
 
 def retrieval_prompts(encode: Callable[[str], list[int]], lengths, depths, per_cell: int, kind: str = "passkey",
                       seed: int = 0) -> list[dict]:
-    """Prompts of exactly `length` tokens with a needle at `depth` (fraction of the haystack
-    before it) and the question at the end; the answer is scored as a continuation.
+    """Prompts of (at most, kv; exactly, passkey) `length` tokens with a needle at `depth`
+    (fraction of the haystack before it; `needle_frac`: of the whole prompt) and the question at
+    the end; the answer is scored as a continuation.
 
     passkey: a repeated filler with "The pass key is NNNNN ..." inside.
     kv:      lines "key <hex>: value <hex>", the queried line at `depth` (every line looks alike,
@@ -179,8 +180,10 @@ def retrieval_prompts(encode: Callable[[str], list[int]], lengths, depths, per_c
                     tail = encode(f"\nWhat is the value of key {key}? The value of key {key} is value")
                     answer = encode(f" {val}")
                     ids = head + [t for L in lines for t in L[2]] + tail
-                    d = (len(head) + sum(len(L[2]) for L in lines[:q])) / len(ids)
-                out.append({"kind": kind, "length": n, "depth": d, "ids": ids[-n:], "answer": answer})
+                    frac = (len(head) + sum(len(L[2]) for L in lines[:q])) / len(ids)
+                needle_frac = frac if kind == "kv" else (len(head) + cut) / len(ids)
+                out.append({"kind": kind, "length": n, "depth": d, "needle_frac": needle_frac, "ids": ids[-n:],
+                            "answer": answer})
     return out
 
 
