@@ -160,6 +160,7 @@ def main() -> None:
     data = "synthetic" if args.smoke else None
     test = token_stream(tok, "test", data, V)
     t0 = time.time()
+    git = git_state()          # the code that runs, before anything can change the tree
     res: dict = {"options": options, "parts": parts}
     pruners = None
     if "learned" in options and cfg.pruner == "mlp":
@@ -201,7 +202,7 @@ def main() -> None:
     meta = {"command": f"PRUNELAB_DATA={os.environ.get('PRUNELAB_DATA', '')} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} "
                        "PYTHONPATH=src python benchmarks/sdtp.py " + " ".join(sys.argv[1:]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "git": git_state(), "seed": args.seed,
+            "machine": machine(), "git": git, "seed": args.seed,
             "load_average_end": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "torch": torch.__version__, "transformers": transformers.__version__, "model": args.model,
             "preset": args.preset, "config": cfg.to_dict(), "total_wall_s": time.time() - t0,

@@ -109,7 +109,8 @@ def lm_quality(model, cfg: SDTPConfig, windows: torch.Tensor, ctx_len: int, sele
 
         r, rlo, rhi = bootstrap_ci(rise, len(nll), seed=seed)
         kl, klo, khi = mean_ci(per[s]["kl"])
-        t1, tlo, thi = mean_ci(per[s]["top1"])
+        klo = max(0.0, klo)                     # KL >= 0
+        t1, tlo, thi = _clip01(mean_ci(per[s]["top1"]))
         out["by_selector"][s] = {
             "ppl": math.exp(sum(nll) / (M * len(nll))), "ppl_rise": r, "ppl_rise_ci": [rlo, rhi],
             "kl": kl, "kl_ci": [klo, khi], "top1": t1, "top1_ci": [tlo, thi],
@@ -207,13 +208,19 @@ def answer_scores(model, cfg: SDTPConfig, ctx: list[int], answer: list[int], sel
     return res
 
 
+def _clip01(ci: tuple) -> tuple:
+    """A t-interval of a 0/1 rate, clipped to [0, 1] (tiny n makes it wider than the range)."""
+    m, lo, hi = ci
+    return m, max(0.0, lo), min(1.0, hi)
+
+
 def _cell_summary(rows: list[dict]) -> dict:
     ll, llo, lhi = mean_ci([r["loglik"] for r in rows])
-    em, elo, ehi = mean_ci([r["em"] for r in rows])
+    em, elo, ehi = _clip01(mean_ci([r["em"] for r in rows]))
     out = {"n": len(rows), "loglik": ll, "loglik_ci": [llo, lhi], "em": em, "em_ci": [elo, ehi]}
     if rows and "choice_acc" in rows[0]:
         acc = [r["choice_acc"] for r in rows if "choice_acc" in r]
-        a, alo, ahi = mean_ci(acc)
+        a, alo, ahi = _clip01(mean_ci(acc))
         out.update({"choice_acc": a, "choice_acc_ci": [alo, ahi], "choice_n": len(acc)})
     return out
 
