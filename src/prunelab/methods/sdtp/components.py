@@ -9,6 +9,10 @@ combined `losses` component and the single-loss components): both give the same 
 """
 from __future__ import annotations
 
+import dataclasses
+
+from .config import SDTPConfig
+
 COMPONENTS: dict[str, dict] = {
     "pruner": {
         "default": "learned_mlp",
@@ -241,3 +245,30 @@ COMPONENTS: dict[str, dict] = {
         "description": "number of GPUs / pipeline stages the model is split over for the communication measurement",
     },
 }
+
+
+# The learned pruner's baselines (select.py), as options of one component. Each option also
+# sets `pruner` so that run_sdtp trains MLP pruners only for the learned option and computes
+# prompt saliency for the oracle. Registered only once SDTPConfig has a `selector` field
+# (default "learned"); until then select them with prefill(..., selector=...) or
+# benchmarks/sdtp.py --options.
+SELECTOR_COMPONENT = {
+    "default": "learned",
+    "options": {"learned": {"selector": "learned", "pruner": "mlp"},
+                "random": {"selector": "random", "pruner": "random"},
+                "recency": {"selector": "recency", "pruner": "random"},
+                "truncate": {"selector": "truncate", "pruner": "random"},
+                "attention": {"selector": "attention", "pruner": "random"},
+                "oracle": {"selector": "oracle", "pruner": "saliency"}},
+    "remove": "recency",
+    "aliases": ["selector", "token selector", "baselines", "pruner baselines", "token choice"],
+    "option_aliases": {"recency": ["streamingllm", "sinks + recent", "attention sinks", "first 4 + most recent"],
+                       "truncate": ["truncation", "keep last tokens"],
+                       "attention": ["snapkv", "h2o", "attention scores", "last-query attention"],
+                       "oracle": ["saliency oracle", "per-prompt saliency"],
+                       "random": ["random tokens"]},
+    "description": "which tokens the pruning stages keep: the learned MLPs or a baseline at the same keep "
+                   "counts (truncate: same prefill FLOPs), same protected tokens",
+}
+if "selector" in {f.name for f in dataclasses.fields(SDTPConfig)}:
+    COMPONENTS["selector"] = SELECTOR_COMPONENT

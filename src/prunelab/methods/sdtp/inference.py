@@ -16,20 +16,26 @@ ablations (nothing is removed there, so they save no compute).
 
 Batches must be left-padded (the last column is a real token for every row). Ragged keep
 counts are padded with "filler" slots at the front, masked out by the bias.
+
+``selector`` picks how tokens are scored (the learned pruner or a baseline; select.py lists
+them). Every selector runs through this same loop with the same protected tokens and keep
+counts, so quality differences come from the token choice alone.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from prunelab.errors import PrunelabError
 
 from .config import SDTPConfig
 from .modules import PrunerStack, keep_score
-from .select import protected_mask, select, target_counts
+from .select import ATTN_WINDOW, protected_mask, resolve_selector, select, target_counts, truncate_count
 
 FAST_ATTN = ("sdpa", "flash_attention_2", "flash_attention_3")
 
@@ -52,27 +58,67 @@ class Scorer:
 
     def __init__(self, cfg: SDTPConfig, pruners: PrunerStack | None = None,
                  saliency: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 stage_layers: list[int] | None = None):
+                 stage_layers: list[int] | None = None, selector: str = "learned", model=None):
         self.cfg, self.pruners, self.saliency, self.generator = cfg, pruners, saliency, generator
         self.stage_index = {l: i for i, l in enumerate(stage_layers or [])}
-        if cfg.pruner == "mlp" and pruners is None:
+        self.model, self._rand = model, None
+        kind = {"learned": cfg.pruner, "random": "random", "oracle": "saliency"}.get(selector, selector)
+        self.kind = kind
+        if kind == "mlp" and pruners is None:
             raise PrunelabError("SDTP pruner 'mlp' needs trained pruners (PrunerStack)")
-        if cfg.pruner == "mlp" and set(self.stage_index) - set(pruners.stage_layers):
+        if kind == "mlp" and set(self.stage_index) - set(pruners.stage_layers):
             raise PrunelabError(f"SDTP pruners were trained for layers {pruners.stage_layers}, "
                                 f"config asks for {sorted(self.stage_index)}")
-        if cfg.pruner == "saliency" and saliency is None:
+        if kind == "saliency" and saliency is None:
             raise PrunelabError("SDTP pruner 'saliency' needs saliency scores (see saliency.prompt_saliency)")
 
-    def __call__(self, layer: int, h: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cfg.pruner == "mlp":
+    def __call__(self, layer: int, h: torch.Tensor, idx: torch.Tensor, pos: torch.Tensor | None = None,
+                 alive: torch.Tensor | None = None, rope_pos: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "mlp":
             p = self.pruners[layer]
             logit = keep_score(p(h.to(p.fc1.weight.dtype))).float()
             return logit, torch.sigmoid(logit)
-        if self.cfg.pruner == "saliency":
+        if self.kind == "saliency":
             s = self.saliency[:, self.stage_index[layer]].to(h.device).float().gather(1, idx)
             return s, s   # already max-normalised to [0, 1]
-        r = torch.rand(idx.shape, generator=self.generator).to(h.device)
+        if self.kind in ("recency", "truncate"):
+            s = pos.float()
+            return s, s / s.max().clamp(min=1.0)
+        if self.kind == "attention":
+            s = attention_scores(self.model.model.layers[layer], h, pos, alive, rope_pos, self.model)
+            return s, s / s.amax(1, keepdim=True).clamp(min=1e-12)
+        if getattr(self, "_rand", None) is None or self._rand.shape[0] != idx.shape[0]:
+            # one draw per input column at the first stage, so that physical and masked modes
+            # (and every stage) see the same random score for the same token
+            self._rand = torch.rand(idx.shape, generator=self.generator).to(h.device)
+        r = self._rand.gather(1, idx)
         return r, r
+
+
+def attention_scores(layer, h: torch.Tensor, pos: torch.Tensor, alive: torch.Tensor, rope_pos: torch.Tensor,
+                     model, window: int = ATTN_WINDOW) -> torch.Tensor:
+    """(B, n) attention mass that the last `window` alive queries put on each alive key, in
+    `layer`'s own attention (its q/k projections and RoPE; softmax over alive causal keys),
+    summed over heads and queries (SnapKV's observation window, H2O's accumulated score)."""
+    attn = layer.self_attn
+    x = layer.input_layernorm(h)
+    B, n, _ = x.shape
+    out = torch.zeros(B, n, dtype=torch.float32, device=h.device)
+    cos, sin = model.model.rotary_emb(h, rope_pos)
+    k = attn.k_proj(x).view(B, n, -1, attn.head_dim).transpose(1, 2)
+    for b in range(B):
+        cols = alive[b].nonzero().squeeze(1)[-window:]
+        q = attn.q_proj(x[b:b + 1, cols]).view(1, len(cols), -1, attn.head_dim).transpose(1, 2)
+        qc, qs = cos[b:b + 1, cols], sin[b:b + 1, cols]
+        q, _ = apply_rotary_pos_emb(q, q, qc, qs)
+        _, kb = apply_rotary_pos_emb(k[b:b + 1], k[b:b + 1], cos[b:b + 1], sin[b:b + 1])
+        kb = repeat_kv(kb, attn.num_key_value_groups)
+        s = torch.matmul(q.float(), kb.float().transpose(2, 3)) * attn.scaling      # (1, H, w, n)
+        ok = alive[b][None, :] & (pos[b][None, :] <= pos[b, cols][:, None])       # (w, n)
+        s = s.masked_fill(~ok[None, None], float("-inf"))
+        out[b] = torch.softmax(s, -1).sum((0, 1, 2))
+    return out
 
 
 @dataclass
@@ -91,6 +137,13 @@ class PrunedState:
     layer_tokens: list = field(default_factory=list)        # per layer: computed length (padded width)
     layer_alive: list = field(default_factory=list)         # per layer: (B,) tokens alive (attendable, unmasked)
     masked: bool = False
+
+
+def learned_scorer_flops(model, cfg: SDTPConfig) -> int:
+    """FLOPs per scored token of one learned pruner MLP (d -> d*frac -> 2), trained or not."""
+    d = model.config.hidden_size
+    inner = max(1, int(d * cfg.pruner_hidden_frac))
+    return 2 * (d * inner + inner * 2)
 
 
 def _layers(model):
@@ -113,17 +166,21 @@ def _check_padding(ids: torch.Tensor, attention_mask: torch.Tensor | None) -> to
 @torch.no_grad()
 def prefill(model, cfg: SDTPConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
             pruners: PrunerStack | None = None, saliency: torch.Tensor | None = None,
-            generator: torch.Generator | None = None, prune: bool = True, simulate: bool = False):
+            generator: torch.Generator | None = None, prune: bool = True, simulate: bool = False,
+            selector: str | None = None):
     """Run the prompt through the model, pruning between layers.
 
     Returns (logits of the last prompt token (B, V), PrunedState). `prune=False` is the
     dense model through the same loop; `simulate=True` forces the full-length masked mode.
+    `selector` (default ``cfg.selector`` or 'learned') chooses the token scorer (select.py).
     """
     layers = _layers(model)
-    stages = cfg.stage_layers(len(layers)) if prune else []
+    selector = resolve_selector(cfg, selector)
+    truncating = prune and selector == "truncate"
+    stages = ([0] if truncating else cfg.stage_layers(len(layers))) if prune else []
     stage_set = {l: i for i, l in enumerate(stages)}
     cum = cfg.cumulative_keep(len(stages))
-    scorer = Scorer(cfg, pruners, saliency, generator, stages) if stages else None
+    scorer = Scorer(cfg, pruners, saliency, generator, stages, selector, model) if stages else None
     masked = bool(stages) and (simulate or cfg.propagation == "local" or not cfg.mask_update)
     zeroing = bool(stages) and not cfg.mask_update
     fast = _is_fast(model)
@@ -146,10 +203,16 @@ def prefill(model, cfg: SDTPConfig, input_ids: torch.Tensor, attention_mask: tor
     for l, layer in enumerate(layers):
         if l in stage_set:
             s = stage_set[l]
-            score, prob = scorer(l, h, idx)
             cand = valid if cfg.propagation == "local" else alive
+            rp = pos if cfg.rope_fix else (cand.long().cumsum(1) - 1).clamp(min=0)
+            score, prob = scorer(l, h, idx, pos, cand, rp)
             prot = protected_mask(cfg, pos, valid, n_real)
-            sel = select(cfg, score, prob, cand, prot, target_counts(cfg, cum[s], n_real, n_prot))
+            if truncating:
+                k = torch.tensor([truncate_count(model.config, cfg, int(n), learned_scorer_flops(model, cfg))
+                                  for n in n_real], device=dev)
+                sel = select(dataclasses.replace(cfg, selection="topk"), score, prob, cand, prot, k)
+            else:
+                sel = select(cfg, score, prob, cand, prot, target_counts(cfg, cum[s], n_real, n_prot))
             if cfg.mask == "soft":
                 step = torch.log(prob.clamp(min=1e-6)).to(h.dtype).masked_fill(prot, 0.0)
                 logp = step if cfg.propagation == "local" else logp + step

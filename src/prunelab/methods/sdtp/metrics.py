@@ -95,3 +95,62 @@ def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int, warmup
 def paired_ratio(num: list[float], den: list[float]) -> float:
     """Median of per-repeat ratios num/den (e.g. dense time / pruned time = speedup)."""
     return statistics.median(a / b for a, b in zip(num, den))
+
+
+def selector_flops_per_token(mc, selector: str, pruner_kind: str, n_scored: int, pruner_flops_per_token: int,
+                             window: int = 32) -> float:
+    """Scoring FLOPs of one stage that scores `n_scored` tokens, divided by n_scored.
+
+    learned MLP: the pruner; attention: k projection of every token, q projection of the
+    `window` last queries and their scores against every key; recency/random/truncate: 0;
+    oracle (gradient saliency) needs a full forward+backward and is not a speed option (0 here).
+    """
+    if selector == "learned" and pruner_kind == "mlp":
+        return float(pruner_flops_per_token)
+    if selector == "attention":
+        m = _dims(mc)
+        k_proj = 2 * m["d"] * m["KV"] * m["hd"] * n_scored
+        q_proj = 2 * m["d"] * m["H"] * m["hd"] * min(window, n_scored)
+        scores = 2 * m["H"] * m["hd"] * min(window, n_scored) * n_scored
+        return (k_proj + q_proj + scores) / max(1, n_scored)
+    return 0.0
+
+
+def selector_prefill_flops(mc, layer_tokens: list[int], stage_layers: list[int], selector: str, pruner_kind: str,
+                           pruner_flops_per_token: int) -> float:
+    """prefill_flops with each stage's scoring cost for `selector` (see selector_flops_per_token)."""
+    total = sum(layer_flops(mc, n) for n in layer_tokens) + 2 * _dims(mc)["d"] * _dims(mc)["V"]
+    for l in stage_layers:
+        n = layer_tokens[l - 1] if l > 0 else layer_tokens[0]
+        if l == 0 and selector == "truncate":
+            continue
+        total += n * selector_flops_per_token(mc, selector, pruner_kind, n, pruner_flops_per_token)
+    return total
+
+
+def mean_ci(xs, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean (half-width 0 for one sample)."""
+    xs = [float(x) for x in xs]
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, m, m
+    sd = statistics.stdev(xs)
+    from scipy import stats as _st   # noqa: PLC0415
+    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def bootstrap_ci(stat: Callable[[list[int]], float], n: int, reps: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(stat on all items, low, high): percentile bootstrap over items (resampled indices)."""
+    import random
+
+    rng = random.Random(seed)
+    full = stat(list(range(n)))
+    if n < 2:
+        return full, full, full
+    vals = sorted(stat([rng.randrange(n) for _ in range(n)]) for _ in range(reps))
+    lo = vals[int((1 - level) / 2 * reps)]
+    hi = vals[min(reps - 1, int((1 + level) / 2 * reps))]
+    return full, lo, hi

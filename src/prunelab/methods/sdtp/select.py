@@ -1,9 +1,37 @@
-"""Which tokens survive a stage: protected tokens, exact keep counts, top-k / top-p / threshold."""
+"""Which tokens survive a stage: protected tokens, exact keep counts, top-k / top-p / threshold,
+and the token selectors (the learned pruner and the baselines it must beat).
+
+Selectors (``prefill(..., selector=...)``, or ``cfg.selector`` once SDTPConfig has it):
+  learned    the configured scorer (``cfg.pruner``: trained MLPs, prompt saliency or random)
+  random     uniform random scores
+  recency    StreamingLLM-style: attention sinks + the most recent tokens (score = position)
+  attention  SnapKV/H2O-style: attention that the last ``ATTN_WINDOW`` alive queries pay to
+             each key in the stage layer (its own q/k projections, summed over heads and queries)
+  oracle     the per-prompt gradient saliency (the learned pruners' training target; needs
+             a backward pass, so it is a quality ceiling, not a speed option)
+  truncate   keep only the last tokens from the first layer on (one stage before layer 0),
+             as many as give the learned schedule's prefill FLOPs (``truncate_count``)
+All but ``truncate`` use the learned schedule's stage layers and exact keep counts; all use
+the same protected tokens (first ``protect_first`` + the tail; the last token always).
+"""
 from __future__ import annotations
 
 import torch
 
+from prunelab.errors import unknown
+
 from .config import SDTPConfig, ceil_count
+
+SELECTORS = ("learned", "random", "recency", "attention", "oracle", "truncate")
+ATTN_WINDOW = 32     # observation window of the attention selector (SnapKV uses the last 32 queries)
+
+
+def resolve_selector(cfg: SDTPConfig, selector: str | None = None) -> str:
+    """The selector to use: the explicit argument, else ``cfg.selector`` (default 'learned')."""
+    sel = selector if selector is not None else getattr(cfg, "selector", "learned")
+    if sel not in SELECTORS:
+        raise unknown("SDTP selector", sel, SELECTORS)
+    return sel
 
 
 def protected_mask(cfg: SDTPConfig, pos: torch.Tensor, valid: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
@@ -55,3 +83,40 @@ def select(cfg: SDTPConfig, score: torch.Tensor, prob: torch.Tensor, candidates:
     else:  # threshold
         chosen = free & (prob >= cfg.threshold)
     return protected | chosen
+
+
+def schedule_tokens(cfg: SDTPConfig, num_layers: int, n: int) -> list[int]:
+    """Tokens each layer computes for one prompt of n tokens under cfg's top-k schedule."""
+    stages = cfg.stage_layers(num_layers)
+    cum = cfg.cumulative_keep(len(stages))
+    pos = torch.arange(n)[None]
+    n_real = torch.tensor([n])
+    n_prot = int(protected_mask(cfg, pos, torch.ones_like(pos, dtype=torch.bool), n_real).sum())
+    out, cur = [], n
+    for l in range(num_layers):
+        if l in stages:
+            cur = int(target_counts(cfg, cum[stages.index(l)], n_real, torch.tensor([n_prot]))[0])
+        out.append(cur)
+    return out
+
+
+def truncate_count(mc, cfg: SDTPConfig, n: int, scorer_flops_per_token: int = 0) -> int:
+    """Largest k such that running every layer on k tokens costs no more prefill FLOPs than the
+    learned schedule on n tokens (its pruner MLPs included, `scorer_flops_per_token`), and at
+    least the protected tokens."""
+    from .metrics import layer_flops
+
+    L = mc.num_hidden_layers
+    toks = schedule_tokens(cfg, L, n)
+    stages = cfg.stage_layers(L)
+    budget = sum(layer_flops(mc, t) for t in toks) + scorer_flops_per_token * sum(toks[l - 1] for l in stages)
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if L * layer_flops(mc, mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    pos = torch.arange(n)[None]
+    n_prot = int(protected_mask(cfg, pos, torch.ones_like(pos, dtype=torch.bool), torch.tensor([n])).sum())
+    return max(lo, n_prot)
