@@ -45,6 +45,8 @@ from typing import ClassVar
 from prunelab.errors import PrunelabError, unknown
 
 PRUNERS = ("mlp", "saliency", "random")
+# which tokens a stage keeps: the learned pruner or a baseline at the same keep counts (select.py)
+SELECTORS = ("learned", "random", "recency", "attention", "oracle", "truncate")
 LAYER_SCHEDULES = ("schedule", "single", "fixed3", "first2", "last2")
 KEEP_MODES = ("per_stage", "overall")
 SELECTIONS = ("topk", "topp", "threshold")
@@ -101,6 +103,8 @@ def _int_tuple(name: str, value) -> tuple[int, ...]:
 class SDTPConfig:
     # -- method ---------------------------------------------------------------------------
     pruner: str = "mlp"                 # mlp (learned) | saliency (gradient x input, no MLP) | random
+    selector: str = "learned"           # learned (the pruner above) | a baseline: recency, truncate, attention,
+                                        # random, oracle (per-prompt saliency); same protected tokens and counts
     layers: str | tuple = "schedule"    # see module docstring
     num_stages: int = 10                # stages of the "schedule" (before scaling to depth)
     keep_ratio: float = 0.7
@@ -161,6 +165,7 @@ class SDTPConfig:
 
     def __post_init__(self):
         _choice("SDTP pruner", self.pruner, PRUNERS)
+        _choice("SDTP selector", self.selector, SELECTORS)
         if isinstance(self.layers, str) and self.layers in LAYER_SCHEDULES:
             pass
         elif isinstance(self.layers, (str, list, tuple)):

@@ -77,7 +77,7 @@ class Scorer:
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "mlp":
             p = self.pruners[layer]
-            logit = keep_score(p(h.to(p.fc1.weight.dtype))).float()
+            logit = keep_score(p(h.to(p.fc1.weight.dtype), alive)).float()   # alive: the recency inputs
             return logit, torch.sigmoid(logit)
         if self.kind == "saliency":
             s = self.saliency[:, self.stage_index[layer]].to(h.device).float().gather(1, idx)

@@ -20,9 +20,8 @@ import torch
 
 from prunelab.errors import unknown
 
-from .config import SDTPConfig, ceil_count
+from .config import SELECTORS, SDTPConfig, ceil_count  # SELECTORS: one list, validated by the config
 
-SELECTORS = ("learned", "random", "recency", "attention", "oracle", "truncate")
 ATTN_WINDOW = 32     # observation window of the attention selector (SnapKV uses the last 32 queries)
 
 
