@@ -348,6 +348,8 @@ def main(store: str = "runs/prunelab.db", smoke: bool = False, verbose: bool = F
     data_dir = os.environ.get("PRUNELAB_DATA")
     if not data_dir:
         raise PrunelabError("the demo reads SST-2 and WikiText-2 from $PRUNELAB_DATA (e.g. PRUNELAB_DATA=../shared/data)")
+    if not parts or set(parts) - set("123"):
+        raise PrunelabError(f"demo --parts takes digits 1-3 (e.g. 13), got {parts!r}")
     b = BUDGETS["smoke" if smoke else "real"]
     out_dir = Path(out or Path(store).parent / ("demo-smoke" if smoke else "demo")).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
