@@ -34,15 +34,15 @@ PLAN_ABLATIONS = ("No Knowledge Distillation", "Fixed Pruning Mask")
 BUDGETS = {
     # MiniLM-L6 / SmolLM2-135M, real SST-2 and WikiText-2; ~5 min on a quiet 2-core CPU
     "real": dict(
-        model="minilm-l6", train_limit=4000, max_steps=150, batch_size=32, max_length=64, eval_points=3,
+        model="minilm-l6", train_limit=2560, max_steps=80, batch_size=32, max_length=64, eval_points=1,
         eval_limit=None, ft_lr=5e-5, apt_lr=1e-3, apt_args={"sparsity": 0.6, "distill": "none"},
         reload_rounds=7,
         sdtp_model="smollm2-135m", sdtp_preset="paper",
-        sdtp=dict(train_steps=16, train_batch_size=1, train_seq_len=256, train_cont_len=32, rank_pairs=256,
-                  eval_samples=4, eval_ctx_len=1024, eval_cont_len=32, gen_samples=1, gen_ctx_len=256,
-                  gen_tokens=4, latency_lens=(1024,), latency_repeats=3),
+        sdtp=dict(train_steps=8, train_batch_size=1, train_seq_len=256, train_cont_len=32, rank_pairs=256,
+                  eval_samples=3, eval_ctx_len=1024, eval_cont_len=32, gen_samples=1, gen_ctx_len=256,
+                  gen_tokens=4, latency_lens=(1024,), latency_repeats=2),
         abl_preset="cpu", abl_seeds=2,
-        abl_overrides={"train.max_steps": 24, "train.train_limit": 768, "train.eval_limit": 200,
+        abl_overrides={"train.max_steps": 16, "train.train_limit": 512, "train.eval_limit": 128,
                        "train.eval_points": 1, "measure.batch_sizes": [32], "measure.warmup": 0,
                        "measure.repeats": 1, "measure.min_seconds": 0.2},
     ),
