@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# DEMO_FLAGS=--smoke: the same code on tiny random models (seconds); --verbose keeps transformers' load reports
 demo: install
-	$(PY) -m prunelab.cli demo
+	$(PY) -m prunelab.cli demo $(DEMO_FLAGS)
 
 test: install
 	$(PY) -m pytest -q tests

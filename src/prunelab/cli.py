@@ -247,9 +247,12 @@ def cmd_bench(args):
 
 
 def cmd_demo(args):
+    from prunelab.quiet import quiet
+
+    quiet(not args.verbose)          # before prunelab.demo imports torch / transformers
     from prunelab.demo import main as demo
 
-    return demo(store=args.store, train_limit=args.train_limit, max_steps=args.max_steps)
+    return demo(store=args.store, smoke=args.smoke, verbose=args.verbose, out=args.out, parts=args.parts)
 
 
 def cmd_plan(args):
@@ -334,10 +337,12 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print {name: description} as JSON")
     ls.set_defaults(fn=cmd_list)
 
-    d = sub.add_parser("demo", help="FT vs LoRA on MiniLM-L6 / SST-2, printed as a table")
+    d = sub.add_parser("demo", help="prune while fine-tuning (APT), drop prompt tokens (SDTP), run an ablation plan")
     d.add_argument("--store", default=os.environ.get("PRUNELAB_STORE", "runs/prunelab.db"))
-    d.add_argument("--train-limit", type=int, default=2000)
-    d.add_argument("--max-steps", type=int, default=120)
+    d.add_argument("--out", help="exports, SDTP pruners and reports (default: demo/ next to the store)")
+    d.add_argument("--smoke", action="store_true", help="the same code on tiny random models, in seconds")
+    d.add_argument("--parts", default="123", help="which parts to run, e.g. 13 (default: all three)")
+    d.add_argument("--verbose", action="store_true", help="keep transformers' load reports and warnings")
     d.set_defaults(fn=cmd_demo)
 
     pl = sub.add_parser("plan", help="check or generate an ablation plan")
@@ -419,6 +424,9 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get("PRUNELAB_DEBUG") == "1"
     args.debug = debug
     setup_logging(debug)
+    from prunelab.quiet import quiet
+
+    quiet(not (debug or getattr(args, "verbose", False)))   # no load reports / library warnings unless asked
     try:
         return args.fn(args)
     except PrunelabError as e:
