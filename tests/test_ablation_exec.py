@@ -1,5 +1,5 @@
 """Executors with the simulated runner: fresh process per cell, skip done, retry failed,
-resume after the driver is killed with SIGKILL, Ray when installed."""
+resume after the driver is killed with SIGKILL (Ray: test_ablation_ray.py)."""
 import os
 import signal
 import subprocess
@@ -169,25 +169,6 @@ def test_two_drivers_on_one_store_run_each_cell_once(tmp_path, monkeypatch):
     ids = [line.split()[0] for line in calls(tmp_path)]
     assert len(ids) == 6 and len(set(ids)) == 6
     assert all(r["status"] == "done" for r in Store(store).study("killed"))
-
-
-def test_ray_executor(tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'prunelab[ray]' to test the ray executor")
-    store = str(tmp_path / "runs.db")
-    if not ray.is_initialized():
-        path = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "PRUNELAB_FAKE_LOG": str(tmp_path / "calls.log")}})
-    try:
-        m = small_matrix()
-        s = run_matrix(m, store, executor="ray", workers=2, runner=RUNNER, progress=False, gpus_per_cell=0)
-        assert (s.done, s.failed) == (6, 0)
-        pids = {r["pid"] for r in Store(store).runs()}
-        assert len(pids) == 6                   # max_calls=1: one worker process per cell
-        s2 = run_matrix(m, store, executor="ray", workers=2, runner=RUNNER, progress=False, gpus_per_cell=0)
-        assert s2.skipped == 6 and len(calls(tmp_path)) == 6
-    finally:
-        ray.shutdown()
 
 
 def test_unknown_executor_and_bad_workers(tmp_path):
