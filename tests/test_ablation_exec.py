@@ -178,3 +178,51 @@ def test_unknown_executor_and_bad_workers(tmp_path):
         run_matrix(small_matrix(), str(tmp_path / "r.db"), executor="slurm")
     with pytest.raises(PrunelabError, match="workers"):
         run_matrix(small_matrix(), str(tmp_path / "r.db"), workers=0)
+
+
+class _FakeRay:
+    """Stands in for the `ray` module: records how the executor starts and stops it."""
+
+    def __init__(self):
+        self.calls = []
+        self.up = False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kw):
+        self.calls.append(("init", kw))
+        self.up = True
+
+    def shutdown(self):
+        self.calls.append(("shutdown", {}))
+        self.up = False
+
+    def remote(self, **kw):
+        self.calls.append(("remote", kw))
+        return lambda fn: type("F", (), {"options": lambda _self, **o: self.calls.append(("options", o))})()
+
+
+@pytest.mark.parametrize("env_address, expected", [(None, "local"), ("127.0.0.1:6379", "127.0.0.1:6379")])
+def test_ray_address_is_ray_address_else_a_fresh_local_instance(monkeypatch, env_address, expected):
+    # the real Ray runs in test_ablation_ray.py; this pins the choice of cluster without one
+    from prunelab.ablation import executors
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    if env_address:
+        monkeypatch.setenv("RAY_ADDRESS", env_address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PRUNELAB_DATA", "/data")
+    executors._ray([], "runs.db", RUNNER, 1, None, None, 1, 0, None, [], set())
+    kinds = [k for k, _ in fake.calls]
+    assert kinds == ["init", "remote", "options", "shutdown"]      # we started it, so we stop it
+    assert fake.calls[0][1]["address"] == expected                 # never address=None: that attaches to any
+    assert fake.calls[1][1]["max_calls"] == 1 and fake.calls[1][1]["max_retries"] >= 1
+    env = fake.calls[2][1]["runtime_env"]["env_vars"]
+    assert env["PRUNELAB_DATA"] == "/data" and env["PYTHONPATH"].split(os.pathsep)[0] == SRC
+    fake.calls.clear()
+    fake.up = True
+    executors._ray([], "runs.db", RUNNER, 1, None, None, 1, 0, None, [], set())   # already up: left as found
+    assert [k for k, _ in fake.calls] == ["remote", "options"] and fake.up
