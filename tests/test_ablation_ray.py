@@ -96,6 +96,29 @@ def test_ray_cells_run_once_each_and_a_killed_worker_is_retried(ray_address, tmp
     assert (again.done, again.skipped) == (0, 3) and len(calls(tmp_path)) == 4    # done cells are skipped
 
 
+def test_ray_cell_whose_worker_always_dies_fails_after_its_retries(ray_address, tmp_path, monkeypatch):
+    import dataclasses
+
+    from prunelab.ablation import executors
+
+    store = str(tmp_path / "runs.db")
+    monkeypatch.setattr(executors, "RAY_RETRIES", 1)      # 2 attempts, to keep it short
+    monkeypatch.setenv("PRUNELAB_FAKE_CRASH", "ratio/")   # the worker exits mid-cell, row left 'running'
+    m = small_matrix(seeds=1, study="crash")
+    m = dataclasses.replace(m, runs=[r for r in m.runs if r.label.startswith("ratio/")])
+    s = run_matrix(m, store, executor="ray", workers=1, runner=RUNNER, progress=False, gpus_per_cell=0)
+    assert (s.done, s.failed) == (0, 1) and not s.ok
+    (cell, run_id, err), = s.failures
+    assert "ray task failed" in err
+    row = Store(store).get(run_id)
+    assert row["status"] == "failed" and row["attempts"] == 2     # tried once more, then given up
+    assert [line.split()[0] for line in calls(tmp_path)] == [run_id, run_id]
+    # the next ablate retries it (as after any failure) and, the crash gone, finishes it
+    monkeypatch.delenv("PRUNELAB_FAKE_CRASH")
+    again = run_matrix(m, store, executor="ray", workers=1, runner=RUNNER, progress=False, gpus_per_cell=0)
+    assert (again.done, again.failed) == (1, 0) and Store(store).get(run_id)["status"] == "done"
+
+
 PLAN = ("# ray/apt\n### Ablation: No Knowledge Distillation\n"
         "- **Ablated Part**: Efficient self-knowledge distillation\n- **Action**: REMOVE\n"
         "- **Metrics**: Avg. Performance\n")
