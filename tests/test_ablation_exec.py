@@ -222,6 +222,7 @@ def test_ray_address_is_ray_address_else_a_fresh_local_instance(monkeypatch, env
     assert fake.calls[1][1]["max_calls"] == 1 and fake.calls[1][1]["max_retries"] >= 1
     env = fake.calls[2][1]["runtime_env"]["env_vars"]
     assert env["PRUNELAB_DATA"] == "/data" and env["PYTHONPATH"].split(os.pathsep)[0] == SRC
+    assert env["PYTHONPATH"].endswith("${PYTHONPATH}")            # the node's own path is kept
     fake.calls.clear()
     fake.up = True
     executors._ray([], "runs.db", RUNNER, 1, None, None, 1, 0, None, [], set())   # already up: left as found

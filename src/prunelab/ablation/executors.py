@@ -199,11 +199,13 @@ RAY_RETRIES = 3     # attempts after a cell's Ray worker dies (killed, OOM, node
 def _ray_env() -> dict:
     """What a cell's Ray worker needs from the driver's environment, as the local executor passes
     its whole environment: prunelab importable from this checkout (a path that does not exist on
-    a remote node is ignored there) and the PRUNELAB_* settings (data folder, cache, ...)."""
+    a remote node is ignored there), the driver's PYTHONPATH (a runner module on it), and the
+    PRUNELAB_* settings (data folder, cache, ...)."""
     root = str(Path(prunelab.__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if k.startswith("PRUNELAB_")}
+    # ${PYTHONPATH}: Ray expands it to the node's own, which is kept (after ours)
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                                  if p and p != root])
+                                                  if p and p != root] + ["${PYTHONPATH}"])
     return env
 
 
