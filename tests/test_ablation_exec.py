@@ -1,5 +1,5 @@
 """Executors with the simulated runner: fresh process per cell, skip done, retry failed,
-resume after the driver is killed with SIGKILL, Ray when installed."""
+resume after the driver is killed with SIGKILL (Ray: test_ablation_ray.py)."""
 import os
 import signal
 import subprocess
@@ -171,25 +171,6 @@ def test_two_drivers_on_one_store_run_each_cell_once(tmp_path, monkeypatch):
     assert all(r["status"] == "done" for r in Store(store).study("killed"))
 
 
-def test_ray_executor(tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'prunelab[ray]' to test the ray executor")
-    store = str(tmp_path / "runs.db")
-    if not ray.is_initialized():
-        path = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "PRUNELAB_FAKE_LOG": str(tmp_path / "calls.log")}})
-    try:
-        m = small_matrix()
-        s = run_matrix(m, store, executor="ray", workers=2, runner=RUNNER, progress=False, gpus_per_cell=0)
-        assert (s.done, s.failed) == (6, 0)
-        pids = {r["pid"] for r in Store(store).runs()}
-        assert len(pids) == 6                   # max_calls=1: one worker process per cell
-        s2 = run_matrix(m, store, executor="ray", workers=2, runner=RUNNER, progress=False, gpus_per_cell=0)
-        assert s2.skipped == 6 and len(calls(tmp_path)) == 6
-    finally:
-        ray.shutdown()
-
-
 def test_unknown_executor_and_bad_workers(tmp_path):
     from prunelab.errors import PrunelabError
 
@@ -197,3 +178,52 @@ def test_unknown_executor_and_bad_workers(tmp_path):
         run_matrix(small_matrix(), str(tmp_path / "r.db"), executor="slurm")
     with pytest.raises(PrunelabError, match="workers"):
         run_matrix(small_matrix(), str(tmp_path / "r.db"), workers=0)
+
+
+class _FakeRay:
+    """Stands in for the `ray` module: records how the executor starts and stops it."""
+
+    def __init__(self):
+        self.calls = []
+        self.up = False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kw):
+        self.calls.append(("init", kw))
+        self.up = True
+
+    def shutdown(self):
+        self.calls.append(("shutdown", {}))
+        self.up = False
+
+    def remote(self, **kw):
+        self.calls.append(("remote", kw))
+        return lambda fn: type("F", (), {"options": lambda _self, **o: self.calls.append(("options", o))})()
+
+
+@pytest.mark.parametrize("env_address, expected", [(None, "local"), ("127.0.0.1:6379", "127.0.0.1:6379")])
+def test_ray_address_is_ray_address_else_a_fresh_local_instance(monkeypatch, env_address, expected):
+    # the real Ray runs in test_ablation_ray.py; this pins the choice of cluster without one
+    from prunelab.ablation import executors
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    if env_address:
+        monkeypatch.setenv("RAY_ADDRESS", env_address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PRUNELAB_DATA", "/data")
+    executors._ray([], "runs.db", RUNNER, 1, None, None, 1, 0, None, [], set())
+    kinds = [k for k, _ in fake.calls]
+    assert kinds == ["init", "remote", "options", "shutdown"]      # we started it, so we stop it
+    assert fake.calls[0][1]["address"] == expected                 # never address=None: that attaches to any
+    assert fake.calls[1][1]["max_calls"] == 1 and fake.calls[1][1]["max_retries"] >= 1
+    env = fake.calls[2][1]["runtime_env"]["env_vars"]
+    assert env["PRUNELAB_DATA"] == "/data" and env["PYTHONPATH"].split(os.pathsep)[0] == SRC
+    assert env["PYTHONPATH"].endswith("${PYTHONPATH}")            # the node's own path is kept
+    fake.calls.clear()
+    fake.up = True
+    executors._ray([], "runs.db", RUNNER, 1, None, None, 1, 0, None, [], set())   # already up: left as found
+    assert [k for k, _ in fake.calls] == ["remote", "options"] and fake.up

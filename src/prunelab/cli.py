@@ -361,7 +361,9 @@ def parser() -> argparse.ArgumentParser:
                    help="model / task / budget of every cell: tiny (random model, seconds), cpu (real small model), "
                         "paper (the paper's setting); default tiny")
     a.add_argument("--seeds", type=int, default=3, help="seeds per cell (default: 3)")
-    a.add_argument("--executor", default="local", choices=["local", "ray"], help="where cells run (default: local)")
+    a.add_argument("--executor", default="local", choices=["local", "ray"], help="where cells run (default: local): local processes, or Ray tasks on the "
+                        "cluster at $RAY_ADDRESS (else a fresh local Ray instance), one process per cell, "
+                        "retried when a worker dies")
     a.add_argument("--workers", type=int, default=1, help="cells run at once (default: 1)")
     a.add_argument("--study", help="study name (default: the plan's name + preset)")
     a.add_argument("--method", help="method the plan ablates, when the plan does not say")

@@ -193,24 +193,56 @@ def _mark_failed(store_path: str, run: Run, error: str) -> None:
         store.fail(run.run_id, error)
 
 
+RAY_RETRIES = 3     # attempts after a cell's Ray worker dies (killed, OOM, node lost) before it counts as failed
+
+
+def _ray_env() -> dict:
+    """What a cell's Ray worker needs from the driver's environment, as the local executor passes
+    its whole environment: prunelab importable from this checkout (a path that does not exist on
+    a remote node is ignored there), the driver's PYTHONPATH (a runner module on it), and the
+    PRUNELAB_* settings (data folder, cache, ...)."""
+    root = str(Path(prunelab.__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if k.startswith("PRUNELAB_")}
+    # ${PYTHONPATH}: Ray expands it to the node's own, which is kept (after ours)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                  if p and p != root] + ["${PYTHONPATH}"])
+    return env
+
+
 def _ray(todo: list[Run], store_path: str, runner, workers: int, rep, summary, cpus: float, gpus: float | None,
          address: str | None, waiting: list[Run], forced: set[str]) -> None:
     try:
         import ray
     except ImportError:
         raise PrunelabError("the ray executor needs Ray: pip install 'prunelab[ray]' (or pip install ray)") from None
+    started_here = False
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        root = str(Path(prunelab.__file__).resolve().parent.parent)
-        # a local cluster's workers import prunelab from here even when it is not installed
-        runtime_env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}}
-        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, logging_level="ERROR",
-                 runtime_env=runtime_env)
+        # RAY_ADDRESS (or `address`) names a running cluster; else a fresh local instance, never
+        # whichever cluster happens to be running on this machine (address=None would attach to it)
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise PrunelabError(f"cannot start or reach Ray at {address!r}: {e}") from None
+        started_here = True
+    try:
+        _ray_loop(ray, todo, store_path, runner, workers, rep, summary, cpus, gpus, waiting, forced)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_loop(ray, todo: list[Run], store_path: str, runner, workers: int, rep, summary, cpus: float,
+              gpus: float | None, waiting: list[Run], forced: set[str]) -> None:
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    # max_calls=1: the worker process exits after each cell, so GPU memory is returned (ray#29606)
-    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(execute_cell)
+    # max_calls=1: each cell gets a fresh worker process that exits after it, as the local
+    # executor's subprocess does (memory of its own; GPU memory is returned, ray#29606).
+    # max_retries: a worker that dies mid-cell (SIGKILL, OOM) is retried in a new worker; its
+    # row reads 'running' with a dead pid, which the retry's Store.start claims. Exceptions are
+    # not retried: execute_cell turns them into a 'failed' row (re-run by the next `ablate`).
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=RAY_RETRIES,
+                        retry_exceptions=False)(execute_cell).options(runtime_env={"env_vars": _ray_env()})
     spec = runner_spec(runner)
     pending = deque(todo)
     inflight: dict = {}
@@ -225,8 +257,9 @@ def _ray(todo: list[Run], store_path: str, runner, workers: int, rep, summary, c
                 run = inflight.pop(ref)
                 try:
                     result = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - worker crash, OOM kill, ...
-                    result = {"status": "failed", "error": f"ray task failed: {type(e).__name__}: {e}"}
+                except Exception as e:  # noqa: BLE001 - worker died more than RAY_RETRIES times, ...
+                    first = (str(e).strip().splitlines() or [""])[0]
+                    result = {"status": "failed", "error": f"ray task failed: {type(e).__name__}: {first}"}
                     _mark_failed(store_path, run, result["error"])
                 if result.get("status") == ELSEWHERE:
                     waiting.append(run)
