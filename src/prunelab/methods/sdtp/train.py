@@ -185,7 +185,9 @@ def train_pruners(model, cfg: SDTPConfig, data: torch.Tensor, targets: torch.Ten
     model.eval()
     model.requires_grad_(False)
     layers = cfg.stage_layers(len(model.model.layers))
-    stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features)
+    stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight)
+    if cfg.prior_weight:
+        stack.reset_residual()   # recency-anchored: starts as the recency ranking, learns a correction
     stack.to(device=data.device, dtype=torch.float32).train()
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
     M, T = data.shape
