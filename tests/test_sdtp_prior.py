@@ -79,3 +79,17 @@ def test_prior_weight_round_trips_and_ablates(tmp_path, model):
     assert make_config("seed", prior_weight=1.0).hash() != make_config("seed").hash()
     with pytest.raises(PrunelabError):
         make_config("seed", prior_weight=-1.0)
+
+
+def test_anchored_targets_prefer_recent_unless_salient():
+    from prunelab.methods.sdtp.train import anchored_targets
+
+    sal = torch.tensor([[0.9, 0.1, 0.2, 0.3, 0.0, 0.05]])
+    key = anchored_targets(sal, 1.0)
+    # token 0 (oldest, most salient) beats token 1 (older than 5, less salient)
+    assert key[0, 0] > key[0, 1]
+    assert torch.allclose(anchored_targets(torch.zeros(1, 4), 1.0), torch.tensor([[0.0, 0.5, 1.0, 1.5]]))
+    cfg = make_config("seed", target_prior=1.0)
+    assert cfg.hash() != make_config("seed").hash()
+    with pytest.raises(PrunelabError):
+        make_config("seed", target_prior=-0.5)
