@@ -93,3 +93,20 @@ def test_anchored_targets_prefer_recent_unless_salient():
     assert cfg.hash() != make_config("seed").hash()
     with pytest.raises(PrunelabError):
         make_config("seed", target_prior=-0.5)
+
+
+def test_residual_learns_planted_tokens_against_the_prior(model):
+    """The residual can override the recency prior: planted answer tokens at random
+    positions survive (the same planted-signal setting as test_sdtp_train)."""
+    from test_sdtp_train import _answers_kept, _planted
+
+    ids, sal, where = _planted(32, 0)
+    test_ids, _, test_where = _planted(8, 1)
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
+                    lm_weight=0.0, train_batch_size=4, prior_weight=1.0)
+    layers = c.stage_layers(6)
+    m6 = tiny_llama(6)
+    m6.requires_grad_(False)
+    stack, _ = train_pruners(m6, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
+    share, _ = _answers_kept(m6, c, stack, test_ids, test_where)
+    assert share >= 0.9
