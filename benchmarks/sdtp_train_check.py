@@ -10,6 +10,9 @@ cached on disk), eval-length sequences (1024 context + 64 continuation) from the
 pruned prefill of 1024 tokens then the next 64 tokens scored through the pruned caches
 (inference.continuation_logits), presets "paper" and "seed". Recency = keep the protected
 tokens plus the most recent ones (scores = position), the same counts as the learned pruner.
+--prior-weight (default 1): the learned pruner's keep logit is that weight x a recency prior
+plus the MLP, whose last layer starts at zero (so it starts as exactly the recency ranking);
+--prior-weight 0 is the ablation (the MLP alone, as before).
 """
 from __future__ import annotations
 
@@ -46,6 +49,10 @@ def main():
     ap.add_argument("--presets", default="paper,seed")
     ap.add_argument("--saliency", default="attn")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--prior-weight", type=float, default=1.0,
+                    help="recency-anchored residual scoring (SDTPConfig.prior_weight); 0 = the MLP alone")
+    ap.add_argument("--target-prior", type=float, default=0.0,
+                    help="recency-anchored labels (SDTPConfig.target_prior): rank(saliency) + this x position")
     ap.add_argument("--out", default=None)
     ap.add_argument("--cache-dir", default=None)
     a = ap.parse_args()
@@ -72,6 +79,7 @@ def main():
     for preset in a.presets.split(","):
         cfg = make_config(preset, train_seq_len=a.ctx + a.cont, train_cont_len=a.cont, train_mode="cached",
                           train_sequences=a.sequences, train_steps=a.steps, saliency=a.saliency, lr=a.lr,
+                          prior_weight=a.prior_weight, target_prior=a.target_prior,
                           eval_ctx_len=a.ctx, eval_cont_len=a.cont)
         t = time.perf_counter()
         stack, info = get_pruners(model, cfg, tok, a.data_dir, key_extra, 0, root)

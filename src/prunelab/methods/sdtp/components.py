@@ -212,6 +212,15 @@ COMPONENTS: dict[str, dict] = {
             "off": ["dropped tokens are zeroed but other tokens can still attend to them", "keep the full sequence length, do not shrink the attention mask"],
         },
     },
+    "recency_prior": {
+        "default": "off",
+        "options": {"off": {"prior_weight": 0.0}, "on": {"prior_weight": 1.0}},
+        "remove": "off",
+        "aliases": ["recency prior", "recency-anchored scoring", "recency-anchored residual scoring",
+                    "residual scoring"],
+        "option_aliases": {"on": ["recency-anchored", "residual on recency"], "off": ["mlp alone", "no recency prior"]},
+        "description": "on: keep logit = recency prior + a zero-initialised MLP residual (starts as recency); off: the MLP alone",
+    },
     "pipeline_pre_pruning": {
         "default": "on",
         "options": {"on": {"pipeline_prune_before_boundary": True}, "off": {"pipeline_prune_before_boundary": False}},

@@ -67,7 +67,7 @@ TRAINING_FIELDS = (
     "lm_weight", "mse_weight", "rank_weight", "ratio_weight", "distill_weight", "rank_pairs",
     "mask", "propagation", "gumbel_tau", "pruner_hidden_frac",
     "train_steps", "train_batch_size", "train_seq_len", "train_cont_len", "lr", "dtype",
-    "target", "saliency", "pos_features", "train_select", "train_mode", "train_data", "train_sequences",
+    "target", "saliency", "pos_features", "prior_weight", "target_prior", "train_select", "train_mode", "train_data", "train_sequences",
 )
 
 
@@ -136,6 +136,12 @@ class SDTPConfig:
     saliency: str = "attn"              # attn: attention x value-norm the continuation puts on each token;
                                         #   grad: gradient x input of the continuation loss (paper Eq. 3); grad_attn
     pos_features: bool = True           # pruners also read the token's distance from the prompt end
+    prior_weight: float = 0.0           # > 0: keep logit = prior_weight * recency prior (-log(1 + alive tokens
+                                        #   after the token)) + the MLP, whose last layer starts at zero, so an
+                                        #   untrained pruner ranks exactly like recency; 0: the MLP alone
+    target_prior: float = 0.0           # > 0: the target/rank losses use rank(saliency)/ctx + target_prior *
+                                        #   position/ctx instead of the saliency (recency-anchored labels: an old
+                                        #   token is a "keep" label only if its saliency rank beats its age)
     train_select: str = "topk"          # topk: training decisions = top-k at the inference counts of
                                         #   Gumbel-perturbed scores; gumbel: per-token Gumbel-softmax (paper).
                                         #   Both straight-through with soft cumulative masks.
@@ -219,6 +225,10 @@ class SDTPConfig:
         if not isinstance(self.pos_features, bool):
             raise PrunelabError(f"SDTP pos_features must be true/false, got {self.pos_features!r}")
         _positive_int("train_sequences", self.train_sequences, allow_zero=True)
+        for name in ("prior_weight", "target_prior"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise PrunelabError(f"SDTP {name} must be a number >= 0, got {v!r}")
 
     # -- derived ----------------------------------------------------------------------------
     def stage_layers(self, num_layers: int) -> list[int]:

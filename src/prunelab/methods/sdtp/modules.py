@@ -18,6 +18,15 @@ def position_features(alive: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.log1p(after) / 8, after / total], -1)
 
 
+def recency_prior(alive: torch.Tensor) -> torch.Tensor:
+    """(B, n) -log(1 + number of alive tokens after each token): strictly increasing with the
+    position among alive tokens, so top-k of it keeps exactly the most recent ones (the
+    ordering of the recency baseline; protected tokens are handled by the selection)."""
+    a = alive.float()
+    after = a.flip(-1).cumsum(-1).flip(-1) - a
+    return -torch.log1p(after)
+
+
 class TokenPruner(nn.Module):
     """Linear(d, d*frac) -> GELU -> Linear(., 2): per-token (keep, drop) logits (paper Eq. 1).
 
@@ -27,22 +36,37 @@ class TokenPruner(nn.Module):
     hidden states only (as inference.py does), the features are computed from the input
     width: survivors arrive in original order with any padding/fillers in front, so the
     tokens after position j are exactly n - 1 - j real survivors.
+
+    With ``prior_weight`` w > 0 the keep logit is w * recency_prior + the MLP's output
+    (recency-anchored residual scoring): the MLP is a learned correction of the recency
+    ordering, and with its last layer at zero (reset_residual, done by training) the
+    pruner ranks exactly like the recency baseline.
     """
 
-    def __init__(self, hidden_size: int, hidden_frac: float = 0.25, pos_features: bool = False):
+    def __init__(self, hidden_size: int, hidden_frac: float = 0.25, pos_features: bool = False,
+                 prior_weight: float = 0.0):
         super().__init__()
         inner = max(1, int(hidden_size * hidden_frac))
         self.pos_features = pos_features
+        self.prior_weight = float(prior_weight)
         self.fc1 = nn.Linear(hidden_size + (POS_FEATURES if pos_features else 0), inner)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(inner, 2)
 
+    def reset_residual(self) -> None:
+        """Zero the last layer: the learned part of the score starts at exactly 0."""
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
     def forward(self, h: torch.Tensor, alive: torch.Tensor | None = None) -> torch.Tensor:
-        if self.pos_features:
-            if alive is None:
-                alive = torch.ones(h.shape[:-1], dtype=torch.bool, device=h.device)
-            h = torch.cat([h, position_features(alive).to(h.dtype)], -1)
-        return self.fc2(self.act(self.fc1(h)))
+        if alive is None and (self.pos_features or self.prior_weight):
+            alive = torch.ones(h.shape[:-1], dtype=torch.bool, device=h.device)
+        x = torch.cat([h, position_features(alive).to(h.dtype)], -1) if self.pos_features else h
+        out = self.fc2(self.act(self.fc1(x)))
+        if self.prior_weight:
+            prior = self.prior_weight * recency_prior(alive).to(out.dtype)
+            out = torch.stack([out[..., 0] + prior, out[..., 1]], -1)
+        return out
 
 
 def keep_score(logits: torch.Tensor) -> torch.Tensor:
@@ -53,12 +77,18 @@ def keep_score(logits: torch.Tensor) -> torch.Tensor:
 class PrunerStack(nn.Module):
     """The pruners of all stages, keyed by the 0-indexed layer whose input they score."""
 
-    def __init__(self, hidden_size: int, stage_layers: list[int], hidden_frac: float = 0.25, pos_features: bool = False):
+    def __init__(self, hidden_size: int, stage_layers: list[int], hidden_frac: float = 0.25, pos_features: bool = False,
+                 prior_weight: float = 0.0):
         super().__init__()
         self.stage_layers = list(stage_layers)
         self.hidden_size, self.hidden_frac, self.pos_features = hidden_size, hidden_frac, pos_features
-        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features)
+        self.prior_weight = float(prior_weight)
+        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features, prior_weight)
                                       for l in self.stage_layers})
+
+    def reset_residual(self) -> None:
+        for p in self.pruners.values():
+            p.reset_residual()
 
     def __getitem__(self, layer: int) -> TokenPruner:
         return self.pruners[str(layer)]
@@ -73,7 +103,8 @@ class PrunerStack(nn.Module):
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, path, metadata={"stage_layers": ",".join(map(str, self.stage_layers)),
-                                         "pos_features": str(int(self.pos_features))})
+                                         "pos_features": str(int(self.pos_features)),
+                                         "prior_weight": repr(self.prior_weight)})
 
     @classmethod
     def load(cls, path: str, hidden_size: int, hidden_frac: float = 0.25) -> "PrunerStack":
@@ -83,6 +114,7 @@ class PrunerStack(nn.Module):
         with safe_open(path, "pt") as f:
             meta = f.metadata()
         layers = [int(x) for x in meta["stage_layers"].split(",")]
-        stack = cls(hidden_size, layers, hidden_frac, pos_features=meta.get("pos_features", "0") == "1")
+        stack = cls(hidden_size, layers, hidden_frac, pos_features=meta.get("pos_features", "0") == "1",
+                    prior_weight=float(meta.get("prior_weight", "0.0")))
         stack.load_state_dict(load_file(path))
         return stack

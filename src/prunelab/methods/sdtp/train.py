@@ -168,6 +168,16 @@ def cand_rank_loss(cfg: SDTPConfig, logits: torch.Tensor, sal: torch.Tensor, can
     return torch.stack(terms).mean() if terms else score.sum() * 0.0
 
 
+def anchored_targets(sal: torch.Tensor, target_prior: float) -> torch.Tensor:
+    """(..., ctx) rank(saliency)/ctx + target_prior * position/ctx (SDTPConfig.target_prior):
+    labels that prefer recent tokens unless an older token's saliency rank outweighs its age."""
+    n = sal.size(-1)
+    order = sal.argsort(dim=-1, stable=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=sal.device).expand_as(order))
+    pos = torch.arange(n, device=sal.device, dtype=torch.float32)
+    return rank.float() / n + target_prior * pos / n
+
+
 def _prob_cum(logits: torch.Tensor, prot: torch.Tensor, prev_hard: torch.Tensor | None) -> torch.Tensor:
     p = torch.where(prot, torch.ones_like(logits[..., 0]), torch.sigmoid(keep_score(logits).float()))
     return p if prev_hard is None else p * prev_hard
@@ -185,7 +195,9 @@ def train_pruners(model, cfg: SDTPConfig, data: torch.Tensor, targets: torch.Ten
     model.eval()
     model.requires_grad_(False)
     layers = cfg.stage_layers(len(model.model.layers))
-    stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features)
+    stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight)
+    if cfg.prior_weight:
+        stack.reset_residual()   # recency-anchored: starts as the recency ranking, learns a correction
     stack.to(device=data.device, dtype=torch.float32).train()
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
     M, T = data.shape
@@ -204,6 +216,8 @@ def train_pruners(model, cfg: SDTPConfig, data: torch.Tensor, targets: torch.Ten
     for step in range(cfg.train_steps):
         rows = [(step * cfg.train_batch_size + i) % M for i in range(cfg.train_batch_size)]
         ids, sal = data[rows], targets[rows].to(data.device).float()
+        if cfg.target_prior:
+            sal = anchored_targets(sal, cfg.target_prior)
         B = ids.size(0)
         rec: list[dict] = []
 

@@ -1,0 +1,112 @@
+"""Recency-anchored residual scoring (SDTPConfig.prior_weight) on a tiny LLaMA."""
+import dataclasses
+
+import pytest
+import torch
+
+from prunelab.errors import PrunelabError
+from prunelab.methods.sdtp import PrunerStack, make_config, prefill, train_pruners
+from prunelab.methods.sdtp._load import tiny_llama
+from prunelab.methods.sdtp.modules import keep_score, recency_prior
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_llama(8)
+    m.requires_grad_(False)
+    return m
+
+
+def _recency_kept(model, cfg, ids, layers):
+    n = ids.size(1)
+    rec = (torch.arange(n, dtype=torch.float32) / n)[None, None].expand(ids.size(0), len(layers), -1)
+    _, st = prefill(model, dataclasses.replace(cfg, pruner="saliency"), ids, saliency=rec)
+    return st.kept_index, [k.tolist() for k in st.kept_per_stage]
+
+
+@pytest.mark.parametrize("preset", ["paper", "seed"])
+def test_zero_residual_equals_recency_exactly(model, preset):
+    cfg = make_config(preset, "tiny", prior_weight=1.0)
+    layers = cfg.stage_layers(8)
+    stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight)
+    stack.reset_residual()
+    g = torch.Generator().manual_seed(0)
+    for n in (40, 64, 97):
+        ids = torch.randint(0, 1000, (1, n), generator=g)
+        _, st = prefill(model, cfg, ids, pruners=stack.eval())
+        rec_idx, rec_counts = _recency_kept(model, cfg, ids, layers)
+        assert [k.tolist() for k in st.kept_per_stage] == rec_counts
+        assert st.kept_index == rec_idx
+        assert len(st.kept_index[-1][0]) < n                  # it did prune
+
+
+def test_training_starts_from_recency_and_moves_the_residual(model):
+    """train_pruners zero-initialises the residual; one step of training changes it (the
+    prior itself has no parameters)."""
+    cfg = make_config("seed", "tiny", prior_weight=2.0, train_steps=1, lm_weight=0.0, protect_last=4)
+    layers = cfg.stage_layers(8)
+    ids = torch.randint(0, 1000, (4, 48), generator=torch.Generator().manual_seed(1))
+    sal = torch.rand(4, len(layers), 40, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    stack, _ = train_pruners(model, dataclasses.replace(cfg, lr=1e-12), ids, sal)
+    h = torch.randn(2, 40, model.config.hidden_size)
+    for l in layers:
+        s = keep_score(stack[l](h))
+        assert torch.allclose(s, 2.0 * recency_prior(torch.ones(2, 40, dtype=torch.bool)), atol=1e-6)
+    stack2, _ = train_pruners(model, dataclasses.replace(cfg, lr=1e-2), ids, sal)
+    assert any(float(stack2[l].fc2.weight.abs().sum()) > 0 for l in layers)
+
+
+def test_prior_ordering_matches_position_among_alive():
+    alive = torch.tensor([[True, False, True, True, False, True]])
+    p = recency_prior(alive)
+    idx = alive[0].nonzero().flatten()
+    assert torch.all(p[0, idx][1:] > p[0, idx][:-1])
+    assert float(p[0, 5]) == 0.0
+
+
+def test_prior_weight_round_trips_and_ablates(tmp_path, model):
+    layers = [2, 4]
+    stack = PrunerStack(model.config.hidden_size, layers, 0.25, True, prior_weight=1.5)
+    stack.save(str(tmp_path / "p.safetensors"))
+    back = PrunerStack.load(str(tmp_path / "p.safetensors"), model.config.hidden_size)
+    assert back.prior_weight == 1.5 and back[2].prior_weight == 1.5
+    h = torch.randn(1, 10, model.config.hidden_size)
+    assert torch.allclose(keep_score(back[2](h)), keep_score(stack[2](h)))
+    off = PrunerStack(model.config.hidden_size, layers, 0.25, True)
+    assert off.prior_weight == 0.0
+    assert make_config("seed").prior_weight == 0.0
+    assert make_config("seed", prior_weight=1.0).hash() != make_config("seed").hash()
+    with pytest.raises(PrunelabError):
+        make_config("seed", prior_weight=-1.0)
+
+
+def test_anchored_targets_prefer_recent_unless_salient():
+    from prunelab.methods.sdtp.train import anchored_targets
+
+    sal = torch.tensor([[0.9, 0.1, 0.2, 0.3, 0.0, 0.05]])
+    key = anchored_targets(sal, 1.0)
+    # token 0 (oldest, most salient) beats token 1 (older than 5, less salient)
+    assert key[0, 0] > key[0, 1]
+    assert torch.allclose(anchored_targets(torch.zeros(1, 4), 1.0), torch.tensor([[0.0, 0.5, 1.0, 1.5]]))
+    cfg = make_config("seed", target_prior=1.0)
+    assert cfg.hash() != make_config("seed").hash()
+    with pytest.raises(PrunelabError):
+        make_config("seed", target_prior=-0.5)
+
+
+def test_residual_learns_planted_tokens_against_the_prior(model):
+    """The residual can override the recency prior: planted answer tokens at random
+    positions survive (the same planted-signal setting as test_sdtp_train)."""
+    from test_sdtp_train import _answers_kept, _planted
+
+    ids, sal, where = _planted(32, 0)
+    test_ids, _, test_where = _planted(8, 1)
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
+                    lm_weight=0.0, train_batch_size=4, prior_weight=1.0)
+    layers = c.stage_layers(6)
+    m6 = tiny_llama(6)
+    m6.requires_grad_(False)
+    stack, _ = train_pruners(m6, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
+    share, _ = _answers_kept(m6, c, stack, test_ids, test_where)
+    assert share >= 0.9
