@@ -212,8 +212,9 @@ COMPONENTS: dict[str, dict] = {
     "layout": {
         "default": "free",
         "options": {"free": {"layout": "free"}, "uniform": {"layout": "uniform"}},
+        "remove": "uniform",          # without the layer-adaptive widths of the global ranking
         "aliases": ["layout", "pruning layout", "per-layer widths", "uniform layers", "layer-wise uniformity",
-                    "stock checkpoint", "equal widths per layer"],
+                    "stock checkpoint", "equal widths per layer", "layer-adaptive widths"],
         "option_aliases": {
             "uniform": ["uniform layout", "equal widths in every layer", "same number of heads per layer",
                         "stock layout", "vanilla config", "layer-uniform pruning"],

@@ -204,7 +204,7 @@ def build(loaded, config: MaskTuneConfig, ctx) -> MethodPlugin:
 
 
 LAYOUT_COMPONENT = Component(
-    "layout", default="free", options={"free": {"layout": "free"}, "uniform": {"layout": "uniform"}},
+    "layout", default="free", options={"free": {"layout": "free"}, "uniform": {"layout": "uniform"}}, remove="uniform",
     aliases=["layout", "pruning layout", "per-layer widths", "uniform layers", "stock checkpoint"],
     option_aliases={"uniform": ["uniform layout", "equal widths in every layer", "same number of heads per layer"],
                     "free": ["free layout", "per-layer widths"]},
