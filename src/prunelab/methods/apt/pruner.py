@@ -284,6 +284,24 @@ def _slices(dens: list, costs: list, aligned: bool):
 def select_uniform(structure: Structure, density: dict, target: float, enabled=("head", "neuron", "hidden"),
                    hidden_rule: str | None = None, aligned_heads: bool = False,
                    hidden_keep: torch.Tensor | None = None) -> Keep:
+    """The uniform selection (see _select_slices). With hidden_rule "heads_x_head_dim" a head
+    slice also takes head_dim hidden dims, so one slice is a large share of the budget (a
+    MiniLM head slice ~8%) and a greedy prefix can stop far below the target; there the number
+    of head slices is enumerated (each with the rest filled in density order) and the choice
+    that keeps the most salience within the budget wins."""
+    if hidden_rule != "heads_x_head_dim" or not structure.attn or "head" not in enabled or "hidden" not in enabled:
+        return _select_slices(structure, density, target, enabled, hidden_rule, aligned_heads, hidden_keep)[0]
+    best = None
+    for h in range(1, structure.attn[0].units + 1):
+        keep, sal, size = _select_slices(structure, density, target, enabled, hidden_rule, aligned_heads, None, h)
+        if size <= target and (best is None or sal > best[1]):
+            best = (keep, sal)
+    return best[0] if best is not None else _select_slices(structure, density, target, enabled, hidden_rule,
+                                                           aligned_heads, None, 1)[0]
+
+
+def _select_slices(structure: Structure, density: dict, target: float, enabled, hidden_rule, aligned_heads,
+                   hidden_keep=None, head_count: int | None = None):
     """select() with equal head / neuron counts in every layer (a stock-config layout).
 
     The units of the one density ranking are slices across layers instead of single heads /
@@ -294,7 +312,8 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
     the r-th head slice carries the r-th run of head_dim most salient hidden dims, so that
     hidden == heads x head_dim holds for every prefix. "multiple_of_heads" (LLaMA) rounds the
     kept hidden dims down to a multiple of the kept q heads and refills the freed budget.
-    The most salient head slice is always kept (a stock config needs >= 1 head).
+    The most salient head slice is always kept (a stock config needs >= 1 head). head_count:
+    keep exactly that many head slices. Returns (keep, kept salience, size).
     """
     from prunelab.errors import PrunelabError
 
@@ -311,7 +330,7 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
     hid_order = torch.argsort(hid_dens, descending=True, stable=True)
     hid_sal = hid_dens[hid_order] * float(costs["hidden"])
 
-    dens, cw, ce, dd, forced, kind = [], [], [], [], [], []
+    dens, cw, ce, dd, forced, kind, sal = [], [], [], [], [], [], []
     if attn:
         h_sal, h_per = _slices([density["head"][a.index] for a in attn], [costs["head"][a.index] for a in attn],
                                aligned_heads)
@@ -323,13 +342,17 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
             if chunk is None or n * attn[0].head_dim != D:
                 raise PrunelabError(f"layout=uniform: hidden ({D}) != heads x head_dim ({n} x {attn[0].head_dim})")
             dens.append((h_sal + chunk) / (cost + attn[0].head_dim * costs["hidden"]))
+            sal.append(h_sal + chunk)
         else:
             dens.append(h_sal / max(1.0, cost))
+            sal.append(h_sal)
         cw.append(torch.full((n,), w, dtype=torch.float64))
         ce.append(torch.full((n,), e, dtype=torch.float64))
         dd.append(torch.full((n,), float(attn[0].head_dim if coupled else 0), dtype=torch.float64))
         f = torch.full((n,), "head" not in enabled or (coupled and ("hidden" not in enabled or hidden_keep is not None)))
         f[0] = True
+        if head_count is not None:
+            f[:head_count] = True
         forced.append(f)
         kind.append(torch.zeros(n, dtype=torch.long))
     if ffn:
@@ -337,6 +360,7 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
         n = n_sal.numel()
         cost = sum(costs["neuron"][b.index] for b in ffn)
         dens.append(n_sal / max(1.0, cost))
+        sal.append(n_sal)
         cw.append(torch.full((n,), float(sum(b.c for b in ffn)), dtype=torch.float64))
         ce.append(torch.full((n,), float(sum(b.e for b in ffn)), dtype=torch.float64))
         dd.append(torch.zeros(n, dtype=torch.float64))
@@ -344,6 +368,7 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
         kind.append(torch.ones(n, dtype=torch.long))
     if not coupled:
         dens.append(hid_dens[hid_order] if hidden_keep is None else hid_dens[hid_order].clamp(max=0))
+        sal.append(torch.nan_to_num(hid_sal, posinf=0.0))
         cw.append(torch.zeros(D, dtype=torch.float64))
         ce.append(torch.zeros(D, dtype=torch.float64))
         dd.append(torch.ones(D, dtype=torch.float64))
@@ -358,6 +383,8 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
     excluded = torch.zeros_like(fixed)
     if hidden_keep is not None and not coupled:
         excluded = (kind_all == 2) & ~fixed
+    if head_count is not None:
+        excluded = excluded | ((kind_all == 0) & ~fixed)
     w0, e0, d0 = float(cw[fixed].sum()), float(ce[fixed].sum()), float(dd[fixed].sum())
     free = torch.nonzero(~fixed & ~excluded).flatten()
     order = free[torch.argsort(dens_all[free], descending=True, stable=True)]
@@ -366,7 +393,18 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
     sizes = torch.cat([base, d * w + e + structure.f * d])
     n_keep = int(torch.searchsorted(sizes, torch.tensor([float(target)], dtype=torch.float64), right=True)) - 1
     keep_flat = fixed.clone()
-    keep_flat[order[:max(0, n_keep)]] = True
+    n_keep = max(0, n_keep)
+    keep_flat[order[:n_keep]] = True
+    # Slices are coarse (a head slice of BERT-base is ~8% of the budget): after the prefix, add
+    # the later units that still fit, in density order. Every slice of a type has the same
+    # cost, so only the counts matter and skipping one slice for a later one is harmless.
+    cur = (float(w[n_keep - 1]), float(e[n_keep - 1]), float(d[n_keep - 1])) if n_keep else (w0, e0, d0)
+    cwl, cel, ddl = cw.tolist(), ce.tolist(), dd.tolist()
+    for j in order[n_keep:].tolist():
+        nw, ne, nd = cur[0] + cwl[j], cur[1] + cel[j], cur[2] + ddl[j]
+        if nd * nw + ne + structure.f * nd <= float(target):
+            keep_flat[j] = True
+            cur = (nw, ne, nd)
 
     keep = Keep({}, {}, torch.zeros(D, dtype=torch.bool))
     n_heads = int(keep_flat[kind_all == 0].sum()) if attn else 0
@@ -389,8 +427,8 @@ def select_uniform(structure: Structure, density: dict, target: float, enabled=(
             if hidden_keep is None:       # round down, then refill the freed budget once
                 hk = torch.zeros(D, dtype=torch.bool)
                 hk[hid_order[:kept - kept % q_heads]] = True
-                return select_uniform(structure, density, target, enabled, hidden_rule, aligned_heads, hk)
+                return _select_slices(structure, density, target, enabled, hidden_rule, aligned_heads, hk)
             # the refill changed the head count: drop hidden dims down to a multiple
             keep.hidden[:] = False
             keep.hidden[hid_order[:kept - kept % q_heads]] = True
-    return keep
+    return keep, float(torch.cat(sal)[keep_flat].sum()), keep_size(structure, keep)
