@@ -75,7 +75,7 @@ def test_apt_uniform_exports_stock_checkpoints_for_every_family(tmp_path):
         final = plugin.finalize(model)
         widths = uniform_widths(plugin.family.widths())
         assert widths["heads"][0] < (16 if overrides else 4) or widths["ffn"][0] < (512 if overrides else 128)
-        tol = 0.02 if overrides else 0.06      # a tiny model's slices are a few % of its size each
+        tol = 0.02 if overrides else 0.035     # tiny-t5: one hidden dim of d_model 32 is 3% of the size
         assert abs(sparsity - 0.6) <= tol, (name, sparsity, widths)
         items.append(export_item(name, final, plugin.loaded.tokenizer, tmp_path))
     load_in_clean_python(items, tmp_path)
