@@ -9,6 +9,7 @@ class BertAdapter(FamilyAdapter):
     name = "bert"
     layout = hf_bert
     default_lora = ("q", "v", "up")
+    stock_hidden_rule = "heads_x_head_dim"
 
     def stock_overrides(self, widths):
         heads, ffn = uniform(widths["heads"]), uniform(widths["ffn"])

@@ -349,6 +349,15 @@ class FamilyAdapter:
         }
 
     # ---- export ----------------------------------------------------------------------------
+    # What a stock config needs besides equal per-layer widths (read by layout=uniform pruning):
+    # "heads_x_head_dim": hidden == heads x head_dim (BERT derives head_dim from them);
+    # "multiple_of_heads": hidden % heads == 0 (LlamaConfig validates it even with head_dim set);
+    # None: hidden is free.
+    stock_hidden_rule: str | None = None
+    # True: every layer must keep the same head indices, not only the same count (T5's
+    # stacks share one relative-position bias table whose columns are the kept heads).
+    stock_aligned_heads: bool = False
+
     def stock_overrides(self, widths: dict) -> tuple[dict | None, str]:
         """Config fields that make a stock HF config describe this model, or (None, why not)."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ class LlamaAdapter(FamilyAdapter):
     name = "llama"
     layout = hf_llama
     default_lora = ("q", "v")  # APT tunes q and v only on LLaMA
+    stock_hidden_rule = "multiple_of_heads"
 
     def _after_neurons(self, f, size):
         hf_llama.set_ffn(f.module, size)

@@ -15,6 +15,7 @@ class T5Adapter(FamilyAdapter):
     name = "t5"
     layout = hf_t5
     default_lora = ("q", "v", "up")  # APT: q, v of every attention and wi / wi_0
+    stock_aligned_heads = True
 
     def prune_heads(self, block_index, keep):
         self._no_masks()

@@ -209,4 +209,24 @@ COMPONENTS: dict[str, dict] = {
             "0.0": ["nothing removed, zero sparsity"],
         },
     },
+    "layout": {
+        "default": "free",
+        "options": {"free": {"layout": "free"}, "uniform": {"layout": "uniform"}},
+        "remove": "uniform",          # without the layer-adaptive widths of the global ranking
+        "aliases": ["layout", "pruning layout", "per-layer widths", "uniform layers", "layer-wise uniformity",
+                    "stock checkpoint", "equal widths per layer", "layer-adaptive widths"],
+        "option_aliases": {
+            "uniform": ["uniform layout", "equal widths in every layer", "same number of heads per layer",
+                        "stock layout", "vanilla config", "layer-uniform pruning"],
+            "free": ["free layout", "per-layer widths", "non-uniform layers", "layer-wise free pruning"],
+        },
+        "description": ("whether pruning may leave different widths (heads, FFN neurons) in different layers, or must keep the same "
+                       "widths in every layer so the pruned model is a stock transformers checkpoint"),
+        "option_descriptions": {
+            "free": ["each layer keeps its own number of heads and neurons, chosen by the global salience ranking"],
+            "uniform": ["every layer keeps the same number of heads and FFN neurons (the k-th most salient unit of every layer "
+                        "is pruned or kept together), so the export loads with plain from_pretrained, no remote code",
+                        "equal widths in all layers, a vanilla checkpoint"],
+        },
+    },
 }

@@ -40,6 +40,7 @@ SCHEDULES = ("early", "gradual", "last_quarter", "init")
 MASKS = ("adaptive", "fixed")
 PRUNING = ("adaptive", "off")
 TARGETS = ("q", "k", "v", "o", "up", "down")
+LAYOUTS = ("free", "uniform")
 
 
 def _num(name, value, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
@@ -69,6 +70,8 @@ class APTConfig:
     prune_heads: bool = True
     prune_neurons: bool = True
     prune_hidden: bool = True
+    layout: str = "free"            # free: per-layer widths; uniform: equal heads / neurons in every layer
+                                    # (rank slices across layers, pruner.select_uniform) -> stock export
     salience: str = "outlier_aware"
     ema: float = 0.85               # S <- 0.85 S + 0.15 S_new (seed 003)
     masks: str = "adaptive"         # adaptive: re-rank every window step; fixed: rank frozen at first use
@@ -118,6 +121,7 @@ class APTConfig:
         _choice("pruning", self.pruning, PRUNING)
         _num("sparsity", self.sparsity, lo=0, hi=1, hi_open=True)
         _choice("salience", self.salience, SALIENCE)
+        _choice("layout", self.layout, LAYOUTS)
         _num("ema", self.ema, lo=0, hi=1, hi_open=True)
         _choice("masks", self.masks, MASKS)
         _num("mask_lr", self.mask_lr, lo=0, lo_open=True, hi=1)

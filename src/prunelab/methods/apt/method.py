@@ -33,7 +33,7 @@ from torch import nn
 from prunelab.methods.apt import distill as D
 from prunelab.methods.apt.adapter import AdapterSet, head_rows
 from prunelab.methods.apt.config import APTConfig
-from prunelab.methods.apt.pruner import MaskState, Structure, densities, keep_size, measured_size, select, unit_heads
+from prunelab.methods.apt.pruner import MaskState, Structure, densities, keep_size, measured_size, select, select_uniform, unit_heads
 from prunelab.methods.apt.salience import (DENSITY_LEVEL, HOOKED, SalienceCollector, SalienceEMA,
                                            magnitude_scores, random_density, uniform_density)
 from prunelab.methods.apt.schedule import Plan, build_plan
@@ -129,6 +129,7 @@ class APTPlugin(MethodPlugin):
             self.collector.install()
         self.ema = SalienceEMA(cfg.ema)
         self.frozen_density = None
+        self.last_keep = None
         self.rng = torch.Generator().manual_seed(1_000_003 + self.seed)
         self.ranks = RankController(self.adapters, cfg.tuning, cfg.max_rank, cfg.grow_fraction, cfg.ema, self.seed)
         self.distiller = Distiller(self, self.external_teacher)
@@ -278,6 +279,7 @@ class APTPlugin(MethodPlugin):
         w = self.plan.window_index(s) if self.pruning else None
         if w is not None:
             keep = self._select(self.plan.retained[w])
+            self.last_keep = keep
             self.masks.move(keep, self.plan.mask_rates[w])
             self.family.set_masks(**self.masks.family_masks())
 
@@ -304,6 +306,10 @@ class APTPlugin(MethodPlugin):
             dens = self._density()
         enabled = tuple(k for k, on in (("head", self.cfg.prune_heads), ("neuron", self.cfg.prune_neurons),
                                         ("hidden", self.cfg.prune_hidden)) if on)
+        if self.cfg.layout == "uniform":
+            fam = self.family
+            return select_uniform(self.structure, dens, retained * self.dense_size, enabled,
+                                  fam.stock_hidden_rule, fam.stock_aligned_heads)
         return select(self.structure, dens, retained * self.dense_size, enabled)
 
     def _pruning_step(self, state, k: int):
@@ -362,6 +368,7 @@ class APTPlugin(MethodPlugin):
                                    "hidden": fd["hidden"][keep.hidden]}
         self.structure = Structure.from_family(fam, self.groups)
         self.masks.reset(self.structure)
+        self.last_keep = None
         return changed
 
     # ------------------------------------------------------------------------------ the end
@@ -377,6 +384,8 @@ class APTPlugin(MethodPlugin):
             keep.head = {b: m >= 0.5 for b, m in self.masks.head.items()}
             keep.neuron = {b: m >= 0.5 for b, m in self.masks.neuron.items()}
             keep.hidden = self.masks.hidden >= 0.5
+            if self.cfg.layout == "uniform" and getattr(self, "last_keep", None) is not None:
+                keep = self.last_keep     # thresholded soft masks need not be uniform; the selection is
             fam.clear_masks()
             self._remove(keep)
             snapped = True

@@ -262,3 +262,173 @@ def unit_heads(unit_keep: torch.Tensor, group: int) -> list[int]:
     """Kept units (heads or kv groups) -> kept q-head indices."""
     units = torch.nonzero(unit_keep).flatten().tolist()
     return [u * group + j for u in units for j in range(group)]
+
+
+# -- layout=uniform: rank slices across layers ------------------------------------------------
+def _slices(dens: list, costs: list, aligned: bool):
+    """Blocks of equal unit count -> per-slice salience and per-block unit order.
+
+    Slice k holds the k-th most salient unit of every block (aligned: unit k of every block,
+    ranked by the slice's total salience); its salience is the sum over blocks."""
+    sal = torch.stack([d.double().cpu() * float(c) for d, c in zip(dens, costs)])   # [blocks, units]
+    sal = torch.nan_to_num(sal, nan=0.0)
+    if aligned:
+        total = sal.sum(0)
+        order = torch.argsort(total, descending=True, stable=True)
+        per_block = order.unsqueeze(0).expand_as(sal)
+        return total[order], per_block
+    per_block = torch.argsort(sal, dim=1, descending=True, stable=True)
+    return torch.gather(sal, 1, per_block).sum(0), per_block
+
+
+def select_uniform(structure: Structure, density: dict, target: float, enabled=("head", "neuron", "hidden"),
+                   hidden_rule: str | None = None, aligned_heads: bool = False,
+                   hidden_keep: torch.Tensor | None = None) -> Keep:
+    """The uniform selection (see _select_slices). With hidden_rule "heads_x_head_dim" a head
+    slice also takes head_dim hidden dims, so one slice is a large share of the budget (a
+    MiniLM head slice ~8%) and a greedy prefix can stop far below the target; there the number
+    of head slices is enumerated (each with the rest filled in density order) and the choice
+    that keeps the most salience within the budget wins."""
+    if hidden_rule != "heads_x_head_dim" or not structure.attn or "head" not in enabled or "hidden" not in enabled:
+        return _select_slices(structure, density, target, enabled, hidden_rule, aligned_heads, hidden_keep)[0]
+    best = None
+    for h in range(1, structure.attn[0].units + 1):
+        keep, sal, size = _select_slices(structure, density, target, enabled, hidden_rule, aligned_heads, None, h)
+        if size <= target and (best is None or sal > best[1]):
+            best = (keep, sal)
+    return best[0] if best is not None else _select_slices(structure, density, target, enabled, hidden_rule,
+                                                           aligned_heads, None, 1)[0]
+
+
+def _select_slices(structure: Structure, density: dict, target: float, enabled, hidden_rule, aligned_heads,
+                   hidden_keep=None, head_count: int | None = None):
+    """select() with equal head / neuron counts in every layer (a stock-config layout).
+
+    The units of the one density ranking are slices across layers instead of single heads /
+    neurons: slice k of a type is the k-th most salient unit of every block of that type
+    (cost: the sum of those units' costs; salience: the sum of theirs), so the same sort and
+    binary search over prefix sizes apply and every prefix keeps equal counts per layer.
+    Hidden dims stay single units, except with hidden_rule "heads_x_head_dim" (BERT), where
+    the r-th head slice carries the r-th run of head_dim most salient hidden dims, so that
+    hidden == heads x head_dim holds for every prefix. "multiple_of_heads" (LLaMA) rounds the
+    kept hidden dims down to a multiple of the kept q heads and refills the freed budget.
+    The most salient head slice is always kept (a stock config needs >= 1 head). head_count:
+    keep exactly that many head slices. Returns (keep, kept salience, size).
+    """
+    from prunelab.errors import PrunelabError
+
+    attn, ffn, D = structure.attn, structure.ffn, structure.hidden
+    for name, blocks in (("attention", attn), ("FFN", ffn)):
+        if len({b.units for b in blocks}) > 1:
+            raise PrunelabError(f"layout=uniform needs equal {name} widths in every layer, got "
+                                f"{[b.units for b in blocks]}")
+    costs = structure.unit_costs()
+    coupled = hidden_rule == "heads_x_head_dim" and bool(attn)
+    hid_dens = torch.nan_to_num(density["hidden"].double().cpu(), nan=0.0)
+    if hidden_keep is not None:           # hidden decided by the caller: fixed, not searched
+        hid_dens = torch.where(hidden_keep.cpu(), torch.full_like(hid_dens, float("inf")), hid_dens)
+    hid_order = torch.argsort(hid_dens, descending=True, stable=True)
+    hid_sal = hid_dens[hid_order] * float(costs["hidden"])
+
+    dens, cw, ce, dd, forced, kind, sal = [], [], [], [], [], [], []
+    if attn:
+        h_sal, h_per = _slices([density["head"][a.index] for a in attn], [costs["head"][a.index] for a in attn],
+                               aligned_heads)
+        n = h_sal.numel()
+        w, e = float(sum(a.c for a in attn)), float(sum(a.e for a in attn))
+        cost = sum(costs["head"][a.index] for a in attn)
+        if coupled:
+            chunk = hid_sal[:n * attn[0].head_dim].view(n, -1).sum(1) if n * attn[0].head_dim <= D else None
+            if chunk is None or n * attn[0].head_dim != D:
+                raise PrunelabError(f"layout=uniform: hidden ({D}) != heads x head_dim ({n} x {attn[0].head_dim})")
+            dens.append((h_sal + chunk) / (cost + attn[0].head_dim * costs["hidden"]))
+            sal.append(h_sal + chunk)
+        else:
+            dens.append(h_sal / max(1.0, cost))
+            sal.append(h_sal)
+        cw.append(torch.full((n,), w, dtype=torch.float64))
+        ce.append(torch.full((n,), e, dtype=torch.float64))
+        dd.append(torch.full((n,), float(attn[0].head_dim if coupled else 0), dtype=torch.float64))
+        f = torch.full((n,), "head" not in enabled or (coupled and ("hidden" not in enabled or hidden_keep is not None)))
+        f[0] = True
+        if head_count is not None:
+            f[:head_count] = True
+        forced.append(f)
+        kind.append(torch.zeros(n, dtype=torch.long))
+    if ffn:
+        n_sal, n_per = _slices([density["neuron"][b.index] for b in ffn], [costs["neuron"][b.index] for b in ffn], False)
+        n = n_sal.numel()
+        cost = sum(costs["neuron"][b.index] for b in ffn)
+        dens.append(n_sal / max(1.0, cost))
+        sal.append(n_sal)
+        cw.append(torch.full((n,), float(sum(b.c for b in ffn)), dtype=torch.float64))
+        ce.append(torch.full((n,), float(sum(b.e for b in ffn)), dtype=torch.float64))
+        dd.append(torch.zeros(n, dtype=torch.float64))
+        forced.append(torch.full((n,), "neuron" not in enabled))
+        kind.append(torch.ones(n, dtype=torch.long))
+    if not coupled:
+        dens.append(hid_dens[hid_order] if hidden_keep is None else hid_dens[hid_order].clamp(max=0))
+        sal.append(torch.nan_to_num(hid_sal, posinf=0.0))
+        cw.append(torch.zeros(D, dtype=torch.float64))
+        ce.append(torch.zeros(D, dtype=torch.float64))
+        dd.append(torch.ones(D, dtype=torch.float64))
+        fh = torch.full((D,), "hidden" not in enabled)
+        if hidden_keep is not None:       # kept dims forced in, the others left out of the search
+            fh = hidden_keep.cpu()[hid_order].clone()
+        forced.append(fh)
+        kind.append(torch.full((D,), 2, dtype=torch.long))
+
+    dens_all, kind_all = torch.cat(dens), torch.cat(kind)
+    cw, ce, dd, fixed = torch.cat(cw), torch.cat(ce), torch.cat(dd), torch.cat(forced)
+    excluded = torch.zeros_like(fixed)
+    if hidden_keep is not None and not coupled:
+        excluded = (kind_all == 2) & ~fixed
+    if head_count is not None:
+        excluded = excluded | ((kind_all == 0) & ~fixed)
+    w0, e0, d0 = float(cw[fixed].sum()), float(ce[fixed].sum()), float(dd[fixed].sum())
+    free = torch.nonzero(~fixed & ~excluded).flatten()
+    order = free[torch.argsort(dens_all[free], descending=True, stable=True)]
+    w, e, d = w0 + cw[order].cumsum(0), e0 + ce[order].cumsum(0), d0 + dd[order].cumsum(0)
+    base = torch.tensor([d0 * w0 + e0 + structure.f * d0], dtype=torch.float64)
+    sizes = torch.cat([base, d * w + e + structure.f * d])
+    n_keep = int(torch.searchsorted(sizes, torch.tensor([float(target)], dtype=torch.float64), right=True)) - 1
+    keep_flat = fixed.clone()
+    n_keep = max(0, n_keep)
+    keep_flat[order[:n_keep]] = True
+    # Slices are coarse (a head slice of BERT-base is ~8% of the budget): after the prefix, add
+    # the later units that still fit, in density order. Every slice of a type has the same
+    # cost, so only the counts matter and skipping one slice for a later one is harmless.
+    cur = (float(w[n_keep - 1]), float(e[n_keep - 1]), float(d[n_keep - 1])) if n_keep else (w0, e0, d0)
+    cwl, cel, ddl = cw.tolist(), ce.tolist(), dd.tolist()
+    for j in order[n_keep:].tolist():
+        nw, ne, nd = cur[0] + cwl[j], cur[1] + cel[j], cur[2] + ddl[j]
+        if nd * nw + ne + structure.f * nd <= float(target):
+            keep_flat[j] = True
+            cur = (nw, ne, nd)
+
+    keep = Keep({}, {}, torch.zeros(D, dtype=torch.bool))
+    n_heads = int(keep_flat[kind_all == 0].sum()) if attn else 0
+    for i, a in enumerate(attn):
+        k = torch.zeros(a.units, dtype=torch.bool)
+        k[h_per[i, :n_heads]] = True
+        keep.head[a.index] = k
+    for i, b in enumerate(ffn):
+        k = torch.zeros(b.units, dtype=torch.bool)
+        k[n_per[i, :int(keep_flat[kind_all == 1].sum())]] = True
+        keep.neuron[b.index] = k
+    if coupled:
+        keep.hidden[hid_order[:n_heads * attn[0].head_dim]] = True
+    else:
+        keep.hidden[hid_order[keep_flat[kind_all == 2]]] = True
+    if hidden_rule == "multiple_of_heads" and attn:
+        q_heads = n_heads * attn[0].group
+        kept = int(keep.hidden.sum())
+        if q_heads and kept % q_heads:
+            if hidden_keep is None:       # round down, then refill the freed budget once
+                hk = torch.zeros(D, dtype=torch.bool)
+                hk[hid_order[:kept - kept % q_heads]] = True
+                return _select_slices(structure, density, target, enabled, hidden_rule, aligned_heads, hk)
+            # the refill changed the head count: drop hidden dims down to a multiple
+            keep.hidden[:] = False
+            keep.hidden[hid_order[:kept - kept % q_heads]] = True
+    return keep, float(torch.cat(sal)[keep_flat].sum()), keep_size(structure, keep)

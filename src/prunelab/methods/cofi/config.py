@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from prunelab.errors import PrunelabError, unknown
 from prunelab.methods.cofi.l0 import GRANULARITIES
 
+LAYOUTS = ("free", "uniform")
+
 TUNINGS = ("full", "lora")
 MASK_RULES = ("cofi", "expected")
 
@@ -56,6 +58,7 @@ class CoFiConfig:
     magical_number: float = 0.8
     reg_lr: float = 0.01                   # L0 log-alpha lr; the Lagrangian uses -reg_lr
     start_sparsity: float = 0.0
+    layout: str = "free"                   # "uniform": equal heads / neurons in every layer (stock export)
     mask_rule: str = "cofi"                # deterministic masks: "cofi" (original) or "expected" (see l0.py)
     # schedule, as fractions of the run's steps
     pre_finetune_frac: float = 1 / 40      # CoFi: 1 pre-pruning epoch of 40
@@ -82,6 +85,8 @@ class CoFiConfig:
     def __post_init__(self):
         if self.tuning not in TUNINGS:
             raise unknown("cofi tuning", self.tuning, TUNINGS)
+        if self.layout not in LAYOUTS:
+            raise unknown("cofi layout", self.layout, LAYOUTS)
         if self.mask_rule not in MASK_RULES:
             raise unknown("cofi mask_rule", self.mask_rule, MASK_RULES)
         if not 0.0 < self.sparsity < 1.0:

@@ -28,6 +28,7 @@ from prunelab.methods.cofi import distill as D
 from prunelab.methods.cofi.config import CoFiConfig, LoRACoFiConfig
 from prunelab.methods.cofi.l0 import L0Masks
 from prunelab.methods.cofi.lagrangian import Lagrangian, target_sparsity
+from prunelab.methods.masktune.method import LAYOUT_COMPONENT
 from prunelab.methods.registry import Component, Method, register_method
 from prunelab.train.callbacks import MethodPlugin
 from prunelab.train.loop import eval_steps, lr_factor
@@ -86,6 +87,89 @@ def fold_and_prune(family, z: dict, also=()) -> dict:
             "attn_layers_removed": sum(1 for k in keep_heads if not k),
             "ffn_layers_removed": sum(1 for k in keep_neurons if not k),
             "hidden_kept": hidden_kept}
+
+
+@torch.no_grad()
+def uniform_masks(z: dict, l0, family) -> dict:
+    """layout=uniform: the same number of heads and of neurons in every layer.
+
+    Each layer keeps its top-k units by log alpha (the order CoFi's deterministic masks zero
+    them in), with k = the mean kept count per layer of the free masks (at least 1); a unit
+    kept only now gets its soft value sigmoid(log alpha / beta * 0.8), a layer whose layer
+    mask was zero gets its layer value back. Then k shrinks (neurons first) until the size is
+    within the free masks' size (the budget). Hidden dims follow the family's stock rule
+    (BERT: hidden == heads x head_dim; LLaMA: hidden % q heads == 0), top by log alpha."""
+    from prunelab.errors import PrunelabError
+
+    t, mag = l0.temperature, l0.magical_number
+    soft = lambda p: torch.sigmoid(p / t * mag)  # noqa: E731
+    attn, ffn = family.attention_blocks(), family.ffn_blocks()
+    nz = lambda v, i: (v[i] != 0).float() if v is not None else 1.0  # noqa: E731
+
+    def kept(units, layer, n):
+        if units is None:
+            return [n[i] for i in range(len(n))]
+        return [int(((units[i] != 0).float() * nz(layer, i)).sum()) for i in range(len(units))]
+
+    def top(logas, layer_logas, count, n):
+        if logas is None:
+            return None, None
+        if count < n[0] and len(set(n)) > 1:
+            raise PrunelabError(f"layout=uniform needs equal widths per layer, got {n}")
+        units = []
+        for p in logas:
+            v = torch.zeros_like(p)
+            idx = torch.topk(p, k=count).indices
+            v[idx] = soft(p[idx])
+            units.append(v)
+        layer = None if layer_logas is None else soft(layer_logas)
+        return units, layer
+
+    n_h, n_n = [b.num_units for b in attn], [f.size for f in ffn]
+    h_counts, n_counts = kept(z.get("head"), z.get("mha"), n_h), kept(z.get("int"), z.get("ffn"), n_n)
+    k_h = max(1, int(round(sum(h_counts) / max(1, len(h_counts)))))
+    k_n = max(1, int(round(sum(n_counts) / max(1, len(n_counts)))))
+    rule, hd, g = family.stock_hidden_rule, attn[0].head_dim, attn[0].group_size
+    if rule == "heads_x_head_dim" and l0.hidden is None:
+        k_h = n_h[0]                       # hidden is not pruned: BERT must keep every head
+    if l0.head is None:
+        k_h = n_h[0]
+    if l0.int is None:
+        k_n = n_n[0]
+    budget = 1.0 - l0.sparsity_of(z)       # kept fraction of the free masks
+
+    def build(k_h, k_n):
+        out = dict(z)
+        out["head"], out["mha"] = top(l0.head, l0.mha, k_h, n_h) if l0.head is not None else (z.get("head"), None)
+        out["int"], out["ffn"] = top(l0.int, l0.ffn, k_n, n_n) if l0.int is not None else (z.get("int"), None)
+        if l0.head is not None and l0.mha is not None and out["head"] is None:
+            out["mha"] = soft(l0.mha)
+        if l0.hidden is not None:
+            d = len(l0.hidden)
+            if rule == "heads_x_head_dim":
+                d = min(d, k_h * hd)
+            elif rule == "multiple_of_heads":
+                d = int((z["hidden"] != 0).sum()) if z.get("hidden") is not None else d
+                d -= d % (k_h * g)
+            else:
+                d = int((z["hidden"] != 0).sum()) if z.get("hidden") is not None else d
+            h = torch.zeros_like(l0.hidden)
+            h[torch.topk(l0.hidden, k=d).indices] = 1.0
+            out["hidden"] = h
+        return out
+
+    out = build(k_h, k_n)
+    while 1.0 - l0.sparsity_of(out) > budget + 1e-9 and (k_n > 1 or k_h > 1):
+        if k_n > 1 and (rule != "heads_x_head_dim" or l0.hidden is None or k_n * 1.0 / n_n[0] > k_h * 1.0 / n_h[0]):
+            k_n -= 1
+        elif k_h > 1 and not (rule == "heads_x_head_dim" and l0.hidden is None) and l0.head is not None:
+            k_h -= 1
+        elif k_n > 1:
+            k_n -= 1
+        else:
+            break
+        out = build(k_h, k_n)
+    return out
 
 
 class CoFiPlugin(MethodPlugin):
@@ -249,6 +333,8 @@ class CoFiPlugin(MethodPlugin):
         c = self.config
         z = self.l0.deterministic(c.mask_rule)
         expected = float(self.l0.expected_sparsity().detach())
+        if c.layout == "uniform":
+            z = uniform_masks(z, self.l0, self.family)
         achieved = self.l0.sparsity_of(z)
         self._apply(None)
         for h in self._handles:
@@ -315,6 +401,7 @@ def _components() -> dict:
                                     aliases=["fine-tuning after pruning", "final fine-tuning"]),
         "sparsity": Component("sparsity", default="default", options={"default": {}}, numeric="sparsity",
                               numeric_range=(0.01, 0.99), aliases=["sparsity", "target sparsity"]),
+        "layout": LAYOUT_COMPONENT,
     }
 
 

@@ -23,10 +23,14 @@ CONSTRAINTS = ("mac", "params")
 ON_BAD_SOLUTION = ("stop", "skip")
 
 
+LAYOUTS = ("free", "uniform")
+
+
 @dataclass
 class MaskTuneConfig:
     base: str = "ft"                 # how the model is tuned before pruning: full FT or LoRA
     sparsity: float = 0.6            # fraction of MACs / params of heads+neurons removed
+    layout: str = "free"             # "uniform": the same head / neuron count in every layer (stock export)
     constraint: str = "mac"          # "mac" (Kwon, and APT's LoRA+Prune) or "params"
     num_samples: int = 2048          # training samples for Fisher, rearrangement and rescaling
     sample_batch_size: int = 32      # Kwon: 32 (12 for SQuAD)
@@ -50,6 +54,8 @@ class MaskTuneConfig:
     retune_lr: float | None = None   # peak lr of the re-tuning phase (fresh linear decay); None = train.lr
 
     def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise unknown("masktune layout", self.layout, LAYOUTS)
         if self.base not in BASES:
             raise unknown("masktune base", self.base, BASES)
         if self.constraint not in CONSTRAINTS:

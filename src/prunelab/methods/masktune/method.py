@@ -22,7 +22,7 @@ from prunelab.methods.masktune import fisher as F
 from prunelab.methods.masktune.config import LoRAPruneConfig, MaskTuneConfig
 from prunelab.methods.masktune.rearrange import rearrange_masks
 from prunelab.methods.masktune.rescale import rescale_masks
-from prunelab.methods.masktune.search import search, total_cost, unit_costs
+from prunelab.methods.masktune.search import search, search_uniform, total_cost, unit_costs
 from prunelab.methods.registry import Component, Method, register_method
 from prunelab.train.callbacks import MethodPlugin
 
@@ -64,9 +64,15 @@ def prune_model(model, family, task, tokenizer, features, config: MaskTuneConfig
 
     keep = 1.0 - config.sparsity
     hc, nc = unit_costs(family, config.constraint, seq_len)
-    head_m, neuron_m = search(head_fisher, neuron_fisher, hc, nc, keep)
+    if config.layout == "uniform":   # equal counts per layer; rearrangement keeps each layer's count
+        find = lambda *a: search_uniform(*a, aligned=family.stock_aligned_heads,  # noqa: E731
+                                         keep_heads=family.stock_hidden_rule == "heads_x_head_dim")
+    else:
+        find = search
+    head_m, neuron_m = find(head_fisher, neuron_fisher, hc, nc, keep)
     if config.rearrange:
-        head_m = rearrange_masks(head_m, head_grads)
+        if not (config.layout == "uniform" and family.stock_aligned_heads):   # T5: same heads in every layer
+            head_m = rearrange_masks(head_m, head_grads)
         neuron_m = rearrange_masks(neuron_m, neuron_grads)
     # the cost of what is kept, in both currencies (the constraint's, and the other one)
     mac_h, mac_n = unit_costs(family, "mac", seq_len)
@@ -81,7 +87,7 @@ def prune_model(model, family, task, tokenizer, features, config: MaskTuneConfig
     t1 = time.perf_counter()
     if config.rescale:
         # the rescale teacher: masks at the intermediate constraint sqrt(keep) (Kwon's schedule)
-        t_head, t_neuron = search(head_fisher, neuron_fisher, hc, nc, math.sqrt(keep))
+        t_head, t_neuron = find(head_fisher, neuron_fisher, hc, nc, math.sqrt(keep))
         dev = next(model.parameters()).device
         head_m, neuron_m, report = rescale_masks(
             model, family, batches, ([m.to(dev) for m in t_head], [m.to(dev) for m in t_neuron]),
@@ -197,6 +203,18 @@ def build(loaded, config: MaskTuneConfig, ctx) -> MethodPlugin:
     return MaskTunePlugin(loaded, config, ctx)
 
 
+LAYOUT_COMPONENT = Component(
+    "layout", default="free", options={"free": {"layout": "free"}, "uniform": {"layout": "uniform"}}, remove="uniform",
+    aliases=["layout", "pruning layout", "per-layer widths", "uniform layers", "stock checkpoint"],
+    option_aliases={"uniform": ["uniform layout", "equal widths in every layer", "same number of heads per layer"],
+                    "free": ["free layout", "per-layer widths"]},
+    description=("whether pruning may leave different numbers of heads / FFN neurons in different layers, or must keep "
+                 "the same widths in every layer so the pruned model is a stock transformers checkpoint"),
+    option_descriptions={"free": "each layer keeps its own number of heads and neurons",
+                         "uniform": "every layer keeps the same number of heads and FFN neurons; the export loads "
+                                    "with plain from_pretrained, no remote code"})
+
+
 def _components() -> dict:
     onoff = lambda name, key, aliases: Component(  # noqa: E731
         name, default="on", options={"on": {key: True}, "off": {key: False}}, remove="off", aliases=aliases)
@@ -208,6 +226,7 @@ def _components() -> dict:
                                 aliases=["constraint", "budget"]),
         "sparsity": Component("sparsity", default="default", options={"default": {}}, numeric="sparsity",
                               numeric_range=(0.0, 0.99), aliases=["sparsity", "pruning ratio"]),
+        "layout": LAYOUT_COMPONENT,
         "retune": Component("retune", default="none", options={"none": {"retune_fraction": 0.0},
                                                                "retune": {"retune_fraction": 0.2}},
                             remove="none", aliases=["retraining", "re-tuning", "retrain"]),

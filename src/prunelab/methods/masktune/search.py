@@ -87,3 +87,54 @@ def search(head_fisher: list[torch.Tensor], neuron_fisher: list[torch.Tensor],
         return out
 
     return unflat(h_order, k, head_fisher), unflat(n_order, n, neuron_fisher)
+
+
+def search_uniform(head_fisher: list[torch.Tensor], neuron_fisher: list[torch.Tensor],
+                   head_cost: list[float], neuron_cost: list[float], keep_ratio: float, aligned: bool = False,
+                   keep_heads: bool = False):
+    """search() over slices across layers, so that every layer keeps the same number of heads
+    and of neurons: slice k of a type is the k-th highest-Fisher unit of every block (aligned:
+    unit k of every block), with the summed Fisher and the summed cost of its units. The same
+    search then picks the number of head slices and neuron slices; each block keeps its top
+    units. Needs equal unit counts per block of a type (dense models).
+
+    keep_heads: every head is kept and only neurons are searched, with the heads' cost taken
+    from the budget (BERT: Mask Tuning does not prune hidden dims, and a stock BertConfig needs
+    hidden == heads x head_dim, so heads cannot go)."""
+    def slices(fishers, costs, aligned):
+        if not fishers:
+            return [], [], []
+        if len({f.numel() for f in fishers}) > 1:
+            from prunelab.errors import PrunelabError
+            raise PrunelabError(f"layout=uniform needs equal widths per layer, got {[f.numel() for f in fishers]}")
+        f = torch.stack([x.double().flatten().cpu() for x in fishers])
+        per = (torch.argsort(f.sum(0), descending=True, stable=True).unsqueeze(0).expand_as(f) if aligned
+               else torch.argsort(f, dim=1, descending=True, stable=True))
+        return [torch.gather(f, 1, per).sum(0)], [float(sum(costs))], per
+
+    hs, hc, h_per = slices(head_fisher, head_cost, aligned)
+    ns, nc, n_per = slices(neuron_fisher, neuron_cost, False)
+    if keep_heads:
+        h_total = sum(f.numel() * c for f, c in zip(head_fisher, head_cost))
+        n_total = sum(f.numel() * c for f, c in zip(neuron_fisher, neuron_cost))
+        ratio = (keep_ratio * (h_total + n_total) - h_total) / max(n_total, 1e-12)
+        if ratio < 0:
+            from prunelab.errors import PrunelabError
+            raise PrunelabError(f"layout=uniform keeps every head here; sparsity {1 - keep_ratio:.2f} needs more "
+                                "than all the FFN neurons")
+        _, n_keep = search([], ns, [], nc, ratio)
+        return [torch.ones_like(f) for f in head_fisher], unslice_(neuron_fisher, n_keep, n_per)
+    h_keep, n_keep = search(hs, ns, hc, nc, keep_ratio)
+
+    return unslice_(head_fisher, h_keep, h_per), unslice_(neuron_fisher, n_keep, n_per)
+
+
+def unslice_(fishers, keep, per):
+    """Slice masks -> per-block masks keeping each block's top `count` units."""
+    out = []
+    count = int(keep[0].sum()) if keep else 0
+    for i, f in enumerate(fishers):
+        m = torch.zeros(f.numel(), dtype=torch.float32)
+        m[per[i, :count]] = 1.0
+        out.append(m.view_as(f).to(f.device))
+    return out
