@@ -98,8 +98,13 @@ def test_an_option_that_negates_what_the_text_keeps_loses(sdtp):
 
 
 def test_mask_carried_across_stages_is_never_silently_the_soft_mask(sdtp):
-    got = resolve_ablation(Ablation(name="local masks", ablated_part="mask carried across stages", action="REMOVE"),
-                           sdtp)[0]
+    # 'mask' is in three components' names: on its own it identifies none; asking is fine, mask.soft silently is not
+    try:
+        got = resolve_ablation(Ablation(name="local masks", ablated_part="mask carried across stages",
+                                        action="REMOVE"), sdtp)[0]
+    except PrunelabError as e:
+        assert "mask_propagation" in str(e)
+        return
     assert got.component == "mask_propagation" or got.flag, (got.component, got.option, got.flag)
 
 
@@ -119,6 +124,27 @@ def test_apt_adapter_rank_is_numeric(apt):
         one(apt, "adapter rank", "ADD", ["r=128"])
     # an exact option alias still names the option ('r=20' is the static intermediate rank)
     assert one(apt, "adapter rank", "REPLACE", ["r=20"]) == [("tuning", "static_intermediate")]
+
+
+def test_a_number_glued_to_a_name_is_not_a_value(sdtp):
+    # 'Llama-3' / 'FlashAttention-2' are names: not pipeline_devices=2 or 3; out of scope
+    with pytest.raises(PrunelabError) as e:
+        one(sdtp, "attention implementation", "REPLACE", ["FlashAttention-3"])
+    assert getattr(e.value, "kind", "") == "out_of_scope", str(e.value)
+
+
+def test_what_a_question_removes_is_matched(apt):
+    from prunelab.ablation.resolve import question_body
+
+    assert question_body("Does protecting the first tokens actually matter?") == "protecting the first tokens"
+    got = one(apt, "Do the results hold without distilling from the teacher?", "REMOVE")
+    assert got == [("distillation", "none")]
+
+
+def test_replacement_chosen_from_its_words_alone_is_flagged(apt):
+    got = resolve_ablation(Ablation(name="b", ablated_part="the training recipe", action="REPLACE",
+                                    replacement=["prune as the teacher distils"]), apt)
+    assert all(c.flag for c in got)
 
 
 def test_numbers_with_units_and_phrasing(apt, sdtp):

@@ -341,8 +341,11 @@ class Matcher:
         long_text = len(tokens(text)) >= 3
         # one shared word ('mask') is weak evidence that a longer text is about that name
         # (weaker still when other components' names use that word too: 'mask' for mask / mask_propagation)
+        two_words = len(tokens(text)) >= 2
         lex = max((min(lexical(text, n), SHARED_WORD_CAP if tokens(n)[0] in self._shared_words else ONE_WORD_CAP)
-                   if long_text and len(tokens(n)) == 1 else lexical(text, n) for n in names), default=0.0)
+                   if long_text and len(tokens(n)) == 1 else
+                   min(lexical(text, n), SHARED_WORD_CAP) if two_words and len(tokens(n)) == 1
+                   and tokens(n)[0] in self._shared_words else lexical(text, n) for n in names), default=0.0)
         sem = 0.0
         if self.sim.embedder is not None and norm(text):
             self.sim.prepare([text])
@@ -489,6 +492,10 @@ _QUESTION = re.compile(r"^\s*(?:does|do|did|is|are|was|were|would|will|can|could
                        r"make a difference|necessary|needed|important|required)\s*\??\s*$", re.IGNORECASE)
 
 
+_WITHOUT = re.compile(r"\b(?:without|w/o|no longer|minus)\s+(.+?)(?:\s+(?:from|with|by|via|in|on|at|for|of|during)\b|"
+                      r"[?.,;:]|$)", re.IGNORECASE)
+
+
 def question_body(text: str) -> str | None:
     """A reviewer's question about a part: 'Does protecting the first tokens actually matter?' ->
     'protecting the first tokens'."""
@@ -501,6 +508,10 @@ def _part_texts(abl: Ablation) -> list[tuple[str, float]]:
     body = question_body(abl.ablated_part)
     if body:
         texts.append((body, 1.0))
+    # 'would the gains hold without distilling from the teacher?': what the sentence removes
+    gone = _WITHOUT.search(abl.ablated_part)
+    if gone and norm(gone.group(1)) != norm(abl.ablated_part):
+        texts.append((gone.group(1), 1.0))
     head = head_clause(abl.ablated_part)
     if head:
         texts = [(head, 1.0), (abl.ablated_part, 0.92)]
@@ -717,8 +728,13 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
 
 # ----------------------------------------------------------------------------- replacement
 
+_NAME_NUMBER = re.compile(r"\b([A-Za-z][A-Za-z]+)-(\d+(?:\.\d+)?)\b(?!\s*%)")
+
+
 def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     components = m.components
+    # a number glued to a name ('FlashAttention-2', 'Llama-2') is part of the name, not a value
+    said, text = text, _NAME_NUMBER.sub(r"\1\2", text)
     comp_score = {n: s for s, n in scores}
     texts = [text]
     if abl.variable and len(abl.replacement) == 1:
@@ -800,7 +816,11 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     flag = None
     if gap < LOW_MARGIN:
         flag = f"low margin: {name}.{opt} ({best[0]:.2f}) vs {rivals[0][1]}.{rivals[0][2]} ({rivals[0][0]:.2f})"
-    return Choice(name, opt, None, components[name].overrides(opt), text, best[0], flag,
+    elif comp_score[name] < COMPONENT_MIN and best[3] < STRONG_OPTION:
+        # chosen by the replacement's words alone: the part names no component, so say so
+        flag = (f"weak match: {abl.ablated_part!r} matches no component well ({name} {comp_score[name]:.2f}); "
+                f"{name}.{opt} chosen from the replacement text alone ({best[3]:.2f})")
+    return Choice(name, opt, None, components[name].overrides(opt), said, best[0], flag,
                   [(round(c[0], 3), f"{c[1]}.{c[2]}") for c in rivals[:2]])
 
 
