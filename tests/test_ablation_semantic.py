@@ -147,6 +147,16 @@ def test_replacement_chosen_from_its_words_alone_is_flagged(apt):
     assert all(c.flag for c in got)
 
 
+def test_timing_words_tell_schedule_options_apart(apt):
+    from prunelab.ablation.resolve import when_cues
+
+    assert when_cues("hold off until training is almost over") == {"end"}
+    assert when_cues("a little every step until the end of training") == {"throughout"}
+    assert when_cues("prune at the very beginning, then fine-tune") == {"start"}
+    assert one(apt, "pruning schedule", "REPLACE", ["delay pruning until training is almost over, then cut it all at "
+                                                    "once"]) == [("schedule", "last_quarter")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

@@ -59,6 +59,7 @@ OTHER_OPTION_LEAD = 0.1  # ...unless another component's option matches the text
 COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its options are matched first
 DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
+WHEN_MATCH = 0.06          # option happens when the text says it does (start / throughout / end of training)
 NEG_MATCH = 0.08           # option negates what the text negates ('ranking dropped' ~ 'no ranking loss')
 NEG_MISMATCH = 0.12        # option negates what the text keeps, or keeps what the text negates
 NEGATED_DEFAULT = 0.06     # a text that removes something is not the unchanged default (extra penalty)
@@ -101,6 +102,29 @@ _CUE_WORDS = {stem(w) for w in ("no", "not", "without", "off", "drop", "dropped"
                                  "deleted", "minus", "left", "out", "gone")}
 _NEG_STOP = {"loss", "losses", "term", "terms", "signal", "objective", "component", "step", "part", "at", "all",
              "the", "any", "longer", "more", "special", "longer"}
+
+
+# when in training something happens: 'once before training' (start), 'a little every step' (throughout),
+# 'near the end' (end). Sentence vectors rate these alike; the words settle it.
+_WHEN = {
+    "throughout": re.compile(r"\b(?:every step|each step|gradual\w*|throughout|progressive\w*|bit by bit|a little at a time|"
+                             r"continu\w+|over the (?:whole|full|entire) (?:run|training)|until the (?:very )?(?:end|final|last))\b",
+                             re.IGNORECASE),
+    "start": re.compile(r"\b(?:before (?:any )?(?:training|fine-?tuning)|step (?:0|zero)|(?:very )?first step|at the (?:very )?"
+                        r"(?:start|beginning|outset)|initiali[sz]ation|at init\b|up front|upfront|then (?:start )?(?:train|fine-?tun)\w*)",
+                        re.IGNORECASE),
+    "end": re.compile(r"\b(?:(?:near|nearly|towards?|close to|at) (?:the )?end|late\b|later\b|last quarter|final quarter|"
+                      r"almost over|most of (?:the )?training is done|delay\w*|wait\w*)", re.IGNORECASE),
+}
+
+
+def when_cues(text: str) -> set[str]:
+    """{'start'|'throughout'|'end'} the text says about timing ('until the end' is throughout, not end)."""
+    found = {k for k, rx in _WHEN.items() if rx.search(text)}
+    if "throughout" in found and "end" in found and re.search(r"\buntil\b", text, re.IGNORECASE) \
+            and not re.search(r"\b(?:wait|delay)\w*", text, re.IGNORECASE):
+        found.discard("end")
+    return found
 
 
 def negation_scope(text: str) -> tuple[list[frozenset], set[str]]:
@@ -384,8 +408,23 @@ class Matcher:
         if self.sim.embedder is not None and len(self.components[name].options) >= 2:
             base = (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text))
         if raw < 0.97:      # an exact name or alias is taken as said
-            base += self.polarity(name, option, text)
+            base += self.polarity(name, option, text) + self.timing(name, option, text)
         return max(0.0, min(1.0, base))
+
+    def timing(self, name: str, option: str, text: str) -> float:
+        """+ when the option happens when the text says (start / throughout / end of training), - when
+        the option's own words put it at another time; 0 when either says nothing about timing."""
+        said = when_cues(text)
+        if len(said) != 1:
+            return 0.0
+        key = ("when", name, option)
+        if key not in self._memo:
+            cues = [when_cues(t) for t in sum(self._otexts[(name, option)], [])]
+            self._memo[key] = set().union(*cues) if cues else set()
+        own = self._memo[key]
+        if not own:
+            return 0.0
+        return WHEN_MATCH if said <= own else -WHEN_MATCH
 
     def polarity(self, name: str, option: str, text: str) -> float:
         """Negation scope, which sentence vectors barely see: + when the option negates what the text
