@@ -77,6 +77,86 @@ def test_sdtp_phrasings(sdtp):
 
 # ----------------------------------------------------------------------------- numbers
 
+def test_negation_scope_of_a_set_valued_option(sdtp):
+    """'ranking dropped' removes ranking from the loss set: not the unchanged default (all three)."""
+    from prunelab.ablation.resolve import negation_scope
+    from prunelab.methods.registry import get_method
+
+    neg, aff = negation_scope("LM and MSE, ranking dropped")
+    assert neg == [frozenset({"rank"})] and {"lm", "mse"} <= aff
+    got = resolve_ablation(Ablation(name="loss mix", ablated_part="loss terms", action="REPLACE",
+                                    replacement=["LM and MSE, ranking dropped"]), sdtp)[0]
+    assert (got.component, got.option) != ("losses", "lm_mse_rank")
+    cfg = get_method("sdtp").make_config(got.overrides)
+    assert (cfg.lm_weight, cfg.mse_weight, cfg.rank_weight) == (1.0, 1.0, 0.0)
+
+
+def test_an_option_that_negates_what_the_text_keeps_loses(sdtp):
+    # 'language-modelling loss by itself' keeps the LM loss: not lm_loss.off ('no language-modelling loss')
+    assert one(sdtp, "training objective of the pruner", "REPLACE", ["language-modelling loss by itself"]) == \
+        [("losses", "lm_only")]
+
+
+def test_mask_carried_across_stages_is_never_silently_the_soft_mask(sdtp):
+    # 'mask' is in three components' names: on its own it identifies none; asking is fine, mask.soft silently is not
+    try:
+        got = resolve_ablation(Ablation(name="local masks", ablated_part="mask carried across stages",
+                                        action="REMOVE"), sdtp)[0]
+    except PrunelabError as e:
+        assert "mask_propagation" in str(e)
+        return
+    assert got.component == "mask_propagation" or got.flag, (got.component, got.option, got.flag)
+
+
+def test_weak_but_clear_component_lead_is_chosen_and_flagged(sdtp):
+    got = resolve_ablation(Ablation(name="rope keep", ablated_part="position ids of kept tokens", action="REMOVE"),
+                           sdtp)[0]
+    assert (got.component, got.option) == ("rope_fix", "off")
+
+
+def test_apt_adapter_rank_is_numeric(apt):
+    assert one(apt, "adapter rank", "ADD", ["r=4, r=8, r=16"]) == [("tuning", 4.0), ("tuning", 8.0), ("tuning", 16.0)]
+    from prunelab.methods.registry import get_method
+
+    cfg = get_method("apt").make_config(apt["tuning"].numeric_overrides(16.0))
+    assert cfg.rank == 16
+    with pytest.raises(PlanValueError, match="out of range"):
+        one(apt, "adapter rank", "ADD", ["r=128"])
+    # an exact option alias still names the option ('r=20' is the static intermediate rank)
+    assert one(apt, "adapter rank", "REPLACE", ["r=20"]) == [("tuning", "static_intermediate")]
+
+
+def test_a_number_glued_to_a_name_is_not_a_value(sdtp):
+    # 'Llama-3' / 'FlashAttention-2' are names: not pipeline_devices=2 or 3; out of scope
+    with pytest.raises(PrunelabError) as e:
+        one(sdtp, "attention implementation", "REPLACE", ["FlashAttention-3"])
+    assert getattr(e.value, "kind", "") == "out_of_scope", str(e.value)
+
+
+def test_what_a_question_removes_is_matched(apt):
+    from prunelab.ablation.resolve import question_body
+
+    assert question_body("Does protecting the first tokens actually matter?") == "protecting the first tokens"
+    got = one(apt, "Do the results hold without distilling from the teacher?", "REMOVE")
+    assert got == [("distillation", "none")]
+
+
+def test_replacement_chosen_from_its_words_alone_is_flagged(apt):
+    got = resolve_ablation(Ablation(name="b", ablated_part="the training recipe", action="REPLACE",
+                                    replacement=["prune as the teacher distils"]), apt)
+    assert all(c.flag for c in got)
+
+
+def test_timing_words_tell_schedule_options_apart(apt):
+    from prunelab.ablation.resolve import when_cues
+
+    assert when_cues("hold off until training is almost over") == {"end"}
+    assert when_cues("a little every step until the end of training") == {"throughout"}
+    assert when_cues("prune at the very beginning, then fine-tune") == {"start"}
+    assert one(apt, "pruning schedule", "REPLACE", ["delay pruning until training is almost over, then cut it all at "
+                                                    "once"]) == [("schedule", "last_quarter")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

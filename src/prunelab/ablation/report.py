@@ -197,25 +197,41 @@ def _ms(cell, metric):
 
 
 # ----------------------------------------------------------------------------- paper section
+#
+# Each subsection: per variant, the key numbers (means ± std over seeds, Δ with its bootstrap CI
+# and p), the direction against the plan's hypothesis / expected effect, significance and power
+# (stats.null_text: 'underpowered (MDE x)' / 'no effect larger than x'), and one sentence of
+# interpretation chosen by the outcome (confirmed / refuted / underpowered / no effect / effect
+# without an expectation). Then a threats-to-validity paragraph built from the study's config and
+# a LaTeX table whose numbers are the very strings the prose uses (section_rows).
+
+ALPHA_TEXT = "α = 0.05"
+
 
 def to_section(res: StudyResult) -> str:
     plan = res.plan
-    method = (res.method or "").upper().replace("FAKE_", "")
+    method = _method_name(res)
     base_cfg = res.meta.get("base") or {}
     n = len(res.meta.get("seeds") or [])
     out = ["### 6. Ablation Studies", ""]
     intro = plan.get("intro") or (
         f"To better understand the contribution of each {method} component, we ablate them one at a time while "
         f"keeping all other components fixed.")
-    out.append(f"{intro} All numbers are means over {n} seed{'s' if n != 1 else ''} on {base_cfg.get('model')} / {base_cfg.get('task')}; "
-               f"differences are paired by seed against the full {method}.")
+    out.append(f"{intro} All numbers are means ± standard deviations over {n} seed{'s' if n != 1 else ''} on "
+               f"{base_cfg.get('model')} / {base_cfg.get('task')}; differences (Δ, variant minus full {method}) are "
+               f"paired by seed, with bootstrap 95% confidence intervals and paired t-tests at {ALPHA_TEXT}.")
     out.append("")
     by_id = {a.ablation.get("id"): a for a in res.ablations if a.ablation.get("id")}
     sections = plan.get("sections") or []
+    k = 0
     if sections:
         for s in sections:
             out += [f"#### {s['number']} {s['title']}", ""]
-            body = [_paragraph(res, by_id[i]) for i in s["ids"] if i in by_id]
+            body = []
+            for i in s["ids"]:
+                if i in by_id:
+                    body.append(_paragraph(res, by_id[i], k))
+                    k += 1
             missing = [i for i in s["ids"] if i not in by_id]
             out += body or ["(no results for this section)"]
             if missing:
@@ -225,8 +241,14 @@ def to_section(res: StudyResult) -> str:
             out.append("")
     else:
         for k, a in enumerate(res.ablations, start=1):
-            out += [f"#### 6.{k} Effect of {_title(a.ablation['ablated_part'])}", "", _paragraph(res, a), ""]
+            out += [f"#### 6.{k} Effect of {_title(a.ablation['ablated_part'])}", "", _paragraph(res, a, k - 1), ""]
+    out += ["#### Threats to validity", "", threats_paragraph(res), ""]
+    out += [f"Table {_table_ref(res)} lists the same numbers.", "", "```latex", section_latex(res).rstrip(), "```", ""]
     return "\n".join(x for x in out if x is not None).rstrip() + "\n"
+
+
+def _method_name(res: StudyResult) -> str:
+    return (res.method or "").upper().replace("FAKE_", "")
 
 
 def _title(text: str) -> str:
@@ -234,10 +256,51 @@ def _title(text: str) -> str:
     return t[:1].upper() + t[1:] if t else text
 
 
-def _paragraph(res: StudyResult, a: AblationResult) -> str:
+def outcome(ln: Line) -> str:
+    """confirmed | refuted | underpowered | no_effect | effect | inconclusive."""
+    c = ln.comparison
+    if ln.verdict in ("confirmed", "refuted"):
+        return ln.verdict
+    if c.significant:
+        return "effect"
+    if c.null in ("underpowered", "no_effect"):
+        return c.null
+    return "inconclusive"
+
+
+OUTCOME_TEXT = {"confirmed": "confirmed", "refuted": "refuted", "underpowered": "inconclusive (underpowered)",
+                "no_effect": "no effect", "effect": "effect (no expectation)", "inconclusive": "inconclusive"}
+
+
+def section_rows(res: StudyResult) -> list[dict]:
+    """One row per (ablation, variant, metric) with a finished comparison: the formatted numbers
+    the prose and the LaTeX table share."""
+    rows = []
+    for a in res.ablations:
+        for v in a.variants:
+            for ln in a.lines:
+                if ln.cell is not v or ln.value[0] is None:
+                    continue
+                rows.append(_numbers(a, v, ln))
+    return rows
+
+
+def _numbers(a: AblationResult, v, ln: Line) -> dict:
+    m, c = ln.metric, ln.comparison
+    ci = c.ci
+    return {"ablation": a.name, "variant": cell_name(v), "metric": m["label"].lower(),
+            "unit": m.get("unit") or "", "base": fmt_ms(*ln.base[:2], m), "value": fmt_ms(*ln.value[:2], m),
+            "n": c.n, "delta": fmt_delta(ln) if c.mean_diff is not None else "--",
+            "ci": f"[{_signed(ci[0], m)}, {_signed(ci[1], m)}]" if ci else "--",
+            "p": fmt_p(c.p_value).replace("<", "< "), "power": null_text(c, lambda x, m=m: fmt(abs(x), m, 3)),
+            "outcome": outcome(ln) if c.n >= 2 else "inconclusive"}
+
+
+def _paragraph(res: StudyResult, a: AblationResult, k: int = 0) -> str:
     abl = a.ablation
+    method = _method_name(res)
     sentences = []
-    for v in a.variants:
+    for j, v in enumerate(a.variants):
         change = _change(abl, v.cell)
         if not v.done:
             if v.failed and not v.pending:
@@ -253,12 +316,177 @@ def _paragraph(res: StudyResult, a: AblationResult) -> str:
             sentences.append(f"{change}: the requested metrics were not recorded.")
             continue
         main, rest = lines[0], lines[1:]
-        sentences.append(f"{change} {_move(main)}{_verdict_clause(main, abl)}.")
+        nums = _numbers(a, v, main)
+        sentences.append(_numbers_sentence(change, nums, method, k + j))
+        opt = v.cell.get("option") if v.cell.get("option") is not None else v.label
+        direction = _direction_sentence(main, abl, nums, opt)
+        if direction:
+            sentences.append(direction)
+        sentences.append(_significance_sentence(main, nums, opt))
+        sentences.append(_interpretation(main, abl, v, nums, k + j))
         if rest:
-            parts = [f"{ln.metric['label'].lower()} {_arrow(ln)}" + (f" (expected {_exp_text(ln)}: {ln.verdict})"
-                                                                     if ln.verdict else "") for ln in rest]
-            sentences.append("Also: " + "; ".join(parts) + ".")
+            parts = []
+            for ln in rest:
+                r = _numbers(a, v, ln)
+                txt = f"{r['metric']} {r['base']} → {r['value']}{(' ' + r['unit']) if r['unit'] else ''} (Δ {r['delta']}"
+                txt += f", 95% CI {r['ci']}" if r["ci"] != "--" else ""
+                txt += f", p {_p_eq_str(r['p'])}" if r["p"] != "--" else ""
+                txt += f"; {r['power']}" if r["power"] and not ln.comparison.significant else ""
+                txt += f"; expected {_exp_text(ln)}: {ln.verdict})" if ln.verdict else ")"
+                parts.append(txt)
+            sentences.append(f"Secondary metrics for `{v.cell.get('option') or v.label}`: " + "; ".join(parts) + ".")
     return " ".join(sentences)
+
+
+def _numbers_sentence(change: str, r: dict, method: str, k: int) -> str:
+    unit = f" {r['unit']}" if r["unit"] and r["unit"] != "%" else r["unit"]
+    stat = f"Δ {r['delta']}"
+    if r["ci"] != "--":
+        stat += f", 95% CI {r['ci']}"
+    if r["p"] != "--":
+        stat += f", p {_p_eq_str(r['p'])}"
+    seeds = f"n = {r['n']} paired seeds"
+    if k % 2 == 0:
+        return (f"{change} gives {r['metric']} {r['value']}{unit} against {r['base']}{unit} for the full {method} "
+                f"({stat}; {seeds}).")
+    return (f"{r['metric'][0].upper() + r['metric'][1:]} moves from {r['base']}{unit} (full {method}) to "
+            f"{r['value']}{unit} after {_gerund(change)} ({seeds}; {stat}).")
+
+
+def _p_eq_str(p: str) -> str:
+    return p if p.startswith("<") else f"= {p}"
+
+
+def _gerund(change: str) -> str:
+    return change[0].lower() + change[1:]
+
+
+def _direction_sentence(ln: Line, abl: dict, r: dict, opt: str) -> str | None:
+    e, c = ln.expectation, ln.comparison
+    if e is None or c.mean_diff is None:
+        return None
+    said = []
+    if abl.get("hypothesis") and not e.implied:
+        said.append(f"hypothesis “{abl['hypothesis']}”")
+    if abl.get("expected_effect") and not e.implied:
+        said.append(f"expected effect: {abl['expected_effect']}")
+    claim = "; ".join(said) if said else "implied: the full method is better"
+    if e.crash:
+        return f"The plan predicted a collapse with `{opt}` ({claim}); the runs finished with Δ {r['delta']} instead."
+    if e.direction == 0:
+        want = "no change"
+    else:
+        want = "an increase" if e.direction > 0 else "a decrease"
+    if c.mean_diff == 0:
+        got = "no change at all"
+    elif e.direction == 0:
+        got = f"a {'rise' if c.mean_diff > 0 else 'fall'} of {r['delta']}"
+    elif (c.mean_diff > 0) == (e.direction > 0):
+        got = "a change in that direction"
+    else:
+        got = "a change in the opposite direction"
+    return f"The plan expects {want} in {r['metric']} ({claim}); `{opt}` shows {got}."
+
+
+def _significance_sentence(ln: Line, r: dict, opt: str) -> str:
+    c = ln.comparison
+    if c.n < 2:
+        return f"With {c.n} seed there is no test of `{opt}` on {r['metric']}."
+    if c.significant:
+        return f"For `{opt}` the {r['metric']} difference is significant at {ALPHA_TEXT} (p {_p_eq_str(r['p'])})."
+    if r["power"]:
+        return (f"For `{opt}` the {r['metric']} difference is not significant (p {_p_eq_str(r['p'])}): "
+                f"{r['power']}.")
+    return f"For `{opt}` the {r['metric']} difference is not significant (p {_p_eq_str(r['p'])})."
+
+
+def _interpretation(ln: Line, abl: dict, v, r: dict, k: int) -> str:
+    part = abl["ablated_part"]
+    opt = v.cell.get("option") if v.cell.get("option") is not None else f"{v.cell.get('component')}={v.cell.get('value'):g}"
+    c = ln.comparison
+    better = (c.mean_diff or 0) * (1 if ln.metric.get("higher_is_better", True) else -1) > 0
+    kind = outcome(ln) if c.n >= 2 else "inconclusive"
+    mde = fmt(abs(c.mde), ln.metric, 3) if c.mde is not None else None
+    if kind == "confirmed":
+        if ln.expectation and ln.expectation.direction == 0:
+            return f"So swapping in `{opt}` is harmless here: {part} can be changed this way without a measurable cost."
+        return (f"This confirms the plan for `{opt}`: {part} matters, and "
+                f"{'keeping' if not better else 'changing'} it is what gives the better {r['metric']}.")
+    if kind == "refuted":
+        return (f"The result for `{opt}` refutes the plan's claim about {part}: the ablated variant is "
+                f"{'better' if better else 'worse'} on {r['metric']}, the opposite of what was expected.")
+    if kind == "underpowered":
+        return (f"Whether {part} matters (`{opt}`) stays open: {len(v.done)} seeds cannot detect a change in "
+                f"{r['metric']} smaller than {mde}, so more seeds or a larger budget are needed.")
+    if kind == "no_effect":
+        return (f"At this budget `{opt}` leaves {r['metric']} unchanged within {mde}, so {part} is not what drives "
+                f"the full method's {r['metric']} here.")
+    if kind == "effect":
+        return (f"With no expectation stated in the plan, `{opt}` still measurably "
+                f"{'improves' if better else 'worsens'} {r['metric']}, so {part} does affect it.")
+    return f"The {r['metric']} evidence on `{opt}` ({part}) is inconclusive."
+
+
+def threats_paragraph(res: StudyResult) -> str:
+    """Budget against the paper's, seeds, model scale and CPU timing noise, from the study's config."""
+    from prunelab.ablation import presets
+
+    base = res.meta.get("base") or {}
+    train = base.get("train") or {}
+    method = (res.method or "").replace("fake_", "")
+    table = presets._DECODER if method in ("sdtp",) else presets._ENCODER
+    paper = table["paper"]
+    pt = paper["train"]
+    n = len(res.meta.get("seeds") or [])
+    steps = train.get("max_steps")
+    budget = (f"{steps} optimisation steps of batch {train.get('batch_size')}" if steps
+              else f"{train.get('epochs')} epochs of batch {train.get('batch_size')}")
+    if train.get("train_limit"):
+        budget += f" on {train['train_limit']} training examples"
+    paper_budget = (f"{pt['max_steps']} steps" if pt.get("max_steps") else f"{pt.get('epochs')} epochs over the full "
+                    f"training set") + f" of batch {pt.get('batch_size')}"
+    s = [f"Budget: each run here trains for {budget} (preset `{res.meta.get('preset') or '?'}`), against "
+         f"{paper_budget} in the paper's setting, so components whose benefit builds up over a long run "
+         f"(schedules, rank growth, distillation) are tested far from their operating point."]
+    s.append(f"Seeds: {n} seed{'s' if n != 1 else ''} per cell; non-significant differences are reported with "
+             f"their minimum detectable effect rather than read as absent, and no correction for the "
+             f"{sum(len([ln for ln in a.lines]) for a in res.ablations)} comparisons is applied.")
+    s.append(f"Model scale: {base.get('model')} on {base.get('task')} stands in for the paper's {paper['model']} "
+             f"on {paper['task']}; effects at this scale need not transfer.")
+    disturbed = disturbed_timings(res)
+    meas = base.get("measure") or {}
+    timing = (f"Timing: wall-clock metrics come from a shared CPU ({meas.get('repeats', '?')} timing "
+              f"repeat{'s' if meas.get('repeats') != 1 else ''}, {meas.get('warmup', '?')} warm-up)")
+    if disturbed:
+        timing += (f" and {len(disturbed)} run{'s' if len(disturbed) != 1 else ''} waited for the CPU (wall/CPU time "
+                   f"over {CONTENTION_LIMIT}x the median), so speed and time differences are less reliable than "
+                   f"the score differences.")
+    else:
+        timing += "; no run's wall time was stretched by other processes, but small speed differences remain noisy."
+    s.append(timing)
+    return " ".join(s)
+
+
+def _table_ref(res: StudyResult) -> str:
+    return f"\\ref{{tab:section-{re.sub(r'[^a-z0-9]+', '-', res.study.lower())}}}"
+
+
+def section_latex(res: StudyResult) -> str:
+    """The section's numbers as a booktabs table: the same strings as the prose (section_rows)."""
+    esc = _tex
+    method = _method_name(res)
+    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{lllllllll}", r"\toprule",
+           rf"Ablation & Variant & Metric & Full {esc(method)} & Variant & $\Delta$ & 95\% CI & $p$ & Outcome \\",
+           r"\midrule"]
+    for r in section_rows(res):
+        out.append(" & ".join(esc(x) for x in (r["ablation"], r["variant"], r["metric"], r["base"], r["value"],
+                                              r["delta"], r["ci"], r["p"], OUTCOME_TEXT[r["outcome"]])) + r" \\")
+    n = len(res.meta.get("seeds") or [])
+    out += [r"\bottomrule", r"\end{tabular}",
+            rf"\caption{{Ablations of {esc(method)}: mean $\pm$ std over {n} seeds; $\Delta$ is paired by seed, "
+            r"with a bootstrap 95\% CI and a paired t-test.}",
+            rf"\label{{tab:section-{re.sub(r'[^a-z0-9]+', '-', res.study.lower())}}}", r"\end{table}", ""]
+    return "\n".join(out)
 
 
 def _change(abl: dict, cell: dict) -> str:
@@ -269,39 +497,6 @@ def _change(abl: dict, cell: dict) -> str:
         return f"Setting {part} to {cell['value']:g}"
     label = cell.get("text") or cell.get("option")
     return f"Replacing {part} with {label} (`{cell.get('option')}`)"
-
-
-def _move(ln: Line) -> str:
-    m = ln.metric
-    c = ln.comparison
-    unit = f" {m['unit']}" if m.get("unit") and m["unit"] != "%" else (m.get("unit") or "")
-    stat = ""
-    if c.n >= 2:
-        ci = c.ci
-        stat = (f"; paired t-test, n = {c.n}" + (f", bootstrap 95% CI [{_signed(ci[0], m)}, {_signed(ci[1], m)}]" if ci else "")
-                + (f", p {_p_eq(c.p_value)}" if c.p_value is not None else ""))
-    return (f"changes {m['label'].lower()} from {fmt_ms(*ln.base[:2], m)} to {fmt_ms(*ln.value[:2], m)}{unit} "
-            f"(Δ {fmt_delta(ln)}{stat})")
-
-
-def _arrow(ln: Line) -> str:
-    m = ln.metric
-    return f"{fmt(ln.base[0], m)} -> {fmt(ln.value[0], m)}{(' ' + m['unit']) if m.get('unit') else ''}"
-
-
-def _verdict_clause(ln: Line, abl: dict) -> str:
-    if not ln.verdict:
-        return ""
-    word = {"confirmed": "which supports", "refuted": "which contradicts",
-            "inconclusive": "which is inconclusive about"}[ln.verdict]
-    if ln.expectation and ln.expectation.implied:
-        return f", {word} the implied claim that the full method performs better"
-    parts = []
-    if abl.get("hypothesis"):
-        parts.append(f"the hypothesis “{abl['hypothesis']}”")
-    if abl.get("expected_effect"):
-        parts.append(f"the expected effect ({abl['expected_effect']})")
-    return f", {word} " + " and ".join(parts)
 
 
 def _comm_sentence(res: StudyResult) -> str | None:
@@ -400,7 +595,7 @@ def write_report(study: str, store: Store | str, out_dir: str | Path | None = No
     out = Path(out_dir) if out_dir else Path(store.path).parent / "reports" / study
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in (("report.md", to_markdown(res)), ("section.md", to_section(res)),
+    for name, text in (("report.md", to_markdown(res)), ("section.md", to_section(res)), ("section.tex", section_latex(res)),
                        ("report.tex", to_latex(res)), ("results.csv", to_csv(res))):
         p = out / name
         p.write_text(text, encoding="utf-8")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from prunelab.ablation.metrics import MetricRef, default_metrics, resolve_metric
 from prunelab.ablation.plan import Ablation, Action, Plan
-from prunelab.ablation.text import norm, phrase_similarity, similarity, tokens
+from prunelab.ablation.text import norm, phrase_similarity, similarity, stem, tokens
 from prunelab.errors import PrunelabError
 
 # Scores are 0..1: the higher of the lexical match (text.phrase_similarity against names and
@@ -41,6 +41,7 @@ SEM_WEIGHT = 1.0
 SEM_CAP = 0.95
 SEM_TIE = 0.05
 ONE_WORD_CAP = 0.7          # lexical score of a one-word name inside a text of 3+ words
+SHARED_WORD_CAP = 0.6       # ...when that word is in other components' names too
 DISTINCT_WEIGHT = 0.25      # bonus for words only this option (of its component) uses
 LEX_BLEND = 0.2            # share of the lexical score mixed into an embedding match
 NEGATED_SEM = 0.85          # embedding weight for text with a negation in it
@@ -58,6 +59,11 @@ OTHER_OPTION_LEAD = 0.1  # ...unless another component's option matches the text
 COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its options are matched first
 DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
+WHEN_MATCH = 0.06          # option happens when the text says it does (start / throughout / end of training)
+NEG_MATCH = 0.08           # option negates what the text negates ('ranking dropped' ~ 'no ranking loss')
+NEG_MISMATCH = 0.12        # option negates what the text keeps, or keeps what the text negates
+NEGATED_DEFAULT = 0.06     # a text that removes something is not the unchanged default (extra penalty)
+WEAK_COMPONENT_LEAD = 0.08  # a REMOVE part below COMPONENT_MIN (>= OUT_OF_SCOPE) this far ahead: chosen, flagged
 
 _NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
 _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
@@ -80,6 +86,59 @@ _CLAUSE = re.compile(r"\s(?:that|which|who|where|whose|using|uses|used|informed|
 
 
 _NEGATION = re.compile(r"\b(never|not|no|nothing|none|without|cannot|n't)\b|n't\b", re.IGNORECASE)
+
+# negation scope: 'no X' / 'without X' / 'w/o X' (prefix) and 'X dropped' / 'X removed' (postfix),
+# each within one clause (',', ';', 'and', 'but', 'only' end it)
+_NEG_PREFIX = re.compile(r"\b(?:no|not|without|w/o|never|minus|except|excluding|drop(?:ping)?|remov(?:e|ing)|"
+                         r"disabl(?:e|ing)|omit(?:ting)?|skip(?:ping)?)\s+((?:[\w+\-']+\s*){1,3})", re.IGNORECASE)
+_NEG_POSTFIX = re.compile(r"((?:[\w+\-']+\s+){1,3}?)(?:is\s+|are\s+|gets\s+|get\s+)?(?:dropped|removed|omitted|excluded|"
+                          r"disabled|turned off|switched off|left out|ablated|zeroed|off|gone|deleted)\b",
+                          re.IGNORECASE)
+_CLAUSE_END = re.compile(r"\s*(?:[,;:.()]|\band\b|\bbut\b|\bonly\b|\bplus\b|\bthen\b|\bwhile\b)\s*", re.IGNORECASE)
+_NEG_CUE = re.compile(r"\b(?:never|not|no|none|without|w/o|off|disabled?|remov(?:e|ed|ing)|drop(?:ped|ping)?|"
+                      r"omit(?:ted)?|excluded?|skip(?:ped)?|zero(?:ed)?|ablated|left out|minus)\b|n't\b", re.IGNORECASE)
+_CUE_WORDS = {stem(w) for w in ("no", "not", "without", "off", "drop", "dropped", "remove", "removed", "disable",
+                                 "disabled", "never", "omit", "omitted", "skip", "zero", "zeroed", "ablated", "excluded",
+                                 "deleted", "minus", "left", "out", "gone")}
+_NEG_STOP = {"loss", "losses", "term", "terms", "signal", "objective", "component", "step", "part", "at", "all",
+             "the", "any", "longer", "more", "special", "longer"}
+
+
+# when in training something happens: 'once before training' (start), 'a little every step' (throughout),
+# 'near the end' (end). Sentence vectors rate these alike; the words settle it.
+_WHEN = {
+    "throughout": re.compile(r"\b(?:every step|each step|gradual\w*|throughout|progressive\w*|bit by bit|a little at a time|"
+                             r"continu\w+|over the (?:whole|full|entire) (?:run|training)|until the (?:very )?(?:end|final|last))\b",
+                             re.IGNORECASE),
+    "start": re.compile(r"\b(?:before (?:any )?(?:training|fine-?tuning)|step (?:0|zero)|(?:very )?first step|at the (?:very )?"
+                        r"(?:start|beginning|outset)|initiali[sz]ation|at init\b|up front|upfront|then (?:start )?(?:train|fine-?tun)\w*)",
+                        re.IGNORECASE),
+    "end": re.compile(r"\b(?:(?:near|nearly|towards?|close to|at) (?:the )?end|late\b|later\b|last quarter|final quarter|"
+                      r"almost over|most of (?:the )?training is done|delay\w*|wait\w*)", re.IGNORECASE),
+}
+
+
+def when_cues(text: str) -> set[str]:
+    """{'start'|'throughout'|'end'} the text says about timing ('until the end' is throughout, not end)."""
+    found = {k for k, rx in _WHEN.items() if rx.search(text)}
+    if "throughout" in found and "end" in found and re.search(r"\buntil\b", text, re.IGNORECASE) \
+            and not re.search(r"\b(?:wait|delay)\w*", text, re.IGNORECASE):
+        found.discard("end")
+    return found
+
+
+def negation_scope(text: str) -> tuple[list[frozenset], set[str]]:
+    """(negated phrases, affirmed tokens) of a text, as content tokens: 'LM and MSE, ranking dropped'
+    -> ([{'rank'}], {'lm', 'mse'}); 'no language-modelling loss' -> ([{'languag', 'modell'}], set())."""
+    phrases: list[frozenset] = []
+    for clause in (c for c in _CLAUSE_END.split(text) if c and c.strip()):
+        for m in list(_NEG_PREFIX.finditer(clause)) + list(_NEG_POSTFIX.finditer(clause)):
+            ph = frozenset(t for t in tokens(m.group(1)) if t not in _NEG_STOP and t not in _CUE_WORDS)
+            if ph:
+                phrases.append(ph)
+    negated = set().union(*phrases) if phrases else set()
+    affirmed = {t for t in tokens(text) if t not in negated and t not in _CUE_WORDS and t not in _NEG_STOP}
+    return phrases, affirmed
 
 
 class PlanValueError(PrunelabError):
@@ -291,6 +350,12 @@ class Matcher:
         self._memo: dict = {}
         self._centre: dict = {}
         self._own_words: dict = {}
+        # words in the names of more than one component: on their own they identify none of them
+        seen: dict = {}
+        for n, c in components.items():
+            for w in {t for x in component_names(c) for t in tokens(x)}:
+                seen[w] = seen.get(w, 0) + 1
+        self._shared_words = {w for w, k in seen.items() if k > 1}
 
     def match(self, text: str, names: list[str], descs: list[str] = (), phrase: bool = True) -> float:
         key = (text, tuple(names), tuple(descs), phrase)
@@ -299,12 +364,18 @@ class Matcher:
         lexical = phrase_similarity if phrase else similarity
         long_text = len(tokens(text)) >= 3
         # one shared word ('mask') is weak evidence that a longer text is about that name
-        lex = max((min(lexical(text, n), ONE_WORD_CAP) if long_text and len(tokens(n)) == 1 else lexical(text, n)
-                   for n in names), default=0.0)
+        # (weaker still when other components' names use that word too: 'mask' for mask / mask_propagation)
+        two_words = len(tokens(text)) >= 2
+        lex = max((min(lexical(text, n), SHARED_WORD_CAP if tokens(n)[0] in self._shared_words else ONE_WORD_CAP)
+                   if long_text and len(tokens(n)) == 1 else
+                   min(lexical(text, n), SHARED_WORD_CAP) if two_words and len(tokens(n)) == 1
+                   and tokens(n)[0] in self._shared_words else lexical(text, n) for n in names), default=0.0)
         sem = 0.0
         if self.sim.embedder is not None and norm(text):
             self.sim.prepare([text])
-            sem = max((self.sim(text, t) for t in list(names) + list(descs)), default=0.0)
+            # ...and so is its sentence vector: a one-word name is compared by words only
+            sem_names = [n for n in names if not long_text or len(tokens(n)) != 1]
+            sem = max((self.sim(text, t) for t in sem_names + list(descs)), default=0.0)
         # a paraphrase (embedding only) scores at most SEM_CAP, so an exact name or alias still wins,
         # and the raw cosine breaks ties between paraphrases
         para = 1.0 if sem >= 0.97 else min(SEM_CAP, SEM_WEIGHT * sem)
@@ -332,10 +403,51 @@ class Matcher:
         if f"`{option}`" in text or f"`{name}.{option}`" in text:
             return 1.0
         names, descs = self._otexts[(name, option)]
-        base = self.match(text, names, descs, phrase=False) + DISTINCT_WEIGHT * self.distinct(name, option, text)
-        if self.sim.embedder is None or len(self.components[name].options) < 2:
-            return min(1.0, base)
-        return min(1.0, (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text)))
+        raw = self.match(text, names, descs, phrase=False)
+        base = raw + DISTINCT_WEIGHT * self.distinct(name, option, text)
+        if self.sim.embedder is not None and len(self.components[name].options) >= 2:
+            base = (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text))
+        if raw < 0.97:      # an exact name or alias is taken as said
+            base += self.polarity(name, option, text) + self.timing(name, option, text)
+        return max(0.0, min(1.0, base))
+
+    def timing(self, name: str, option: str, text: str) -> float:
+        """+ when the option happens when the text says (start / throughout / end of training), - when
+        the option's own words put it at another time; 0 when either says nothing about timing."""
+        said = when_cues(text)
+        if len(said) != 1:
+            return 0.0
+        key = ("when", name, option)
+        if key not in self._memo:
+            cues = [when_cues(t) for t in sum(self._otexts[(name, option)], [])]
+            self._memo[key] = set().union(*cues) if cues else set()
+        own = self._memo[key]
+        if not own:
+            return 0.0
+        return WHEN_MATCH if said <= own else -WHEN_MATCH
+
+    def polarity(self, name: str, option: str, text: str) -> float:
+        """Negation scope, which sentence vectors barely see: + when the option negates what the text
+        negates ('ranking dropped' ~ 'no ranking loss'), - when one negates what the other keeps
+        ('language-modelling loss by itself' is not 'no language-modelling loss'; 'LM and MSE, ranking
+        dropped' is not 'LM + MSE + Ranking')."""
+        key = ("polarity", name, option)
+        if key not in self._memo:
+            neg, aff = [], set()
+            for t in sum(self._otexts[(name, option)], []):
+                n, a = negation_scope(t)
+                neg += n
+                aff |= a
+            self._memo[key] = (neg, aff - set().union(*neg) if neg else aff)
+        o_neg, o_aff = self._memo[key]
+        o_neg_all = set().union(*o_neg) if o_neg else set()
+        q_neg, q_aff = negation_scope(text)
+        # a negated phrase counts when all its content words are said the other way
+        if any(ph <= o_neg_all for ph in q_neg):
+            return NEG_MATCH
+        if any(ph <= q_aff for ph in o_neg) or any(ph <= o_aff for ph in q_neg):
+            return -NEG_MISMATCH
+        return 0.0
 
     def distinct(self, name: str, option: str, text: str) -> float:
         """Share of the text's words that only this option's names/descriptions use among the
@@ -380,7 +492,10 @@ class Matcher:
 
 
 def component_texts(comp) -> tuple[list[str], list[str]]:
-    descs = [d for d in _as_list(comp.description) if d]
+    # a description of several sentences is matched sentence by sentence (sentence vectors of one long
+    # text blur what each sentence says)
+    descs = [x.strip() for d in _as_list(comp.description) for x in re.split(r"(?<=[\w)])\.\s+(?=[A-Z])", d)
+             if x.strip()]
     return component_names(comp), descs
 
 
@@ -411,8 +526,31 @@ def head_clause(text: str) -> str | None:
     return head if len(norm(head).split()) >= 2 and norm(head) != norm(text) else None
 
 
+_QUESTION = re.compile(r"^\s*(?:does|do|did|is|are|was|were|would|will|can|could|should|how much does|how much do)\s+"
+                       r"(?P<body>.+?)\s+(?:actually\s+|really\s+|even\s+)?(?:matter|help|hurt|count|work|contribute|"
+                       r"make a difference|necessary|needed|important|required)\s*\??\s*$", re.IGNORECASE)
+
+
+_WITHOUT = re.compile(r"\b(?:without|w/o|no longer|minus)\s+(.+?)(?:\s+(?:from|with|by|via|in|on|at|for|of|during)\b|"
+                      r"[?.,;:]|$)", re.IGNORECASE)
+
+
+def question_body(text: str) -> str | None:
+    """A reviewer's question about a part: 'Does protecting the first tokens actually matter?' ->
+    'protecting the first tokens'."""
+    m = _QUESTION.match(text)
+    return m.group("body").strip() if m and len(norm(m.group("body")).split()) >= 2 else None
+
+
 def _part_texts(abl: Ablation) -> list[tuple[str, float]]:
     texts = [(abl.ablated_part, 1.0)]
+    body = question_body(abl.ablated_part)
+    if body:
+        texts.append((body, 1.0))
+    # 'would the gains hold without distilling from the teacher?': what the sentence removes
+    gone = _WITHOUT.search(abl.ablated_part)
+    if gone and norm(gone.group(1)) != norm(abl.ablated_part):
+        texts.append((gone.group(1), 1.0))
     head = head_clause(abl.ablated_part)
     if head:
         texts = [(head, 1.0), (abl.ablated_part, 0.92)]
@@ -465,11 +603,12 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
     if top < OUT_OF_SCOPE:
         raise Unclear(f"ablated part {abl.ablated_part!r} is out of scope: no component covers it; closest: "
                       f"{_closest(scores)}", "out_of_scope")
-    if top < COMPONENT_MIN:
-        raise Unclear(f"ablated part {abl.ablated_part!r} matches no component well; closest: {_closest(scores)}")
     comp = components[name]
     rivals = [(s, n) for s, n in scores[1:] if not _same_removal(comp, components[n])]
     gap = top - rivals[0][0] if rivals else 1.0
+    weak = top < COMPONENT_MIN
+    if weak and gap < WEAK_COMPONENT_LEAD:
+        raise Unclear(f"ablated part {abl.ablated_part!r} matches no component well; closest: {_closest(scores)}")
     if gap < AMBIGUOUS_GAP:
         raise Unclear(f"ablated part {abl.ablated_part!r} is ambiguous: {_closest([scores[0]] + rivals)}; name the "
                       f"component in backticks, e.g. `{name}`", "ambiguous")
@@ -479,6 +618,10 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
     flag = None
     if gap < LOW_MARGIN:
         flag = f"low margin: {name} ({top:.2f}) vs {rivals[0][1]} ({rivals[0][0]:.2f})"
+    if weak:
+        # no component matches well, but one clearly leads the rest: chosen, never silently
+        flag = f"weak match: {name} ({top:.2f}) leads {rivals[0][1] if rivals else 'nothing'} " \
+               f"({rivals[0][0] if rivals else 0.0:.2f}) but is below {COMPONENT_MIN}"
     return Choice(name, comp.remove, None, comp.overrides(comp.remove), "REMOVE", top, flag,
                   [(round(s, 3), n) for s, n in rivals[:2]])
 
@@ -624,8 +767,13 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
 
 # ----------------------------------------------------------------------------- replacement
 
+_NAME_NUMBER = re.compile(r"\b([A-Za-z][A-Za-z]+)-(\d+(?:\.\d+)?)\b(?!\s*%)")
+
+
 def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     components = m.components
+    # a number glued to a name ('FlashAttention-2', 'Llama-2') is part of the name, not a value
+    said, text = text, _NAME_NUMBER.sub(r"\1\2", text)
     comp_score = {n: s for s, n in scores}
     texts = [text]
     if abl.variable and len(abl.replacement) == 1:
@@ -669,7 +817,9 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     number = _NUMBER.search(words_to_numbers(text))
     if number and (parse_number(text) is not None or any(components[n].numeric for _, n in scores)):
         strong = best_option is not None and best_option[3] >= 0.9 and best_option[4] == "option" \
-            and not components[best_option[1]].numeric
+            and (not components[best_option[1]].numeric
+                 or (best_option[3] >= 0.99 and components[best_option[1]].numeric
+                     not in components[best_option[1]].options[best_option[2]]))
         if not strong:
             choice = _numeric_choice(abl, text, m, scores)
             if choice is not None:
@@ -688,7 +838,10 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     best = cands[0]
     if best[0] < JOINT_MIN or best[3] < OPTION_MIN or (comp_score[best[1]] < JOINT_COMPONENT_MIN
                                                           and best[3] < STRONG_OPTION):
-        kind = "out_of_scope" if best[0] < OUT_OF_SCOPE else "unresolved"
+        # nothing in the method is about the part, and no option is said outright: out of scope
+        kind = "out_of_scope" if best[0] < OUT_OF_SCOPE or (top < OUT_OF_SCOPE and best[3] < STRONG_OPTION) \
+            or (top < COMPONENT_MIN and best[3] < OPTION_MIN) \
+            else "unresolved"
         near = ", ".join(f"{n}.{o} ({s:.2f})" for s, n, o, _, _ in _dedupe(components, cands)[:4])
         what = "is out of scope: no option covers it" if kind == "out_of_scope" else "matches no option"
         raise Unclear(f"replacement {text!r} for {abl.ablated_part!r} {what}; closest: {near}", kind)
@@ -702,7 +855,11 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     flag = None
     if gap < LOW_MARGIN:
         flag = f"low margin: {name}.{opt} ({best[0]:.2f}) vs {rivals[0][1]}.{rivals[0][2]} ({rivals[0][0]:.2f})"
-    return Choice(name, opt, None, components[name].overrides(opt), text, best[0], flag,
+    elif comp_score[name] < COMPONENT_MIN and best[3] < STRONG_OPTION:
+        # chosen by the replacement's words alone: the part names no component, so say so
+        flag = (f"weak match: {abl.ablated_part!r} matches no component well ({name} {comp_score[name]:.2f}); "
+                f"{name}.{opt} chosen from the replacement text alone ({best[3]:.2f})")
+    return Choice(name, opt, None, components[name].overrides(opt), said, best[0], flag,
                   [(round(c[0], 3), f"{c[1]}.{c[2]}") for c in rivals[:2]])
 
 

@@ -68,7 +68,8 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["Adaptive tuning mechanism (dynamically increasing APT adapter ranks)",
                     "Adaptive tuning mechanism", "Adaptive tuning", "Dynamic parameter addition in salient layers",
                     "dynamic parameter addition", "dynamically increasing adapter ranks", "dynamic rank",
-                    "adaptive rank", "Static Tuning Rank", "Adaptive Tuning Ablation", "A_T"],
+                    "adaptive rank", "Static Tuning Rank", "Adaptive Tuning Ablation", "A_T", "adapter rank",
+                    "LoRA rank", "initial rank", "rank r"],
         "option_aliases": {
             "static_initial": ["Fixed initial rank", "static parameter allocation", "static rank", "fixed rank",
                                "w/o A_T", "without adaptive tuning", "starting rank throughout", "initial rank for the whole run", "no rank growth", "constant initial rank", "static tuning"],
@@ -78,8 +79,10 @@ COMPONENTS: dict[str, dict] = {
                         "grow all adapters", "equal growth for all adapters", "evenly distributed ranks"],
             "none": ["frozen adapters", "head-only tuning", "zero adapter rank", "classifier head only", "no adapters"],
         },
+        "numeric": "rank",               # 'r=4, r=8, r=16': the initial LoRA rank of every adapter
+        "numeric_range": (1, 64),
         "description": ("how the LoRA adapters' ranks (the trainable parameters) change during training: by default ranks grow in the most "
-                       "salient layers as the parameter budget rises"),
+                       "salient layers as the parameter budget rises, starting from the initial adapter rank r"),
         "option_descriptions": {
             "adaptive": ["adapter ranks grow dynamically in the most important layers during training"],
             "static_initial": ["every adapter keeps its starting rank for the whole run, no rank growth", "adapter rank fixed at the initial value throughout training", "no new tuning parameters are ever added"],

@@ -77,7 +77,8 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["head/tail preserve", "head/tail token preserving strategy", "head/tail preservation",
                     "first 4 / last 16", "first 4 + last 16", "no head/tail", "preservation strategy"],
         "option_aliases": {"off": ["no head/tail", "remove head/tail preservation", "first and last tokens can be pruned", "no head/tail protection"]},
-        "description": "always keep the first few and the last tokens of the prompt (beginning and end of the sequence) regardless of their scores",
+        "description": ("always keep the first few and the last tokens of the prompt (beginning and end of the sequence) regardless of their scores. "
+                        "Protection of the start and end of the input (first 4 and last 16 tokens) from being pruned"),
         "option_descriptions": {
             "on": ["first and last tokens are protected from pruning"],
             "off": ["the first and last prompt tokens may be pruned like any other", "no special protection for tokens at the beginning and end"],
@@ -90,7 +91,8 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["rope fix", "rope index fix", "rope index correction", "rope-compatible shrinking strategy",
                     "rope broken", "no rope index fix"],
         "option_aliases": {"off": ["rope broken", "re-index", "no rope fix", "renumber positions", "reindexed positions", "position ids recomputed"]},
-        "description": "rotary position embedding handling: surviving tokens keep their original position ids after pruning",
+        "description": ("rotary position embedding handling: surviving tokens keep their original position ids after pruning. "
+                        "The position indices (RoPE ids) given to the remaining tokens once others are dropped"),
         "option_descriptions": {
             "on": ["kept tokens retain their original rotary position ids"],
             "off": ["renumber the surviving tokens 0..n-1, losing their original rotary positions", "positions re-indexed after pruning instead of keeping the original RoPE ids"],
@@ -110,7 +112,8 @@ COMPONENTS: dict[str, dict] = {
                            "no_mse": ["loss=LM+Ranking", "no MSE loss", "use only ranking", "LM + ranking only"],
                            "lm_only": ["loss=LM", "only LM loss", "no saliency", "language modelling loss only", "LM loss alone"],
                            "no_lm": ["remove LM loss", "supervise only importance", "saliency losses only"]},
-        "description": "the training objective of the token pruner: language-modelling loss plus MSE regression to saliency plus a pairwise ranking loss",
+        "description": ("the training objective of the token pruner: language-modelling loss plus MSE regression to saliency plus a pairwise ranking loss. "
+                        "Which loss terms the pruner is trained with (its objective)"),
         "option_descriptions": {
             "lm_mse_rank": ["train with all three losses: LM, MSE and ranking"],
             "no_rank": ["train without the ranking loss, LM and MSE only"],
@@ -195,7 +198,8 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["multi-layer mask propagation", "mask propagation", "no mask propagation",
                     "cascade updates", "per-layer local"],
         "option_aliases": {"local": ["per-layer local", "no mask propagation", "independent per layer", "masks not carried over"]},
-        "description": "whether a token dropped at one stage stays dropped in later layers (masks multiplied across stages)",
+        "description": ("whether a token dropped at one stage stays dropped in later layers (masks multiplied across stages). "
+                        "The keep/drop mask is propagated from one pruning stage to the next, accumulating over layers"),
         "option_descriptions": {
             "cumulative": ["once dropped a token stays dropped in all later layers"],
             "local": ["each layer chooses from all tokens again, masks do not carry over between stages"],
