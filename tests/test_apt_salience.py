@@ -190,3 +190,29 @@ def test_eq9_adapter_term_is_part_of_the_salience():
     assert float(term["neuron"][1][5]) == pytest.approx(float((up.B.grad[5] * up.B[5]).abs().sum()) * up.scaling)
     torch.testing.assert_close(with_term["head"][0] - without["head"][0], term["head"][0])
     torch.testing.assert_close(with_term["neuron"][1] - without["neuron"][1], term["neuron"][1])
+
+
+def test_outlier_units_rank_bounds_the_bonus_and_code_adds_per_block():
+    from prunelab.methods.apt.pruner import densities
+    from prunelab.methods.apt.salience import add_outlier_term
+    plugin, *_ = make_plugin("tiny-bert", config_overrides=PLANT)
+    st = plugin.structure
+    c = st.unit_costs()
+    g = torch.Generator().manual_seed(0)
+    base = {"head": {a.index: torch.rand(a.units, generator=g, dtype=torch.float64) * c["head"][a.index]
+                     for a in st.attn},
+            "neuron": {b.index: torch.rand(b.units, generator=g, dtype=torch.float64) * c["neuron"][b.index]
+                       for b in st.ffn},
+            "hidden": torch.rand(st.hidden, generator=g, dtype=torch.float64) * c["hidden"]}
+    kurt = {"head": {a.index: 1 + 20 * torch.rand(a.units, generator=g, dtype=torch.float64) for a in st.attn},
+            "neuron": {b.index: 1 + 20 * torch.rand(b.units, generator=g, dtype=torch.float64) for b in st.ffn},
+            "hidden": 1 + 20 * torch.rand(st.hidden, generator=g, dtype=torch.float64)}
+    flat = lambda d: torch.cat([*d["head"].values(), *d["neuron"].values(), d["hidden"]])  # noqa: E731
+    d0 = flat(densities(st, base))
+    rho = float(d0.median())
+    bonus = flat(densities(st, add_outlier_term(st, base, kurt, "rank"))) - d0
+    assert float(bonus.min()) >= -1e-12 and float(bonus.max()) <= rho * (1 + 1e-9)   # at most one typical density
+    bonus_density = flat(densities(st, add_outlier_term(st, base, kurt, "density"))) - d0
+    assert float(bonus_density.max()) > 10 * rho                                     # K times rho: unbounded
+    code = add_outlier_term(st, base, kurt, "code")
+    torch.testing.assert_close(code["hidden"], base["hidden"] + kurt["hidden"])

@@ -32,6 +32,7 @@ from typing import ClassVar
 
 from prunelab.errors import PrunelabError, unknown
 
+OUTLIER_UNITS = ("density", "rank", "code")
 SALIENCE = ("outlier_aware", "standard", "magnitude", "gradient", "fisher", "random", "uniform")
 TUNING = ("adaptive", "static", "uniform", "none")
 DISTILL = ("self", "none", "self_snapshot", "self_copy", "ft_teacher", "lora_teacher")
@@ -70,6 +71,7 @@ class APTConfig:
     prune_neurons: bool = True
     prune_hidden: bool = True
     salience: str = "outlier_aware"
+    outlier_unit: str = "density"   # density | rank | code: how sqrt(Kurt) is added (salience.add_outlier_term)
     ema: float = 0.85               # S <- 0.85 S + 0.15 S_new (seed 003)
     masks: str = "adaptive"         # adaptive: re-rank every window step; fixed: rank frozen at first use
     mask_lr: float = 0.01           # least per-step mask move in a window (code: 0.01); faster when the
@@ -118,6 +120,7 @@ class APTConfig:
         _choice("pruning", self.pruning, PRUNING)
         _num("sparsity", self.sparsity, lo=0, hi=1, hi_open=True)
         _choice("salience", self.salience, SALIENCE)
+        _choice("outlier_unit", self.outlier_unit, OUTLIER_UNITS)
         _num("ema", self.ema, lo=0, hi=1, hi_open=True)
         _choice("masks", self.masks, MASKS)
         _num("mask_lr", self.mask_lr, lo=0, lo_open=True, hi=1)

@@ -1,0 +1,107 @@
+"""What holds APT below FT at a short budget: one-seed comparisons of APT variants.
+
+Every variant is a prunelab.run.run of MiniLM-L6 / SST-2 (real data), seed 0, 2,000 stratified
+training examples, 150 steps of batch 32, 5 evaluations on the full dev set, APT lr 1e-3 at
+60% sparsity (FT lr 5e-5), throughput not measured. Runs go to runs/apt-diagnose.db, so a
+variant already trained with the same config is read back, not retrained.
+
+    PYTHONPATH=src PRUNELAB_DATA=../shared/data OMP_NUM_THREADS=1 \\
+        python benchmarks/apt_diagnose.py                     # every variant, one after another
+    python benchmarks/apt_diagnose.py --variants lora_only,no_hidden   # a subset (run two shells
+                                                                       # in parallel on 2 cores)
+    python benchmarks/apt_diagnose.py --report                # table of what the store holds
+
+One seed, one budget: differences under ~0.02 (about 17 of 872 dev sentences) are noise.
+The table goes to stdout only; nothing is written under benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DB = "runs/apt-diagnose.db"
+FT_LR, APT_LR = 5e-5, 1e-3
+BASE = {"sparsity": 0.6}
+
+# name -> (method, method_args overrides, what it tests)
+VARIANTS = {
+    "ft": ("ft", {}, "full fine-tuning reference"),
+    "apt": ("apt", {}, "APT defaults (outlier_aware, median-density kurtosis unit)"),
+    "lora_only": ("apt", {"pruning": "off", "distill": "none"},
+                  "(ceiling) APT adapters, adaptive ranks, no pruning, no distillation"),
+    "no_hidden": ("apt", {"prune_hidden": False}, "(b) hidden dims not pruned"),
+    "standard": ("apt", {"salience": "standard"}, "(a) no kurtosis term"),
+    "kurt_code": ("apt", {"outlier_unit": "code"}, "(a) released-code kurtosis: + sqrt(Kurt) per block"),
+    "kurt_rank": ("apt", {"outlier_unit": "rank"}, "(a) rank-normalised kurtosis bonus"),
+    "early_end": ("apt", {"prune_end": 0.25, "distill_end": 0.35, "prune_start": 0.05},
+                  "(c) pruning done by 25%: more post-pruning recovery"),
+    "no_distill": ("apt", {"distill": "none"}, "(e) no self-distillation"),
+    "static_rank": ("apt", {"tuning": "static"}, "(d) fixed LoRA rank"),
+    "lr3e-4": ("apt", {}, "(d) APT at lr 3e-4"),
+}
+LR_OVERRIDE = {"lr3e-4": 3e-4}
+
+
+def config(name: str, seed: int, steps: int, train_limit: int):
+    from prunelab.config import RunConfig, TrainConfig
+
+    method, args, _ = VARIANTS[name]
+    lr = LR_OVERRIDE.get(name, FT_LR if method == "ft" else APT_LR)
+    margs = {**BASE, **args} if method == "apt" else {}
+    train = TrainConfig(lr=lr, train_limit=train_limit, max_steps=steps, batch_size=32, eval_points=5,
+                        max_length=128)
+    return RunConfig(model="minilm-l6", task="glue/sst2", method=method, seed=seed, method_args=margs,
+                     train=train, measure={"throughput": False, "flops": False})
+
+
+def summary(row: dict) -> dict:
+    m = row.get("metrics") or {}
+    w = m.get("apt_widths") or {}
+    out = {"status": row.get("status"), "score": m.get("score")}
+    if w:
+        out["heads"] = sum(w.get("heads", []) or [])
+        out["neurons"] = sum(w.get("ffn", []) or [])
+        out["hidden"] = w.get("hidden")
+        out["sparsity"] = m.get("apt_sparsity")
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--train-limit", type=int, default=2000)
+    ap.add_argument("--report", action="store_true", help="only print what the store already holds")
+    a = ap.parse_args(argv)
+    from prunelab.run import run
+    from prunelab.store import Store
+
+    store = Store(DB)
+    names = [n.strip() for n in a.variants.split(",") if n.strip()]
+    rows = {}
+    for n in names:
+        cfg = config(n, a.seed, a.steps, a.train_limit)
+        if a.report:
+            row = store.get(cfg.resolve().hash())
+            if row is None:
+                continue
+        else:
+            row = run(cfg, store)
+        rows[n] = summary(row)
+        print(json.dumps({"variant": n, **rows[n]}), flush=True)
+    ft = (rows.get("ft") or {}).get("score")
+    print(f"\n| variant | tests | dev acc | / FT | heads /72 | neurons /9216 | hidden /384 |")
+    print("|---|---|---|---|---|---|---|")
+    for n, r in rows.items():
+        s = r.get("score")
+        print(f"| {n} | {VARIANTS[n][2]} | {s if s is None else f'{s:.4f}'} | "
+              f"{'-' if not (ft and s) else f'{s / ft:.3f}'} | {r.get('heads', '-')} | {r.get('neurons', '-')} | "
+              f"{r.get('hidden', '-')} |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+    main()
