@@ -38,6 +38,8 @@ VARIANTS = {
     "early_end": ("apt", {"prune_end": 0.25, "distill_end": 0.35, "prune_start": 0.05},
                   "(c) pruning done by 25%: more post-pruning recovery"),
     "no_distill": ("apt", {"distill": "none"}, "(e) no self-distillation"),
+    "teacher_train": ("apt", {"teacher_refresh": "train_loss"},
+                      "(e) self-teacher also re-taken at pruning steps when the label loss improved"),
     "static_rank": ("apt", {"tuning": "static"}, "(d) fixed LoRA rank"),
     "lr3e-4": ("apt", {}, "(d) APT at lr 3e-4"),
 }

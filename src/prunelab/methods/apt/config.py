@@ -95,6 +95,8 @@ class APTConfig:
     temperature: float = 4.0        # seed 003 (CoFi's tau)
     pred_weight: float | None = None  # None: 1.0 for classification/regression, 0.1 otherwise
     layer_weight: float = 0.9
+    teacher_refresh: str = "eval"   # eval: on dev improvement at eval points; train_loss: also before
+                                    # each pruning step whose label-loss EMA improved (teaching.py)
     transform_rank: int = 8         # Tr = I + s B A (code: lora.Linear on an identity base)
     teacher_path: str | None = None  # ft_teacher / lora_teacher: load instead of training one
     teacher_lr: float | None = None  # None: 5e-5 (FT teacher) / 2e-4 (LoRA teacher)
@@ -142,6 +144,7 @@ class APTConfig:
         _num("grow_fraction", self.grow_fraction, lo=0, lo_open=True, hi=1)
         self.distill = DISTILL_ALIASES.get(self.distill, self.distill)
         _choice("distill", self.distill, DISTILL)
+        _choice("teacher_refresh", self.teacher_refresh, ("eval", "train_loss"))
         _num("temperature", self.temperature, lo=0, lo_open=True)
         if self.pred_weight is not None:
             _num("pred_weight", self.pred_weight, lo=0)
