@@ -37,6 +37,7 @@ VARIANTS = {
     "kurt_rank": ("apt", {"outlier_unit": "rank"}, "(a) rank-normalised kurtosis bonus"),
     "early_end": ("apt", {"prune_end": 0.25, "distill_end": 0.35, "prune_start": 0.05},
                   "(c) pruning done by 25%: more post-pruning recovery"),
+    "distill_short": ("apt", {"distill_end": 0.4}, "(c)/(e) distillation ends with pruning (no label-free phase)"),
     "no_distill": ("apt", {"distill": "none"}, "(e) no self-distillation"),
     "teacher_train": ("apt", {"teacher_refresh": "train_loss"},
                       "(e) self-teacher also re-taken at pruning steps when the label loss improved"),
