@@ -71,6 +71,71 @@ def summary(row: dict) -> dict:
     return out
 
 
+def selection(n: int = 64, seed: int = 0) -> None:
+    """(a)/(b) without training: one batch of n SST-2 sentences through pretrained MiniLM-L6 (random
+    classifier), the outlier-aware collector's S~ and K per unit, and what one 60% selection keeps
+    under each outlier unit. Prints K per block type, how much of each form's density ranking
+    follows the salience density S~/C and how much the kurtosis K (Spearman), and the kept counts."""
+    import csv
+    import random
+
+    import torch
+
+    import prunelab.methods.apt.salience as S
+    from prunelab.methods.apt.pruner import Structure, densities, measured_size, select
+    from prunelab.models.load import load_model
+    from prunelab.tasks import get_task
+
+    torch.manual_seed(seed)
+    loaded = load_model("minilm-l6", get_task("glue/sst2"))
+    model, fam, tok = loaded.model, loaded.family, loaded.tokenizer
+    path = os.path.join(os.environ.get("PRUNELAB_DATA", "../shared/data"), "sst2", "train.tsv")
+    rows = list(csv.reader(open(path), delimiter="\t"))[1:]
+    random.Random(seed).shuffle(rows)
+    col = S.SalienceCollector(fam, "outlier_aware", {}, lambda kind, b, role, lin: lin.weight)
+    col.install()
+    col.active = True
+    col.reset()
+    batch = tok([r[0] for r in rows[:n]], padding=True, truncation=True, max_length=128, return_tensors="pt")
+    model(**batch, labels=torch.tensor([int(r[1]) for r in rows[:n]])).loss.backward()
+    st = Structure.from_family(fam)
+    cap = {}
+    orig = S.add_outlier_term
+
+    def spy(structure, base, kurt, unit="density"):
+        cap["base"], cap["kurt"] = base, kurt
+        return orig(structure, base, kurt, unit)
+    S.add_outlier_term = spy
+    try:
+        col.scores(st)
+    finally:
+        S.add_outlier_term = orig
+        col.remove()
+    base, kurt = cap["base"], cap["kurt"]
+    costs = st.unit_costs()
+    flat = lambda d: torch.cat([*d["head"].values(), *d["neuron"].values(), d["hidden"]])  # noqa: E731
+    for kind in ("head", "neuron", "hidden"):
+        K = kurt[kind] if kind == "hidden" else torch.cat(list(kurt[kind].values()))
+        B = base[kind] if kind == "hidden" else torch.cat(list(base[kind].values()))
+        c = costs[kind] if kind == "hidden" else costs[kind][0]
+        print(f"{kind:7s} cost {c:6d}  K q10/q50/q90 " + "/".join(f"{float(K.quantile(q)):.2f}" for q in (.1, .5, .9))
+              + f"  median S~/C {float((B / c).median()):.2e}")
+    d0, K = flat(densities(st, base)), flat(kurt)
+    print(f"rho- (median S~/C over all units) {float(d0.median()):.2e}")
+
+    def spearman(a, b):
+        ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+        return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+    target = (1 - BASE["sparsity"]) * measured_size(fam)
+    forms = {"standard": base, **{u: orig(st, base, kurt, u) for u in ("density", "rank", "code")}}
+    for name, sc in forms.items():
+        d = flat(densities(st, sc))
+        keep = select(st, densities(st, sc), target).counts()
+        print(f"{name:9s} spearman(density, S~/C) {spearman(d, d0):.2f}  spearman(density, K) {spearman(d, K):.2f}  "
+              f"kept heads {sum(keep['heads'].values())}/72 neurons {sum(keep['neurons'].values())}/9216 "
+              f"hidden {keep['hidden']}/384")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -78,7 +143,11 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--train-limit", type=int, default=2000)
     ap.add_argument("--report", action="store_true", help="only print what the store already holds")
+    ap.add_argument("--selection", action="store_true", help="only the one-batch selection analysis (no training)")
     a = ap.parse_args(argv)
+    if a.selection:
+        selection(seed=a.seed)
+        return
     from prunelab.run import run
     from prunelab.store import Store
 

@@ -71,7 +71,7 @@ class APTConfig:
     prune_neurons: bool = True
     prune_hidden: bool = True
     salience: str = "outlier_aware"
-    outlier_unit: str = "density"   # density | rank | code: how sqrt(Kurt) is added (salience.add_outlier_term)
+    outlier_unit: str = "rank"      # rank | density | code: how sqrt(Kurt) is added (salience.add_outlier_term)
     ema: float = 0.85               # S <- 0.85 S + 0.15 S_new (seed 003)
     masks: str = "adaptive"         # adaptive: re-rank every window step; fixed: rank frozen at first use
     mask_lr: float = 0.01           # least per-step mask move in a window (code: 0.01); faster when the

@@ -39,6 +39,16 @@ the block's cost, gave a neuron ~64x the bonus of a head in MiniLM and pruned ev
 tiny BERT first.) A Gaussian-like column has excess kurtosis ~6 (product of two Gaussians);
 the common part shifts every density by the same amount and changes no ranking.
 
+Default unit (``outlier_unit="rank"``): K(b) above is replaced by its quantile q(K(b)) in
+[0, 1] among all units, so the bonus is at most one typical density rho-. With K itself
+(``outlier_unit="density"``) the term replaced the salience instead of adjusting it: on
+MiniLM-L6 / SST-2, K is 2-12 per unit, K rho- was 5-9x a unit's own density, and the density
+ranking had Spearman 0.93 with K and 0.03 with S~/C (it kept 65-71 of 72 heads and cut the
+hidden size to ~180 for that reason alone); with q(K) it is 0.86 with S~/C and 0.25 with K
+(``python benchmarks/apt_diagnose.py --selection``). ``outlier_unit="code"`` is the released
+LLaMA scorer's unnormalised S~ + K (Spearman -0.16 / 0.96 at our loss scale: it kept every
+neuron and 4 heads).
+
 Ablation scorers (the "salience" component):
 - standard: S~ only (no kurtosis term).
 - gradient: sum |dL/dH| only.
