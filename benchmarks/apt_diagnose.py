@@ -28,18 +28,19 @@ BASE = {"sparsity": 0.6}
 # name -> (method, method_args overrides, what it tests)
 VARIANTS = {
     "ft": ("ft", {}, "full fine-tuning reference"),
-    "apt": ("apt", {}, "APT defaults (outlier_aware, median-density kurtosis unit)"),
-    "lora_only": ("apt", {"pruning": "off", "distill": "none"},
+    "apt": ("apt", {}, "APT defaults (outlier_aware, outlier_unit=rank since 168d379)"),
+    "kurt_density": ("apt", {"outlier_unit": "density"}, "(a) K x median density (the default before 168d379)"),
+    "lora_only": ("apt", {"pruning": "off", "distill": "none", "outlier_unit": "density"},
                   "(ceiling) APT adapters, adaptive ranks, no pruning, no distillation"),
-    "no_hidden": ("apt", {"prune_hidden": False}, "(b) hidden dims not pruned"),
+    "no_hidden": ("apt", {"prune_hidden": False, "outlier_unit": "density"}, "(b) hidden dims not pruned"),
     "standard": ("apt", {"salience": "standard"}, "(a) no kurtosis term"),
     "kurt_code": ("apt", {"outlier_unit": "code"}, "(a) released-code kurtosis: + sqrt(Kurt) per block"),
     "kurt_rank": ("apt", {"outlier_unit": "rank"}, "(a) rank-normalised kurtosis bonus"),
     "early_end": ("apt", {"prune_end": 0.25, "distill_end": 0.35, "prune_start": 0.05},
                   "(c) pruning done by 25%: more post-pruning recovery"),
-    "distill_short": ("apt", {"distill_end": 0.4}, "(c)/(e) distillation ends with pruning (no label-free phase)"),
-    "no_distill": ("apt", {"distill": "none"}, "(e) no self-distillation"),
-    "teacher_train": ("apt", {"teacher_refresh": "train_loss"},
+    "distill_short": ("apt", {"distill_end": 0.4, "outlier_unit": "density"}, "(c)/(e) distillation ends with pruning (no label-free phase)"),
+    "no_distill": ("apt", {"distill": "none", "outlier_unit": "density"}, "(e) no self-distillation"),
+    "teacher_train": ("apt", {"teacher_refresh": "train_loss", "outlier_unit": "density"},
                       "(e) self-teacher also re-taken at pruning steps when the label loss improved"),
     "static_rank": ("apt", {"tuning": "static"}, "(d) fixed LoRA rank"),
     "lr3e-4": ("apt", {}, "(d) APT at lr 3e-4"),
@@ -57,6 +58,28 @@ def config(name: str, seed: int, steps: int, train_limit: int):
                         max_length=128)
     return RunConfig(model="minilm-l6", task="glue/sst2", method=method, seed=seed, method_args=margs,
                      train=train, measure={"throughput": False, "flops": False})
+
+
+def _older(store, cfg):
+    """A run stored before a method field was added: same config on the fields it has, and the
+    missing fields at the values the code had then (outlier_unit density, teacher_refresh eval)."""
+    import sqlite3
+
+    want = cfg.resolve().to_dict()
+    then = {"outlier_unit": "density", "teacher_refresh": "eval"}
+    for (rid,) in sqlite3.connect(store.path).execute("select id from runs where status='done'"):
+        row = store.get(rid)
+        have = row.get("config") or {}
+        if isinstance(have, str):
+            have = json.loads(have)
+        args = have.get("method_args") or {}
+        missing = set(want["method_args"]) - set(args)
+        if not missing or any(want["method_args"][k] != then.get(k, object()) for k in missing):
+            continue
+        w = {**want, "method_args": {k: v for k, v in want["method_args"].items() if k in args}}
+        if all(w.get(k) == have.get(k) for k in ("model", "task", "method", "seed", "train", "method_args")):
+            return row
+    return None
 
 
 def summary(row: dict) -> dict:
@@ -157,7 +180,7 @@ def main(argv=None) -> None:
     for n in names:
         cfg = config(n, a.seed, a.steps, a.train_limit)
         if a.report:
-            row = store.get(cfg.resolve().hash())
+            row = store.get(cfg.resolve().hash()) or _older(store, cfg)
             if row is None:
                 continue
         else:
