@@ -49,7 +49,7 @@ def test_hooks_score_every_unit_from_the_training_batch_alone(method):
 
 def test_kurtosis_only_changes_scores_by_the_outlier_term():
     a_plugin, model, _, _ = make_plugin("tiny-bert", salience="standard")
-    b_plugin, model_b, _, _ = make_plugin("tiny-bert", salience="outlier_aware")
+    b_plugin, model_b, _, _ = make_plugin("tiny-bert", salience="outlier_aware", outlier_unit="density")
     batch = {**example_batch(model), "labels": torch.tensor([0, 1])}
     out, seen = [], []
     b_plugin.family.ffn_blocks()[0].down.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
