@@ -11,6 +11,15 @@ variant already trained with the same config is read back, not retrained.
                                                                        # in parallel on 2 cores)
     python benchmarks/apt_diagnose.py --report                # table of what the store holds
 
+    python benchmarks/apt_diagnose.py --selection             # one batch, no training: what each
+                                                              # outlier unit keeps at 60%
+
+Seed 0, 2026-11-30, 2-core CPU VM (load ~10): FT 0.8073 (colleague's run, not rerun here);
+lora_only 0.8142; no_distill 0.7638; distill_short 0.7695; teacher_train 0.7420;
+kurt_rank 0.7339; no_hidden 0.6686 (APT defaults before these commits: 0.7385). Pruning at
+this budget costs ~5 points (lora_only -> no_distill) and the label-free distillation phase
+with an early, near-chance self-teacher ~2-3 more.
+
 One seed, one budget: differences under ~0.02 (about 17 of 872 dev sentences) are noise.
 The table goes to stdout only; nothing is written under benchmarks/results/.
 """
