@@ -149,3 +149,29 @@ def test_teacher_variants_after_training():
     train_plugin(plugin, model, task, ctx)
     head = plugin.teacher.head["classifier.weight"]
     assert head.shape == dict(model.named_parameters())["classifier.weight"].shape
+
+
+def _teacher_takes(teacher_refresh):
+    sched = {"num_prunings": 4, "prune_start": 0.1, "prune_end": 0.6, "sparsity_warmup": 0.0, "distill_end": 0.8}
+    plugin, model, task, ctx = make_plugin("tiny-bert", n_train=256, steps=40, batch_size=8,
+                                           teacher_refresh=teacher_refresh, **sched)
+    calls = []
+    orig = plugin.distiller.take_teacher
+
+    def spy(state):
+        calls.append(state.step)
+        return orig(state)
+    plugin.distiller.take_teacher = spy
+    train_plugin(plugin, model, task, ctx)
+    return calls, plugin.plan
+
+
+def test_train_loss_refresh_retakes_the_self_teacher_before_pruning_steps():
+    # eval: the teacher taken at distillation start (step 4 of 40) stays until a dev eval improves,
+    # however little the student knew then; train_loss: re-taken before pruning steps whose
+    # label-loss EMA improved (the code's pre-pruning momentum refresh)
+    calls_eval, plan = _teacher_takes("eval")
+    calls_train, _ = _teacher_takes("train_loss")
+    assert not set(calls_eval) & set(plan.steps)
+    assert set(calls_train) & set(plan.steps)
+    assert calls_train[0] == calls_eval[0] == plan.start

@@ -49,7 +49,7 @@ def test_hooks_score_every_unit_from_the_training_batch_alone(method):
 
 def test_kurtosis_only_changes_scores_by_the_outlier_term():
     a_plugin, model, _, _ = make_plugin("tiny-bert", salience="standard")
-    b_plugin, model_b, _, _ = make_plugin("tiny-bert", salience="outlier_aware")
+    b_plugin, model_b, _, _ = make_plugin("tiny-bert", salience="outlier_aware", outlier_unit="density")
     batch = {**example_batch(model), "labels": torch.tensor([0, 1])}
     out, seen = [], []
     b_plugin.family.ffn_blocks()[0].down.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
@@ -190,3 +190,57 @@ def test_eq9_adapter_term_is_part_of_the_salience():
     assert float(term["neuron"][1][5]) == pytest.approx(float((up.B.grad[5] * up.B[5]).abs().sum()) * up.scaling)
     torch.testing.assert_close(with_term["head"][0] - without["head"][0], term["head"][0])
     torch.testing.assert_close(with_term["neuron"][1] - without["neuron"][1], term["neuron"][1])
+
+
+def test_outlier_units_rank_bounds_the_bonus_and_code_adds_per_block():
+    from prunelab.methods.apt.pruner import densities
+    from prunelab.methods.apt.salience import add_outlier_term
+    plugin, *_ = make_plugin("tiny-bert", config_overrides=PLANT)
+    st = plugin.structure
+    c = st.unit_costs()
+    g = torch.Generator().manual_seed(0)
+    base = {"head": {a.index: torch.rand(a.units, generator=g, dtype=torch.float64) * c["head"][a.index]
+                     for a in st.attn},
+            "neuron": {b.index: torch.rand(b.units, generator=g, dtype=torch.float64) * c["neuron"][b.index]
+                       for b in st.ffn},
+            "hidden": torch.rand(st.hidden, generator=g, dtype=torch.float64) * c["hidden"]}
+    kurt = {"head": {a.index: 1 + 20 * torch.rand(a.units, generator=g, dtype=torch.float64) for a in st.attn},
+            "neuron": {b.index: 1 + 20 * torch.rand(b.units, generator=g, dtype=torch.float64) for b in st.ffn},
+            "hidden": 1 + 20 * torch.rand(st.hidden, generator=g, dtype=torch.float64)}
+    flat = lambda d: torch.cat([*d["head"].values(), *d["neuron"].values(), d["hidden"]])  # noqa: E731
+    d0 = flat(densities(st, base))
+    rho = float(d0.median())
+    bonus = flat(densities(st, add_outlier_term(st, base, kurt, "rank"))) - d0
+    assert float(bonus.min()) >= -1e-12 and float(bonus.max()) <= rho * (1 + 1e-9)   # at most one typical density
+    bonus_density = flat(densities(st, add_outlier_term(st, base, kurt, "density"))) - d0
+    assert float(bonus_density.max()) > 10 * rho                                     # K times rho: unbounded
+    code = add_outlier_term(st, base, kurt, "code")
+    torch.testing.assert_close(code["hidden"], base["hidden"] + kurt["hidden"])
+
+
+def test_default_outlier_term_adjusts_the_salience_ranking_instead_of_replacing_it():
+    # MiniLM-L6 / SST-2 (benchmarks/apt_diagnose.py --selection): K = sqrt(Kurt) is ~2-12 per unit,
+    # so K * rho- (the density unit) was 5-9x a unit's own density and the ranking followed K
+    # (Spearman 0.93 with K, 0.03 with S~/C). The default must keep S~/C the main key.
+    from prunelab.methods.apt.config import APTConfig
+    from prunelab.methods.apt.pruner import densities
+    from prunelab.methods.apt.salience import add_outlier_term
+    plugin, *_ = make_plugin("tiny-bert", config_overrides=PLANT)
+    st = plugin.structure
+    c = st.unit_costs()
+    g = torch.Generator().manual_seed(1)
+    r = lambda n: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    base = {"head": {a.index: r(a.units) * c["head"][a.index] for a in st.attn},
+            "neuron": {b.index: r(b.units) * c["neuron"][b.index] for b in st.ffn},
+            "hidden": r(st.hidden) * c["hidden"]}
+    kurt = {"head": {a.index: 2 + 10 * r(a.units) for a in st.attn},
+            "neuron": {b.index: 2 + 10 * r(b.units) for b in st.ffn}, "hidden": 2 + 10 * r(st.hidden)}
+    flat = lambda d: torch.cat([*d["head"].values(), *d["neuron"].values(), d["hidden"]])  # noqa: E731
+
+    def spearman(a, b):
+        ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+        return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+    d0 = flat(densities(st, base))
+    d = flat(densities(st, add_outlier_term(st, base, kurt, APTConfig().outlier_unit)))
+    assert spearman(d, d0) > 0.5
+    assert spearman(d, d0) > spearman(d, flat(kurt))

@@ -32,6 +32,7 @@ from typing import ClassVar
 
 from prunelab.errors import PrunelabError, unknown
 
+OUTLIER_UNITS = ("density", "rank", "code")
 SALIENCE = ("outlier_aware", "standard", "magnitude", "gradient", "fisher", "random", "uniform")
 TUNING = ("adaptive", "static", "uniform", "none")
 DISTILL = ("self", "none", "self_snapshot", "self_copy", "ft_teacher", "lora_teacher")
@@ -73,6 +74,7 @@ class APTConfig:
     layout: str = "free"            # free: per-layer widths; uniform: equal heads / neurons in every layer
                                     # (rank slices across layers, pruner.select_uniform) -> stock export
     salience: str = "outlier_aware"
+    outlier_unit: str = "rank"      # rank | density | code: how sqrt(Kurt) is added (salience.add_outlier_term)
     ema: float = 0.85               # S <- 0.85 S + 0.15 S_new (seed 003)
     masks: str = "adaptive"         # adaptive: re-rank every window step; fixed: rank frozen at first use
     mask_lr: float = 0.01           # least per-step mask move in a window (code: 0.01); faster when the
@@ -96,6 +98,8 @@ class APTConfig:
     temperature: float = 4.0        # seed 003 (CoFi's tau)
     pred_weight: float | None = None  # None: 1.0 for classification/regression, 0.1 otherwise
     layer_weight: float = 0.9
+    teacher_refresh: str = "eval"   # eval: on dev improvement at eval points; train_loss: also before
+                                    # each pruning step whose label-loss EMA improved (teaching.py)
     transform_rank: int = 8         # Tr = I + s B A (code: lora.Linear on an identity base)
     teacher_path: str | None = None  # ft_teacher / lora_teacher: load instead of training one
     teacher_lr: float | None = None  # None: 5e-5 (FT teacher) / 2e-4 (LoRA teacher)
@@ -122,6 +126,7 @@ class APTConfig:
         _num("sparsity", self.sparsity, lo=0, hi=1, hi_open=True)
         _choice("salience", self.salience, SALIENCE)
         _choice("layout", self.layout, LAYOUTS)
+        _choice("outlier_unit", self.outlier_unit, OUTLIER_UNITS)
         _num("ema", self.ema, lo=0, hi=1, hi_open=True)
         _choice("masks", self.masks, MASKS)
         _num("mask_lr", self.mask_lr, lo=0, lo_open=True, hi=1)
@@ -143,6 +148,7 @@ class APTConfig:
         _num("grow_fraction", self.grow_fraction, lo=0, lo_open=True, hi=1)
         self.distill = DISTILL_ALIASES.get(self.distill, self.distill)
         _choice("distill", self.distill, DISTILL)
+        _choice("teacher_refresh", self.teacher_refresh, ("eval", "train_loss"))
         _num("temperature", self.temperature, lo=0, lo_open=True)
         if self.pred_weight is not None:
             _num("pred_weight", self.pred_weight, lo=0)

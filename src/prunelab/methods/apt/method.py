@@ -124,7 +124,8 @@ class APTPlugin(MethodPlugin):
         self.dense_nonemb = fam.param_count(non_embedding=True)
         self.masks = MaskState(self.structure)
         self.pruning = cfg.pruning != "off"
-        self.collector = SalienceCollector(fam, cfg.salience, self.groups, self._effective_weight)
+        self.collector = SalienceCollector(fam, cfg.salience, self.groups, self._effective_weight,
+                                           cfg.outlier_unit)
         if self.pruning:
             self.collector.install()
         self.ema = SalienceEMA(cfg.ema)

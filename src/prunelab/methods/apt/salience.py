@@ -39,6 +39,16 @@ the block's cost, gave a neuron ~64x the bonus of a head in MiniLM and pruned ev
 tiny BERT first.) A Gaussian-like column has excess kurtosis ~6 (product of two Gaussians);
 the common part shifts every density by the same amount and changes no ranking.
 
+Default unit (``outlier_unit="rank"``): K(b) above is replaced by its quantile q(K(b)) in
+[0, 1] among all units, so the bonus is at most one typical density rho-. With K itself
+(``outlier_unit="density"``) the term replaced the salience instead of adjusting it: on
+MiniLM-L6 / SST-2, K is 2-12 per unit, K rho- was 5-9x a unit's own density, and the density
+ranking had Spearman 0.93 with K and 0.03 with S~/C (it kept 65-71 of 72 heads and cut the
+hidden size to ~180 for that reason alone); with q(K) it is 0.86 with S~/C and 0.25 with K
+(``python benchmarks/apt_diagnose.py --selection``). ``outlier_unit="code"`` is the released
+LLaMA scorer's unnormalised S~ + K (Spearman -0.16 / 0.96 at our loss scale: it kept every
+neuron and 4 heads).
+
 Ablation scorers (the "salience" component):
 - standard: S~ only (no kurtosis term).
 - gradient: sum |dL/dH| only.
@@ -104,9 +114,10 @@ class _Site:
 class SalienceCollector:
     """Installs hooks through the family adapter and turns one step's sums into block scores."""
 
-    def __init__(self, family, method: str, group_sizes: dict, effective_weight):
+    def __init__(self, family, method: str, group_sizes: dict, effective_weight, outlier_unit: str = "density"):
         self.family = family
         self.method = method
+        self.outlier_unit = outlier_unit
         self.group_sizes = group_sizes          # attention block -> q heads per unit
         self.effective_weight = effective_weight  # callable(kind, block, role, linear) -> tensor
         self.active = False
@@ -242,7 +253,7 @@ class SalienceCollector:
         if self.method == "outlier_aware":
             if sites_per_kind["hidden"] > 1:
                 kurt["hidden"] = kurt["hidden"] / sites_per_kind["hidden"]
-            out = add_outlier_term(structure, out, kurt)
+            out = add_outlier_term(structure, out, kurt, self.outlier_unit)
         return out
 
     def _weight_moments(self, kind, b, role, lin) -> torch.Tensor:
@@ -266,17 +277,55 @@ def _add(acc: dict, site: _Site, v: torch.Tensor) -> None:
         acc[site.kind][site.block] = acc[site.kind][site.block] + v
 
 
-def add_outlier_term(structure, base: dict, kurt: dict) -> dict:
-    """S^(b) = S~(b) + K(b) C(b) rho-, rho- = the median of S~(u)/C(u) over every unit u of
-    every type (module docstring)."""
+def add_outlier_term(structure, base: dict, kurt: dict, unit: str = "density") -> dict:
+    """S^ = S~ + the outlier term, in one of three units (``APTConfig.outlier_unit``):
+
+    - density: S^(b) = S~(b) + K(b) C(b) rho-, rho- = the median of S~(u)/C(u) over every unit u
+      of every type (module docstring);
+    - rank: S^(b) = S~(b) + q(K(b)) C(b) rho-, q = K's quantile in [0, 1] among all units: the
+      same density unit, but the bonus is bounded by one typical density, so kurtosis breaks
+      near-ties in salience instead of ranking by itself;
+    - code: S^(b) = S~(b) + K(b), the released LLaMA scorer's per-block addition (unnormalised:
+      its weight against S~ depends on the loss scale and the batch).
+    """
+    if unit == "code":
+        return {"head": {b: v + kurt["head"][b] for b, v in base["head"].items()},
+                "neuron": {b: v + kurt["neuron"][b] for b, v in base["neuron"].items()},
+                "hidden": base["hidden"] + kurt["hidden"]}
     costs = structure.unit_costs()
     dens = [v / max(1, costs["head"][b]) for b, v in base["head"].items()] + \
         [v / max(1, costs["neuron"][b]) for b, v in base["neuron"].items()] + [base["hidden"] / max(1, costs["hidden"])]
     dens = torch.cat([d.flatten().double().cpu() for d in dens]) if dens else torch.zeros(0, dtype=torch.float64)
     rho = float(dens.median()) if dens.numel() else 0.0
+    if unit == "rank":
+        kurt = _quantiles(kurt)
     return {"head": {b: v + kurt["head"][b] * costs["head"][b] * rho for b, v in base["head"].items()},
             "neuron": {b: v + kurt["neuron"][b] * costs["neuron"][b] * rho for b, v in base["neuron"].items()},
             "hidden": base["hidden"] + kurt["hidden"] * costs["hidden"] * rho}
+
+
+def _quantiles(kurt: dict) -> dict:
+    """Each unit's K replaced by its quantile (average rank / (n - 1)) among all units of all types."""
+    parts = [("head", b, v) for b, v in kurt["head"].items()] + \
+        [("neuron", b, v) for b, v in kurt["neuron"].items()] + [("hidden", None, kurt["hidden"])]
+    flat = torch.cat([v.flatten().double().cpu() for _, _, v in parts])
+    n = flat.numel()
+    if n < 2:
+        q = torch.zeros_like(flat)
+    else:
+        order = flat.argsort(stable=True)
+        r = torch.empty_like(flat)
+        r[order] = torch.arange(n, dtype=torch.float64)
+        q = r / (n - 1)
+    out, i = {"head": {}, "neuron": {}, "hidden": None}, 0
+    for kind, b, v in parts:
+        chunk = q[i:i + v.numel()].reshape(v.shape)
+        i += v.numel()
+        if kind == "hidden":
+            out["hidden"] = chunk
+        else:
+            out[kind][b] = chunk
+    return out
 
 
 @torch.no_grad()

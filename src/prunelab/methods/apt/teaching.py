@@ -43,6 +43,8 @@ class Distiller:
         self.tr_out_ids = torch.arange(fam.hidden_size)   # Tr's output rows = these teacher dims
         self.mu, self.distilling = 0.0, False
         self.best = None
+        self.ft_ema = None          # EMA of the student's label loss (every step)
+        self.teacher_ft = None      # ft_ema when the teacher was last taken
         self.step_log: dict = {}
         self.layer_rng = random.Random(7919 + plugin.seed)
         if not self.enabled:
@@ -77,6 +79,12 @@ class Distiller:
         self.mu = plan.mu(t) if self.enabled else 0.0
         if self.enabled and plan.distilling(t) and not self.ready:
             self.take_teacher(state)
+        elif (self.enabled and self.cfg.teacher_refresh == "train_loss" and self.cfg.distill in REFRESHING
+              and self.ready and plan.distilling(t) and t in plan.steps and self.ft_ema is not None
+              and self.teacher_ft is not None and self.ft_ema < self.teacher_ft):
+            # the code's momentum teacher is re-taken before every pruning step whose dev score
+            # improved; without a dev pass there, the student's label-loss EMA stands in for it
+            self.take_teacher(state)
         self.distilling = self.mu > 0 and self.teacher is not None
         self.capture.store = {} if (self.distilling and self.cfg.layer_loss) else None
 
@@ -86,6 +94,7 @@ class Distiller:
 
     def take_teacher(self, state) -> None:
         """(Re)take the self-distillation teacher from the current student."""
+        self.teacher_ft = self.ft_ema
         if isinstance(self.teacher, D.SnapshotTeacher):
             self.teacher.snapshot(self.model, self.p.adapter_names(), self.layer_names(), self.p.adapters,
                                   self.hidden_ids)
@@ -117,6 +126,8 @@ class Distiller:
     def loss(self, state, loss, masks_kw: dict | None, surviving: dict, kind: str):
         student_hidden = self.capture.store
         self.capture.store = None
+        v = float(loss.detach())
+        self.ft_ema = v if self.ft_ema is None else 0.9 * self.ft_ema + 0.1 * v
         if not self.distilling:
             return loss
         cfg, batch = self.cfg, state.batch
