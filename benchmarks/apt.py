@@ -43,7 +43,8 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, mean_std, provenance, pruned_like, round_robin_medians, wait_for_other_process, write
+import common
+from common import ROOT, mean_std, provenance, wait_for_other_process, write
 
 APT_LR = 1e-3
 LR = {"ft": 5e-5, "lora": 5e-4, "apt": APT_LR}
@@ -68,24 +69,8 @@ def configs(seed: int, args) -> dict:
 
 # -- interleaved inference ----------------------------------------------------------------------------
 def interleaved_speed(apt_widths: list[dict]) -> dict:
-    from prunelab.models.load import load_model
-    from prunelab.tasks import get_task
-    from prunelab.train import measure
-
-    dense = load_model("minilm-l6", get_task("glue/sst2")).model.eval()
-    models = {"ft": dense, **{f"apt{i}": pruned_like(w) for i, w in enumerate(apt_widths)}}
-    cpu = torch.device("cpu")
-    flops = {k: measure.flops_per_sample(m, measure.dummy_inputs(m, 1, SEQ, cpu)) for k, m in models.items()}
-    out = {"flops_per_sample": flops, "params": {k: measure.count_params(m)["params"] for k, m in models.items()},
-           "loadavg_before": os.getloadavg(), "rounds": ROUNDS, "seq_len": SEQ}
-    for bs in BATCHES:
-        med, cpu_med = round_robin_medians(models, measure.dummy_inputs(dense, bs, SEQ, cpu), ROUNDS)
-        out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cpu_med,
-                          "speedup": {k: med["ft"] / med[k] for k in models if k != "ft"},
-                          "speedup_cpu_time": {k: cpu_med["ft"] / cpu_med[k] for k in models if k != "ft"},
-                          "flops_limit": {k: flops["ft"] / flops[k] for k in models if k != "ft"}}
-    out["loadavg_after"] = os.getloadavg()
-    return out
+    return common.interleaved_speed({f"apt{i}": w for i, w in enumerate(apt_widths)}, ref="ft", rounds=ROUNDS,
+                                    seq=SEQ, batches=BATCHES)
 
 
 # -- report -------------------------------------------------------------------------------------------

@@ -143,3 +143,31 @@ def pruned_like(widths: dict):
     if widths["hidden"] < fam.hidden_size:
         fam.prune_hidden(list(range(widths["hidden"])))
     return loaded.model.eval()
+
+
+def interleaved_speed(widths: dict, ref: str = "dense", rounds: int = 7, seq: int = 128,
+                      batches: tuple = (32, 128)) -> dict:
+    """MiniLM-L6 dense (under the name `ref`) against pruned copies of the given widths (name ->
+    widths): FLOPs, params, and speedups timed round-robin in this one process (median of
+    `rounds`), wall and CPU time, next to each copy's FLOPs limit."""
+    import torch
+
+    from prunelab.models.load import load_model
+    from prunelab.tasks import get_task
+    from prunelab.train import measure
+
+    dense = load_model("minilm-l6", get_task("glue/sst2")).model.eval()
+    models = {ref: dense, **{k: pruned_like(w) for k, w in widths.items()}}
+    cpu = torch.device("cpu")
+    flops = {k: measure.flops_per_sample(m, measure.dummy_inputs(m, 1, seq, cpu)) for k, m in models.items()}
+    out = {"flops_per_sample": flops, "params": {k: measure.count_params(m)["params"] for k, m in models.items()},
+           "loadavg_before": os.getloadavg(), "rounds": rounds, "seq_len": seq}
+    others = [k for k in models if k != ref]
+    for bs in batches:
+        med, cpu_med = round_robin_medians(models, measure.dummy_inputs(dense, bs, seq, cpu), rounds)
+        out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cpu_med,
+                          "speedup": {k: med[ref] / med[k] for k in others},
+                          "speedup_cpu_time": {k: cpu_med[ref] / cpu_med[k] for k in others},
+                          "flops_limit": {k: flops[ref] / flops[k] for k in others}}
+    out["loadavg_after"] = os.getloadavg()
+    return out

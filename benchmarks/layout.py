@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, mean_std, provenance, pruned_like, round_robin_medians, wait_for_other_process, write
+import common
+from common import ROOT, mean_std, provenance, wait_for_other_process, write
 
 LR = 1e-3
 LAYOUTS = ("free", "uniform")
@@ -57,23 +58,7 @@ def export_format(row) -> str | None:
 
 
 def interleaved_speed(widths: dict) -> dict:
-    from prunelab.models.load import load_model
-    from prunelab.tasks import get_task
-    from prunelab.train import measure
-
-    dense = load_model("minilm-l6", get_task("glue/sst2")).model.eval()
-    models = {"dense": dense, **{k: pruned_like(w) for k, w in widths.items()}}
-    cpu = torch.device("cpu")
-    flops = {k: measure.flops_per_sample(m, measure.dummy_inputs(m, 1, SEQ, cpu)) for k, m in models.items()}
-    out = {"flops_per_sample": flops, "params": {k: measure.count_params(m)["params"] for k, m in models.items()},
-           "loadavg_before": os.getloadavg(), "rounds": ROUNDS, "seq_len": SEQ}
-    for bs in BATCHES:
-        med, cpu_med = round_robin_medians(models, measure.dummy_inputs(dense, bs, SEQ, cpu), ROUNDS)
-        out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cpu_med,
-                          "speedup": {k: med["dense"] / med[k] for k in models if k != "dense"},
-                          "flops_limit": {k: flops["dense"] / flops[k] for k in models if k != "dense"}}
-    out["loadavg_after"] = os.getloadavg()
-    return out
+    return common.interleaved_speed(widths, ref="dense", rounds=ROUNDS, seq=SEQ, batches=BATCHES)
 
 
 def ms(values, f="{:.4f}"):
