@@ -32,9 +32,10 @@ EVAL = """
 import json, sys
 import lm_eval
 from lm_eval.tasks import TaskManager
-# tiny-llama borrows a BERT tokenizer with no BOS/EOS, so name the prefix token ([CLS]); a real
-# LLaMA-family export needs only pretrained= and trust_remote_code=True (free per-layer widths)
-args = f"pretrained={sys.argv[1]},trust_remote_code=True,dtype=float32,prefix_token_id=101"
+# a layout=uniform export is a stock LlamaConfig checkpoint: no trust_remote_code. (tiny-llama
+# borrows a BERT tokenizer with no BOS/EOS, so name the prefix token, [CLS]; a real LLaMA
+# tokenizer needs no such argument.) Free per-layer widths add trust_remote_code=True.
+args = f"pretrained={sys.argv[1]},dtype=float32,prefix_token_id=101"
 out = lm_eval.simple_evaluate(model="hf", model_args=args,
                               tasks=["prunelab_capitals"], task_manager=TaskManager(include_path=sys.argv[2]),
                               device="cpu", batch_size=4)
@@ -46,10 +47,11 @@ print(json.dumps(out["results"]["prunelab_capitals"]))
 def test_lm_eval_harness_scores_an_apt_export_offline(tmp_path, data_dir):
     out = tmp_path / "apt-llama"
     cfg = RunConfig(model="tiny-llama", task="wikitext2", method="apt", data_dir=data_dir,
-                    method_args={"sparsity": 0.3}, output_dir=str(out),
+                    method_args={"sparsity": 0.3, "layout": "uniform"}, output_dir=str(out),
                     train=TrainConfig(batch_size=2, max_steps=4, eval_points=1, train_limit=8, eval_limit=2),
                     measure=MeasureConfig(throughput=False, flops=False))
-    assert run(cfg, tmp_path / "r.db")["status"] == "done"
+    row = run(cfg, tmp_path / "r.db")
+    assert row["status"] == "done" and row["metrics"]["export_format"] == "stock"
     docs = [{"question": f"Question {i}: the capital of country {i} is", "choices": ["Paris", "Rome", "Oslo"],
              "answer": i % 3} for i in range(6)]
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
