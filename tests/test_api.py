@@ -75,7 +75,8 @@ def test_ten_lines_of_python_give_an_apt_pruned_exported_model(jsonl, tmp_path):
     result.save_pretrained(str(tmp_path / "mine"))
 
     assert result.record["status"] == "done" and 0 <= result.metrics["score"] <= 1
-    assert abs(result.metrics["apt_nonemb_param_ratio"] - 0.5) < 0.02      # pruned to its budget
+    # pruned to its budget, within two hidden dims of tiny-bert (hidden 64: ~1.6% of its layer parameters each)
+    assert abs(result.metrics["apt_nonemb_param_ratio"] - 0.5) < 0.035
     check = ("import sys, torch; from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T;"
              "m = M.from_pretrained(sys.argv[1], trust_remote_code=True).eval(); t = T.from_pretrained(sys.argv[1]);"
              "print(m(**t(['I loved it'], return_tensors='pt')).logits.shape[-1]);"
