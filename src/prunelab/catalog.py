@@ -33,7 +33,8 @@ TASKS = {
 def methods() -> list[tuple[str, str]]:
     from prunelab.methods.registry import get_method, list_methods
 
-    return [(name, get_method(name).description) for name in list_methods()]
+    # a method registered without a description (a user's, a test's) still gets its line
+    return [(name, get_method(name).description or "(no description)") for name in list_methods()]
 
 
 def models() -> list[tuple[str, str]]:
