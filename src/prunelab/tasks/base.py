@@ -35,7 +35,8 @@ def register_task(task: "Task", aliases: tuple[str, ...] = ()) -> "Task":
 
 
 def list_tasks() -> list[str]:
-    return sorted(_REGISTRY)
+    # in-memory user data (`data:<hash>`, tasks/custom.py) is looked up by name, not listed
+    return sorted(n for n in _REGISTRY if not n.startswith("data:"))
 
 
 def get_task(name: str) -> "Task":

@@ -29,6 +29,7 @@ class LanguageModelTask(Task):
     FALLBACK = {"train": "dev", "dev": "test"}
 
     def _load_local(self, folder: str, split: str) -> list[dict]:
+        asked = split
         if not os.path.isfile(os.path.join(folder, self.splits["train"])) and split in self.FALLBACK:
             split = self.FALLBACK[split]
         path = os.path.join(folder, self.splits[split])
@@ -36,7 +37,8 @@ class LanguageModelTask(Task):
             others = [f"{s} ({f})" for s, f in self.splits.items()
                       if os.path.isfile(os.path.join(folder, f))]
             have = f"; splits present: {', '.join(others)}" if others else "; no splits present"
-            raise PrunelabError(f"{self.name}: missing data file {path!r}{have}")
+            instead = f" (used for {asked!r} since there is no {self.splits['train']})" if split != asked else ""
+            raise PrunelabError(f"{self.name}: missing data file {path!r}{instead}{have}")
         with open(path, encoding="utf-8") as f:
             return [{"text": line} for line in f]
 
