@@ -272,7 +272,8 @@ def cmd_ablate(args):
 
     return acli.ablate(args.plan, preset=args.preset, seeds=args.seeds, executor=args.executor,
                        workers=args.workers, store=args.store, study=args.study,
-                       skip_unresolved=args.skip_unresolved, method=args.method, rerun=args.rerun)
+                       skip_unresolved=args.skip_unresolved, method=args.method, rerun=args.rerun,
+                       ci_width=args.ci_width, max_seeds=args.max_seeds)
 
 
 def cmd_report(args):
@@ -360,7 +361,18 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--preset", default="tiny", choices=["tiny", "cpu", "paper"],
                    help="model / task / budget of every cell: tiny (random model, seconds), cpu (real small model), "
                         "paper (the paper's setting); default tiny")
-    a.add_argument("--seeds", type=int, default=3, help="seeds per cell (default: 3)")
+    # strings, checked by ablation/adaptive.parse_seed_options: one line naming the flag and what it takes
+    a.add_argument("--seeds", default="3", metavar="N|auto",
+                   help="seeds per cell (default: 3), or auto: start with 3 and add one seed to every cell per "
+                        "round until each variant's 95%% interval of the paired difference to the baseline (primary "
+                        "metric: the ablation's first) excludes 0 or is narrower than --ci-width, or --max-seeds "
+                        "is reached")
+    a.add_argument("--ci-width", dest="ci_width", default=None, metavar="W|P%",
+                   help="with --seeds auto: an interval narrower than this is precise enough; a number in the "
+                        "primary metric's units as the report shows them (e.g. 0.01 accuracy), or a percentage "
+                        "of the baseline mean (default: 2%%, the report's no-change margin)")
+    a.add_argument("--max-seeds", dest="max_seeds", default=None, metavar="N",
+                   help="with --seeds auto: at most this many seeds per cell (default: 8; at least 3)")
     a.add_argument("--executor", default="local", choices=["local", "ray"], help="where cells run (default: local): local processes, or Ray tasks on the "
                         "cluster at $RAY_ADDRESS (else a fresh local Ray instance), one process per cell, "
                         "retried when a worker dies")

@@ -11,7 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from prunelab.ablation import adaptive
 from prunelab.ablation import presets as presets_mod
+from prunelab.ablation.adaptive import AUTO_START, parse_seed_options
 from prunelab.ablation.executors import run_matrix
 from prunelab.ablation.generate import generate_plan
 from prunelab.ablation.matrix import build_matrix, study_name
@@ -99,38 +101,117 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
            store: str | None = None, study: str | None = None, skip_unresolved: bool = False,
            method: str | None = None, *, runner=None, overrides: list | dict | None = None,
            progress: bool = True, retry_failed: bool = True, force: bool = False, reference: bool = True,
-           out=None, rerun: list[str] | None = None) -> int:
+           out=None, rerun: list[str] | None = None, ci_width=None, max_seeds=None) -> int:
+    """seeds: a count, a list of seeds, or 'auto' (ablation/adaptive.py: from 3 seeds per cell, one
+    more per round until every comparison can tell; ci_width and max_seeds apply to it only)."""
     out = out or sys.stdout
     check_run_options(executor, workers)
+    seed_plan = parse_seed_options(seeds, ci_width, max_seeds)   # before anything is loaded or written
     plan = load_plan(path, method=method)
     res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
     base = presets_mod.base_config(preset, res.method, overrides)
     ref = presets_mod.reference_config(preset, res.method, overrides) if reference else None
     study = study or f"{study_name(plan.name)}-{preset}"
-    matrix = build_matrix(res, base, seeds, study=study, reference=ref)
-    forced = rerun_ids(matrix, rerun or [])       # a bad --rerun fails before the study is registered
+    matrix = build_matrix(res, base, AUTO_START if seed_plan.auto else seed_plan.fixed, study=study, reference=ref)
+    # a bad --rerun fails before the study is registered; with --seeds auto it may name any seed up to the cap
+    whole = build_matrix(res, base, seed_plan.max_seeds, study=study, reference=ref) if seed_plan.auto else matrix
+    forced = rerun_ids(whole, rerun or [])
     store_path = store or DEFAULT_PATH
     st = Store(store_path)
+    run = dict(executor=executor, workers=workers, runner=runner, progress=progress, retry_failed=retry_failed,
+               force=force)
+    if seed_plan.auto:
+        return _ablate_auto(res, base, ref, study, preset, seed_plan, st, forced, run, out)
     save_study(st.path, study_meta(matrix, preset))
     n_links = len(matrix.links())
     print(f"study {study}: {len(matrix.cells)} cells x {len(matrix.seeds)} seeds = {n_links} "
           f"({len(matrix.runs)} distinct runs), preset {preset} ({base.model} on {base.task}), store {st.path}",
           file=out)
+    _print_notes(matrix, res, out)
+    summary = run_matrix(matrix, st, rerun=forced, **run)
+    _print_summary(summary, summary.done, summary.skipped, out)
+    print(f"report: prunelab report {study} --store {st.path}", file=out)
+    return 0 if summary.ok else 1
+
+
+def _print_notes(matrix, res: Resolution, out) -> None:
     for note in matrix.notes:
         print(f"note: {note}", file=out)
     for u in res.unresolved:
         print(f"skipped: {u.ablation}: {u.item!r}: {u.reason}", file=out)
-    summary = run_matrix(matrix, st, executor=executor, workers=workers, runner=runner, progress=progress,
-                         retry_failed=retry_failed, force=force, rerun=forced)
-    print(f"{summary.done} run(s) done, {summary.skipped} already done, {summary.failed} failed"
+
+
+def _print_summary(summary, done: int, skipped: int, out, seconds: float | None = None) -> None:
+    print(f"{done} run(s) done, {skipped} already done, {summary.failed} failed"
           + (f", {summary.elsewhere} running elsewhere" if summary.elsewhere else "")
-          + f" in {summary.seconds:.0f}s", file=out)
+          + f" in {summary.seconds if seconds is None else seconds:.0f}s", file=out)
     for cells, run_id, err in summary.failures[:10]:
         print(f"  failed {cells} ({run_id[:8]}): {err.strip().splitlines()[0] if err.strip() else ''}", file=out)
     if summary.failed:
         print("re-run the same command to retry the failed runs (done runs are kept)", file=out)
+
+
+def _ablate_auto(res: Resolution, base, ref, study: str, preset: str, seed_plan, st: Store, forced: set,
+                 run: dict, out) -> int:
+    """Rounds of run_matrix with 3, 4, ... seeds per cell until adaptive.stop_reason says stop.
+
+    Each round is a matrix whose seeds extend the last one's, so its done runs are skipped; the
+    rule is evaluated from the store after each round. A re-run of the same command (after a crash
+    or failed runs) replays the rounds from 3 seeds on the stored results and goes on from there."""
+    from prunelab.ablation.analysis import analyze
+
+    width, cap = seed_plan.width, seed_plan.max_seeds
+    record = {"rule": adaptive.rule_text(width.text, cap), "start": AUTO_START, "ci_width": width.text,
+              "max_seeds": cap, "n": AUTO_START, "stop": None, "checks": [], "rounds": []}
+    # force (Python API): each run once, in the round that adds it, not again in every later round
+    force = run.pop("force", False)
+    pending_forced = set(forced)
+    seen: set[str] = set()
+    done = skipped = prev_runs = 0
+    seconds = 0.0
+    n = AUTO_START
+    while True:
+        matrix = build_matrix(res, base, n, study=study, reference=ref)
+        if n == AUTO_START:
+            print(f"study {study}: {len(matrix.cells)} cells, seeds chosen adaptively "
+                  f"(--ci-width {width.text}, --max-seeds {cap}), preset {preset} ({base.model} on {base.task}), "
+                  f"store {st.path}", file=out)
+            print(f"rule: {record['rule']}", file=out)
+            _print_notes(matrix, res, out)
+        ids = {r.run_id for r in matrix.runs}
+        now, pending_forced = pending_forced & ids, pending_forced - ids
+        if force:
+            now |= ids - seen
+        seen |= ids
+        record.update(n=n, stop=None)
+        save_study(st.path, {**study_meta(matrix, preset), "adaptive": record})
+        summary = run_matrix(matrix, st, rerun=now, **run)
+        done += summary.done
+        skipped += summary.skipped - prev_runs     # earlier rounds' runs are all done (else we stopped)
+        seconds += summary.seconds
+        prev_runs = len(matrix.runs)
+        if not summary.ok:
+            _print_summary(summary, done, skipped, out, seconds)
+            print(f"seeds auto: stopped at n = {n} with runs not done; re-run the same command to retry them "
+                  "and continue choosing seeds", file=out)
+            return 1
+        checks = adaptive.check_study(analyze(st, study), width)
+        counts = {k: sum(c["status"] == k for c in checks) for k in ("decided", "narrow", "open", "no data")}
+        record["rounds"].append({"n": n, **counts})
+        record["checks"] = checks
+        reason = adaptive.stop_reason(checks, n, cap)
+        if reason is not None:
+            record["stop"] = reason
+            save_study(st.path, {**study_meta(matrix, preset), "adaptive": record})
+            break
+        still = [c["cell"] for c in checks if c["status"] == "open"]
+        print(f"seeds auto: n = {n}: {len(still)} comparison(s) cannot tell yet ({', '.join(still[:5])}"
+              f"{', ...' if len(still) > 5 else ''}); adding seed {n}", file=out)
+        n += 1
+    _print_summary(summary, done, skipped, out, seconds)
+    print(adaptive.describe(record), file=out)
     print(f"report: prunelab report {study} --store {st.path}", file=out)
-    return 0 if summary.ok else 1
+    return 0
 
 
 def check_run_options(executor: str, workers) -> None:
