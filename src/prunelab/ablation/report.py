@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, Line, StudyResult, analyze, disturbed_timings
-from prunelab.ablation.stats import null_text
+from prunelab.ablation.adaptive import STOP_TEXT
+from prunelab.ablation.stats import MIN_BOOTSTRAP_SEEDS, null_text
 from prunelab.store import Store
 
 VERDICT_MARK = {"confirmed": "confirmed", "refuted": "REFUTED", "inconclusive": "inconclusive", "": ""}
@@ -87,8 +88,10 @@ def to_markdown(res: StudyResult) -> str:
     out.append(f"Plan: {plan.get('name', '?')} (method `{res.method}`), preset `{res.meta.get('preset')}`, "
                f"model `{base_cfg.get('model')}`, task `{base_cfg.get('task')}`, seeds {res.meta.get('seeds')}.")
     out.append("Values are mean ± std over seeds; Δ is the mean paired difference to the baseline (same seed), "
-               "tested with a paired t-test (p < 0.05), with a bootstrap 95% CI of Δ.")
+               f"tested with a paired t-test (p < 0.05), with a bootstrap 95% CI of Δ (only from "
+               f"{MIN_BOOTSTRAP_SEEDS} paired seeds up: with fewer, none is given).")
     out.append("")
+    out += _adaptive_md(res)
     out += _summary_md(res)
     for a in res.ablations:
         out += _ablation_md(res, a)
@@ -101,6 +104,44 @@ def to_markdown(res: StudyResult) -> str:
     out += _contention_md(res)
     out += ["", to_section(res)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _adaptive_md(res: StudyResult) -> list[str]:
+    """`--seeds auto`: that the seeds were chosen adaptively, the rule, n per cell, why it stopped."""
+    ad = res.meta.get("adaptive")
+    if not ad:
+        return []
+    out = ["## Seeds (chosen adaptively)", "",
+           f"The number of seeds was chosen adaptively (`--seeds auto --ci-width {ad['ci_width']} "
+           f"--max-seeds {ad['max_seeds']}`). Rule: {ad['rule']}. The interval is the paired t interval (it "
+           f"excludes 0 exactly when the paired t-test has p < 0.05), not the bootstrap CI shown below.", ""]
+    if ad.get("stop"):
+        out.append(f"Stopped at n = {ad['n']} seeds per cell because {STOP_TEXT[ad['stop']]}.")
+    else:
+        out.append(f"Not finished: the last round (n = {ad['n']}) has not been evaluated; re-run the same "
+                   f"`prunelab ablate` command to continue.")
+    rounds = ad.get("rounds") or []
+    if rounds:
+        out.append("Rounds: " + "; ".join(
+            f"n = {r['n']}: " + ", ".join(f"{r[k]} {k}" for k in ("decided", "narrow", "open", "no data") if r.get(k))
+            for r in rounds) + ".")
+    out += ["", "| Cell | n (seeds done) |", "|---|---|"]
+    cells = res.cells() + ([res.reference] if res.reference is not None else [])
+    out += [f"| {c.label} | {len(c.done)}" + (f" ({status_note(c)})" if status_note(c) else "") + " |" for c in cells]
+    checks = ad.get("checks") or []
+    if checks:
+        by_key = {m["key"]: m for m in res.all_metrics()}
+        out += ["", "| Variant | Primary metric | n | Δ | 95% t interval | width | narrower than | status |",
+                "|---|---|---|---|---|---|---|---|"]
+        for c in checks:
+            m = by_key.get(c["metric"], {"key": c["metric"]})
+            shown = c["n"] >= MIN_BOOTSTRAP_SEEDS and c["lo"] is not None
+            iv = f"[{_signed(c['lo'], m)}, {_signed(c['hi'], m)}]" if shown else f"-- (< {MIN_BOOTSTRAP_SEEDS} seeds)"
+            out.append(f"| {c['cell']} | {m.get('text') or c['metric']} | {c['n']} | "
+                       f"{_signed(c['mean'], m) if c['mean'] is not None else '--'} | {iv} | "
+                       f"{fmt(c['width'], m, 3) if shown else '--'} | "
+                       f"{fmt(c['limit'], m, 3) if c['limit'] is not None else '--'} | {c['status']} |")
+    return out + [""]
 
 
 def _contention_md(res: StudyResult) -> list[str]:
@@ -219,7 +260,8 @@ def to_section(res: StudyResult) -> str:
         f"keeping all other components fixed.")
     out.append(f"{intro} All numbers are means ± standard deviations over {n} seed{'s' if n != 1 else ''} on "
                f"{base_cfg.get('model')} / {base_cfg.get('task')}; differences (Δ, variant minus full {method}) are "
-               f"paired by seed, with bootstrap 95% confidence intervals and paired t-tests at {ALPHA_TEXT}.")
+               f"paired by seed, with {_ci_clause(res)} and paired t-tests at {ALPHA_TEXT}."
+               + _adaptive_sentence(res))
     out.append("")
     by_id = {a.ablation.get("id"): a for a in res.ablations if a.ablation.get("id")}
     sections = plan.get("sections") or []
@@ -245,6 +287,37 @@ def to_section(res: StudyResult) -> str:
     out += ["#### Threats to validity", "", threats_paragraph(res), ""]
     out += [f"Table {_table_ref(res)} lists the same numbers.", "", "```latex", section_latex(res).rstrip(), "```", ""]
     return "\n".join(x for x in out if x is not None).rstrip() + "\n"
+
+
+def _ci_clause(res: StudyResult) -> str:
+    """Bootstrap intervals exist only from MIN_BOOTSTRAP_SEEDS paired seeds up: say so when some lack one."""
+    ns = [ln.comparison.n for a in res.ablations for ln in a.lines if ln.comparison.n >= 2]
+    if ns and max(ns) < MIN_BOOTSTRAP_SEEDS:
+        return (f"no confidence intervals (a bootstrap interval needs at least {MIN_BOOTSTRAP_SEEDS} paired seeds; "
+                f"two only give their range)")
+    if ns and min(ns) < MIN_BOOTSTRAP_SEEDS:
+        return (f"bootstrap 95% confidence intervals where at least {MIN_BOOTSTRAP_SEEDS} paired seeds exist "
+                f"(none for fewer)")
+    return "bootstrap 95% confidence intervals"
+
+
+def _adaptive_sentence(res: StudyResult) -> str:
+    ad = res.meta.get("adaptive")
+    if not ad:
+        return ""
+    if not ad.get("stop"):
+        return (f" The number of seeds is being chosen adaptively (up to {ad['max_seeds']}) and the choice is not "
+                f"finished at n = {ad['n']}.")
+    width = ad["ci_width"] + (" of the baseline mean" if ad["ci_width"].endswith("%") else "")
+    why = {"decided": "every interval excluded 0",
+           "width": f"every interval excluded 0 or was narrower than {ad['ci_width']}",
+           "cap": f"the cap of {ad['max_seeds']} seeds was reached with some intervals still including 0 and "
+                  f"wider than {ad['ci_width']}",
+           "no data": "no variant had paired values of its primary metric"}[ad["stop"]]
+    return (f" The number of seeds was chosen adaptively: starting from {ad['start']} seeds per cell, one seed was "
+            f"added to every cell per round until each variant's 95% paired t interval on its primary metric "
+            f"excluded 0 or was narrower than {width}, up to {ad['max_seeds']} seeds; the study stopped at "
+            f"n = {ad['n']} seeds per cell because {why}.")
 
 
 def _method_name(res: StudyResult) -> str:
@@ -448,9 +521,13 @@ def threats_paragraph(res: StudyResult) -> str:
     s = [f"Budget: each run here trains for {budget} (preset `{res.meta.get('preset') or '?'}`), against "
          f"{paper_budget} in the paper's setting, so components whose benefit builds up over a long run "
          f"(schedules, rank growth, distillation) are tested far from their operating point."]
-    s.append(f"Seeds: {n} seed{'s' if n != 1 else ''} per cell; non-significant differences are reported with "
+    seeds = (f"Seeds: {n} seed{'s' if n != 1 else ''} per cell; non-significant differences are reported with "
              f"their minimum detectable effect rather than read as absent, and no correction for the "
              f"{sum(len([ln for ln in a.lines]) for a in res.ablations)} comparisons is applied.")
+    if res.meta.get("adaptive"):
+        seeds += (" The seed count was chosen by looking at the results after each round (optional stopping), "
+                  "which makes an interval that excludes 0 by chance somewhat more likely than the nominal 5%.")
+    s.append(seeds)
     s.append(f"Model scale: {base.get('model')} on {base.get('task')} stands in for the paper's {paper['model']} "
              f"on {paper['task']}; effects at this scale need not transfer.")
     disturbed = disturbed_timings(res)
@@ -483,8 +560,9 @@ def section_latex(res: StudyResult) -> str:
                                               r["delta"], r["ci"], r["p"], OUTCOME_TEXT[r["outcome"]])) + r" \\")
     n = len(res.meta.get("seeds") or [])
     out += [r"\bottomrule", r"\end{tabular}",
-            rf"\caption{{Ablations of {esc(method)}: mean $\pm$ std over {n} seeds; $\Delta$ is paired by seed, "
-            r"with a bootstrap 95\% CI and a paired t-test.}",
+            rf"\caption{{Ablations of {esc(method)}: mean $\pm$ std over {n} seeds{_tex_adaptive(res)}; $\Delta$ is "
+            rf"paired by seed, with a bootstrap 95\% CI (from {MIN_BOOTSTRAP_SEEDS} paired seeds up) and a paired "
+            r"t-test.}",
             rf"\label{{tab:section-{re.sub(r'[^a-z0-9]+', '-', res.study.lower())}}}", r"\end{table}", ""]
     return "\n".join(out)
 
@@ -536,11 +614,18 @@ def to_latex(res: StudyResult) -> str:
             out.append(r"\quad " + esc(cell_name(v)) + " & " + " & ".join(cells) + r" \\")
     n = len(res.meta.get("seeds") or [])
     out += [r"\bottomrule", r"\end{tabular}",
-            rf"\caption{{Ablations of {esc(res.method.upper())}: mean $\pm$ std over {n} seeds. "
+            rf"\caption{{Ablations of {esc(res.method.upper())}: mean $\pm$ std over {n} seeds{_tex_adaptive(res)}. "
             r"$^{*}$: the paired difference to the full method is significant (paired t-test over seeds, "
             r"$p<0.05$).}",
             rf"\label{{tab:ablation-{re.sub(r'[^a-z0-9]+', '-', res.study.lower())}}}", r"\end{table}", ""]
     return "\n".join(out)
+
+
+def _tex_adaptive(res: StudyResult) -> str:
+    ad = res.meta.get("adaptive")
+    if not ad:
+        return ""
+    return " (chosen adaptively" + (f", stopped: {_tex(ad['stop'])}" if ad.get("stop") else ", not finished") + ")"
 
 
 def _tex_ms(ms, m) -> str:
