@@ -10,6 +10,9 @@ takes hints from the environment:
   PRUNELAB_FAKE_FAIL=text     fail runs whose cell label contains text
   PRUNELAB_FAKE_FAIL_ONCE=dir fail each run once (marker file in dir), succeed on retry
   PRUNELAB_FAKE_CRASH=text    kill the process (exit 3, row left 'running') for matching cells
+  PRUNELAB_FAKE_SHIFT=text=d[,text=d]  score of matching cells: the full method's 0.90 + d (+ noise)
+                              instead of the effect derived from the config (planted effects)
+  PRUNELAB_FAKE_NOISE=text=a[,text=a]  seed noise of matching cells spans a instead of 0.01
 """
 from __future__ import annotations
 
@@ -166,7 +169,11 @@ def fake_metrics(config: RunConfig) -> tuple[dict, list]:
     sparsity = args.get("target_sparsity", args.get("keep_ratio"))
     if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool):
         score -= 0.05 * abs(sparsity - 0.6)
-    noise = (_unit(config.seed, config.hash()) - 0.5) * 0.01
+    shift = _env_for("PRUNELAB_FAKE_SHIFT", config.cell)
+    if shift is not None:
+        score = 0.90 + shift
+    amp = _env_for("PRUNELAB_FAKE_NOISE", config.cell)
+    noise = (_unit(config.seed, config.hash()) - 0.5) * (0.01 if amp is None else amp)
     score = round(score + noise, 4)
     if config.method == "ft":
         score, speed, time_s = 0.93 + noise, 1.0, 900.0
@@ -176,6 +183,15 @@ def fake_metrics(config: RunConfig) -> tuple[dict, list]:
                "flops_per_sample": 2.0e9 / speed, "step_seconds": time_s / 300, "prefill_speedup": speed}
     curve = [{"step": k * 50, "seconds": time_s * k / 6, "score": score * (0.7 + 0.3 * k / 6)} for k in range(1, 7)]
     return metrics, curve
+
+
+def _env_for(name: str, cell: str | None) -> float | None:
+    """'text=value,text=value' in $name: the value of the first text the cell label contains."""
+    for part in (os.environ.get(name) or "").split(","):
+        text, _, value = part.rpartition("=")
+        if text and text in (cell or ""):
+            return float(value)
+    return None
 
 
 def _defaults(method: str) -> dict:
