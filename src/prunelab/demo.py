@@ -14,10 +14,8 @@ Every budget below is printed with its part, so a shrunken budget is never silen
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
-import math
 import os
 import re
 import subprocess
@@ -187,15 +185,13 @@ def part_sdtp(b: dict, out: Path) -> dict:
 
 
 def recency_quality(cfg, model_name: str, learned: dict) -> dict:
-    """Perplexity when every stage keeps the first tokens + the most recent ones, at the learned
-    pruners' keep counts: the saliency scorer of inference.py fed a score that grows with position
-    (the protected head and tail are kept by the same rule as for the learned pruners)."""
+    """Perplexity of the registered `recency` selector (attention sinks + most recent tokens) on
+    the windows run_sdtp scored, at the learned schedule's stage layers and exact keep counts
+    (evaluate.lm_quality; the protected head and tail follow the same rule)."""
     from types import SimpleNamespace
 
-    import torch
-
     from prunelab.methods.sdtp.data import chunks, token_stream
-    from prunelab.methods.sdtp.inference import continuation_logits, continuation_nll
+    from prunelab.methods.sdtp.evaluate import lm_quality
     from prunelab.models.load import load_model
 
     lm = load_model(model_name, task=SimpleNamespace(kind="lm"))
@@ -204,21 +200,14 @@ def recency_quality(cfg, model_name: str, learned: dict) -> dict:
     N, M = cfg.eval_ctx_len, cfg.eval_cont_len
     test = token_stream(lm.tokenizer, "test", None, model.config.vocab_size)
     windows = chunks(test, cfg.eval_samples, N + M)            # the windows run_sdtp scored
-    rcfg = dataclasses.replace(cfg, pruner="saliency")
-    stages = len(cfg.stage_layers(len(model.model.layers)))
-    score = ((torch.arange(N, dtype=torch.float32) + 1) / N).expand(1, stages, N)   # later = higher
-    nll, count, kept = 0.0, 0, []
-    for w in windows:
-        logits, st = continuation_logits(model, rcfg, w[None, :N], w[None, N:], saliency=score)
-        a, c = continuation_nll(logits, w[None, N:])
-        nll, count = nll + a, count + c
-        kept.append(int(st.kept_per_stage[-1][0]) if st.kept_per_stage else N)
-    ppl = math.exp(nll / count)
-    final = sum(kept) / len(kept) / N
+    q = lm_quality(model, cfg, windows, N, ["recency"])
+    rec = q["by_selector"]["recency"]
+    final = rec["final_tokens"] / N
     if abs(final - learned["final_keep_frac"]) > 1e-6:
         raise PrunelabError(f"recency kept {final:.4f} of the prompt, the learned pruners "
                             f"{learned['final_keep_frac']:.4f}: not the same keep counts")
-    return {"ppl": ppl, "ppl_rel_increase": ppl / learned["ppl_dense"] - 1.0, "final_keep_frac": final}
+    return {"ppl": rec["ppl"], "ppl_rel_increase": rec["ppl"] / learned["ppl_dense"] - 1.0,
+            "final_keep_frac": final, "kl": rec["kl"], "top1": rec["top1"]}
 
 
 # -- 3. an ablation plan ----------------------------------------------------------------------
