@@ -11,19 +11,27 @@ FLOPs). One table per run, all options:
   speed      prefill speedup vs the analytic FLOPs limit, time to first token, e2e latency with
              greedy decoding, KV-cache bytes, at --speed-lens
 
-    # full (after the pruner-training fix; hours on 2 shared cores)
-    PRUNELAB_DATA=../shared/data PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py --train-steps 200
+    # full: pruners trained as SDTPConfig's `cpu` budget says (32 sequences of 1024 + 64 tokens of
+    # the training mix, 1500 cached-feature steps, the default recency prior), then every part
+    # at its default size; many hours on 2 shared cores. Refuses a dirty tree when writing
+    # to benchmarks/results (results there come from committed code only).
+    PRUNELAB_DATA=../shared/data OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py
     # with a saved pruner checkpoint (PrunerStack.save) instead of training
     ... benchmarks/sdtp.py --pruners path/to/pruners.safetensors
-    # seconds, tiny-llama
-    PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py --smoke --out /tmp/sdtp-smoke
+    # ~2 min on SmolLM2-135M: every part at a toy size (4 windows of 256 + 32 tokens, pruners
+    # trained 20 steps on 4 sequences); checks the script end to end, not a result
+    PRUNELAB_DATA=../shared/data PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py --quick
+    # seconds, tiny-llama, synthetic text
+    PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py --smoke
 
-Writes <out>.json and <out>.md (default benchmarks/results/sdtp). Trained pruners are cached
-under ~/.cache/prunelab/sdtp keyed by config hash (the run path's get_pruners).
+Writes <out>.json and <out>.md (default benchmarks/results/sdtp; --quick and --smoke default
+to a scratch folder under the system temp dir). Trained pruners are cached under
+~/.cache/prunelab/sdtp keyed by config hash (the run path's get_pruners).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -32,6 +40,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,9 +60,17 @@ from prunelab.methods.sdtp.select import SELECTORS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 PARTS = ("quality", "retrieval", "leval", "speed")
+# every selector gets a row of the table, in this order (the learned pruner, then its baselines)
+TABLE_ORDER = ("learned", "recency", "truncate", "attention", "random", "oracle")
+assert set(TABLE_ORDER) == set(SELECTORS), "a selector without a row in the benchmark table"
 LABEL = {"learned": "learned pruners (SDTP)", "random": "random", "recency": "recency (4 sinks + most recent)",
          "attention": "attention of last 32 queries (SnapKV/H2O)", "oracle": "oracle: prompt gradient saliency",
          "truncate": "truncate (last tokens from layer 0, same FLOPs)", "dense": "dense"}
+# --quick: every part on the real model at a toy size (about 2 min on a busy 2-core CPU)
+QUICK = dict(train_steps=20, train_sequences=4, train_seq_len=288, train_cont_len=32, windows=3, ctx=256, cont=32,
+             retrieval_kinds="passkey,kv", retrieval_lens="512", depths="0.1", retrieval_per=1,
+             leval_tasks="quality", leval_len=512, leval_docs=1, leval_per_doc=1, speed_lens="256",
+             speed_repeats=1, gen_tokens=4)
 
 
 def machine() -> str:
@@ -102,11 +119,11 @@ def get_learned(args, model, cfg, tok, log):
     from prunelab.methods.sdtp.run import cache_root, get_pruners, model_fingerprint
 
     data = "synthetic" if args.smoke else None
-    valid = token_stream(tok, "valid", data, model.config.vocab_size)
     data_id = data or os.environ.get("PRUNELAB_DATA", "")
+    # the same cache key as benchmarks/sdtp_train_check.py: its trained pruners are reused
     key_extra = {"model": args.model, "fp": model_fingerprint(model), "seed": args.seed, "data": str(data_id)}
     t = time.time()
-    stack, info = get_pruners(model, cfg, valid, key_extra, args.seed, cache_root())
+    stack, info = get_pruners(model, cfg, tok, data, key_extra, args.seed, cache_root())
     info["pruner_s"] = time.time() - t
     log.info("pruners: %s", info)
     return stack.to(dtype=model.dtype), info
@@ -115,14 +132,22 @@ def get_learned(args, model, cfg, tok, log):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny-llama, synthetic text, tiny sizes (seconds)")
+    ap.add_argument("--quick", action="store_true",
+                    help="the real model, every part at a toy size (~2 min): checks the script, not a result")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--preset", default="paper", help="SDTP method preset (keep counts, stages, protected tokens)")
-    ap.add_argument("--options", default=",".join(SELECTORS), help="token selectors to compare")
+    ap.add_argument("--preset", default="paper",
+                    help="SDTP method preset (keep counts, stages, protected tokens; `paper-faithful`: the paper's "
+                         "pruner without the default recency prior)")
+    ap.add_argument("--options", default=",".join(TABLE_ORDER), help="token selectors to compare")
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pruners", help="PrunerStack checkpoint (.safetensors); default: train via the run path")
-    ap.add_argument("--train-steps", type=int, default=200)
-    ap.add_argument("--train-seq-len", type=int, default=256)
+    ap.add_argument("--train-steps", type=int, default=None, help="default: the cpu budget's (1500)")
+    ap.add_argument("--train-seq-len", type=int, default=None, help="default: the cpu budget's (1088 = 1024 + 64)")
+    ap.add_argument("--train-cont-len", type=int, default=None, help="default: the cpu budget's (64)")
+    ap.add_argument("--train-sequences", type=int, default=None, help="default: the cpu budget's (32)")
+    ap.add_argument("--prior-weight", type=float, default=None,
+                    help="recency prior of the learned pruner (default: the config's, 1; 0 = the paper's MLP alone)")
     ap.add_argument("--windows", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--cont", type=int, default=64)
@@ -139,20 +164,39 @@ def main() -> None:
     ap.add_argument("--speed-repeats", type=int, default=3)
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ap.add_argument("--out", default=str(ROOT / "results" / "sdtp"))
+    ap.add_argument("--out", default=None, help="output path without suffix (default benchmarks/results/sdtp; "
+                                                 "--quick/--smoke: a scratch folder)")
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="write to benchmarks/results from a tree with uncommitted changes (the report says DIRTY)")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--quick", action="store_true")
+    if pre.parse_known_args()[0].quick:
+        ap.set_defaults(**QUICK)           # explicit flags still win
     args = ap.parse_args()
+    if args.smoke and args.quick:
+        raise SystemExit("--smoke and --quick are exclusive")
+    if args.out is None:
+        args.out = (str(Path(tempfile.gettempdir()) / f"sdtp-{'quick' if args.quick else 'smoke'}" / "sdtp")
+                    if args.quick or args.smoke else str(ROOT / "results" / "sdtp"))
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     log = logging.getLogger("bench")
     options = names(args.options, SELECTORS)
     parts = names(args.parts, PARTS)
+    git = git_state()          # the code that runs, before anything can change the tree
+    results_dir = (ROOT / "results").resolve()
+    if git["dirty"] and not args.allow_dirty and results_dir in Path(args.out).resolve().parents:
+        raise SystemExit(f"the tree has uncommitted changes: a result in {results_dir} must come from committed "
+                         "code (commit first, write elsewhere with --out, or pass --allow-dirty)")
     if args.smoke:
         args.model = "tiny-llama"
         budget = "tiny"
     else:
         budget = "cpu"
-    cfg = make_config(args.preset, budget, train_steps=args.train_steps,
-                      train_seq_len=args.train_seq_len if not args.smoke else 48)
+    train = {"train_steps": args.train_steps, "train_seq_len": 48 if args.smoke else args.train_seq_len,
+             "train_cont_len": args.train_cont_len, "train_sequences": args.train_sequences,
+             "prior_weight": args.prior_weight}
+    cfg = make_config(args.preset, budget, **{k: v for k, v in train.items() if v is not None})
     model, tok = _load.load(args.model)
     model.requires_grad_(False)
     V = model.config.vocab_size
@@ -160,7 +204,6 @@ def main() -> None:
     data = "synthetic" if args.smoke else None
     test = token_stream(tok, "test", data, V)
     t0 = time.time()
-    git = git_state()          # the code that runs, before anything can change the tree
     res: dict = {"options": options, "parts": parts}
     pruners = None
     if "learned" in options and cfg.pruner == "mlp":
@@ -205,7 +248,8 @@ def main() -> None:
             "machine": machine(), "git": git, "seed": args.seed,
             "load_average_end": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "torch": torch.__version__, "transformers": transformers.__version__, "model": args.model,
-            "preset": args.preset, "config": cfg.to_dict(), "total_wall_s": time.time() - t0,
+            "preset": args.preset, "quick": args.quick, "smoke": args.smoke,
+            "config": cfg.to_dict(), "total_wall_s": time.time() - t0,
             "stage_layers": cfg.stage_layers(len(model.model.layers))}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,10 +287,60 @@ def _ci(v, key, pct=False, digits=3):
     return f"{x:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def learned_label(c: dict) -> str:
+    w = c.get("prior_weight", 0.0)
+    return "learned pruners (SDTP" + (f", recency prior x{w:g} + MLP)" if w else ", MLP alone as in the paper)")
+
+
+def reading(q: dict, labels: dict) -> list[str]:
+    """What the quality numbers say, computed from them (no sentence here is fixed in advance)."""
+    by = q["by_selector"]
+    out = []
+    ranked = sorted(by, key=lambda s: by[s]["ppl_rise"])
+    out.append("- Perplexity rise, lowest first: " + ", ".join(
+        f"{s} {100 * by[s]['ppl_rise']:+.1f}%" for s in ranked) + ".")
+    same = {s: by[s]["final_tokens"] for s in by if s != "truncate"}
+    if same:
+        lo, hi = min(same.values()), max(same.values())
+        out.append(f"- Tokens alive after the last stage (mean over windows): {lo:.1f}" +
+                   (f" for every selector but truncate" if hi - lo < 0.5 else f" to {hi:.1f} (NOT the same counts)") +
+                   (f"; truncate keeps {by['truncate']['final_tokens']:.1f} from layer 0 on, FLOPs limit "
+                    f"{by['truncate']['flops_ratio']:.2f}x vs {by[next(iter(same))]['flops_ratio']:.2f}x ({next(iter(same))})"
+                    if "truncate" in by else "") + ".")
+    pv = q.get("paired_vs_learned", {})
+    # truncate is matched on FLOPs, not on keep counts: it says nothing about token choice at equal counts
+    resolved = {s: d for s, d in pv.items() if s != "truncate" and (d["ci"][0] > 0 or d["ci"][1] < 0)}
+    if "learned" in by and "recency" in pv:
+        d = pv["recency"]
+        lo, hi = d["ci"]
+        verdict = ("beats recency" if lo > 0 else "loses to recency" if hi < 0 else "is not resolved from recency")
+        out.append(f"- The learned pruner {verdict}: rise(recency) - rise(learned) = "
+                   f"{100 * d['rise_minus_ref']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] over {q['windows']} windows.")
+    if [s for s in pv if s != "truncate"]:
+        if resolved:
+            out.append("- At the same keep counts the choice of tokens changes the rise (rise(option) - "
+                       "rise(learned) with a 95% CI that excludes 0: " + ", ".join(
+                           f"{s} {100 * d['rise_minus_ref']:+.1f} pts" for s, d in resolved.items()) +
+                       "), so the rise is not fixed by how much context is removed.")
+        else:
+            out.append(f"- No paired difference vs the learned pruner at the same keep counts is resolved at "
+                       f"{q['windows']} windows: this run cannot separate which tokens are kept from how many.")
+    if "truncate" in pv:
+        d = pv["truncate"]
+        lo, hi = d["ci"]
+        verdict = ("above" if lo > 0 else "below" if hi < 0 else "not resolved from")
+        out.append(f"- At the same prefill FLOPs, truncation's rise is {verdict} the learned pruner's: "
+                   f"{100 * d['rise_minus_ref']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}].")
+    return out
+
+
 def report(meta: dict, res: dict) -> str:
     c = meta["config"]
     g = meta["git"]
-    L = [f"# SDTP vs baselines on {meta['model']} (CPU)", "",
+    LABEL["learned"] = learned_label(c)
+    scale = ("QUICK smoke configuration (--quick): checks the script end to end, the numbers are not a result"
+             if meta.get("quick") else "SMOKE run on a tiny random model: not a result" if meta.get("smoke") else None)
+    L = [f"# SDTP vs baselines on {meta['model']} (CPU)", "", *([f"**{scale}.**", ""] if scale else []),
          f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
          f"- git: {g['sha']}{' (DIRTY tree: not a valid result)' if g['dirty'] else ''}; seed {meta['seed']}",
          f"- torch {meta['torch']}, transformers {meta['transformers']}, OMP_WAIT_POLICY={meta.get('omp_wait_policy')}; "
@@ -265,10 +359,19 @@ def report(meta: dict, res: dict) -> str:
          "greedy decoding starting with the answer)."]
     pi = res.get("pruner_info")
     if pi:
+        seqs = c.get("train_sequences") or c["train_steps"] * c["train_batch_size"]
+        data = {"mix": "the training mix (WikiText-2 valid, L-Eval documents, key-value prompts)",
+                "wikitext": "WikiText-2 valid"}.get(c.get("train_data"), c.get("train_data"))
         L.append(f"- Learned pruners: " + (f"checkpoint `{pi['pruners']}`" if "pruners" in pi else
-                 f"trained by the run path ({c['train_steps']} steps x {c['train_batch_size']} sequence of "
-                 f"{c['train_seq_len']} tokens on WikiText-2 valid, config hash {pi.get('config_hash')}, "
+                 f"trained by the run path ({c['train_steps']} steps of batch {c['train_batch_size']} over {seqs} "
+                 f"sequences of {c['train_seq_len']} tokens ({c['train_cont_len']} continuation) of {data}, "
+                 f"train_mode {c.get('train_mode')}, config hash {pi.get('config_hash')}, "
                  f"{'from cache' if pi.get('pruners_cached') else 'trained in this run'})") + ".")
+        w = c.get("prior_weight", 0.0)
+        L.append(f"- Learned keep logit: " + (
+            f"{w:g} x recency prior + an MLP residual whose last layer starts at zero (prior_weight={w:g}, this "
+            "project's default; not in the paper, whose pruner is the MLP alone: preset `paper-faithful`)." if w else
+            "the MLP alone, as in the paper (prior_weight=0)."))
     opts = res["options"]
     q = res.get("quality")
     rt = res.get("retrieval", {})
@@ -277,7 +380,7 @@ def report(meta: dict, res: dict) -> str:
     L += ["", "## All options", ""]
     head = ["option"]
     if q:
-        head += [f"ppl rise [95% CI]", "KL [CI]", "top-1 [CI]", "FLOPs limit"]
+        head += [f"ppl rise [95% CI]", "KL [CI]", "top-1 [CI]", "tokens after last stage", "FLOPs limit"]
     for kind in rt:
         head += [f"{kind} EM", f"{kind} loglik"]
     if lv:
@@ -290,10 +393,11 @@ def report(meta: dict, res: dict) -> str:
         row = [LABEL.get(o, o)]
         if q:
             if o == "dense":
-                row += [f"ppl {q['ppl_dense']:.3f}", "0", "1", "1.00x"]
+                row += [f"ppl {q['ppl_dense']:.3f}", "0", "1", str(q["ctx_len"]), "1.00x"]
             else:
                 v = q["by_selector"][o]
-                row += [_ci(v, "ppl_rise", pct=True), _ci(v, "kl"), _ci(v, "top1"), f"{v['flops_ratio']:.2f}x"]
+                row += [_ci(v, "ppl_rise", pct=True), _ci(v, "kl"), _ci(v, "top1"), f"{v['final_tokens']:.1f}",
+                        f"{v['flops_ratio']:.2f}x"]
         for kind, r in rt.items():
             v = r["by_selector"].get(o)
             row += [f"{v['em']:.2f} [{v['em_ci'][0]:.2f}, {v['em_ci'][1]:.2f}]", f"{v['loglik']:.2f}"] if v else ["-", "-"]
@@ -320,6 +424,7 @@ def report(meta: dict, res: dict) -> str:
                 lo, hi = d["ci"]
                 verdict = ("learned better" if lo > 0 else "learned worse" if hi < 0 else "not resolved")
                 L.append(f"| {LABEL.get(s, s)} | {100 * d['rise_minus_ref']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] | {verdict} |")
+        L += ["", "Reading (computed from the numbers above):", "", *reading(q, LABEL)]
     for kind, r in rt.items():
         cells = list(next(iter(r["by_selector"].values()))["cells"])
         L += ["", f"## Retrieval: {kind} ({r['n']} prompts), exact match / answer log-likelihood per length@depth", "",

@@ -10,9 +10,9 @@ cached on disk), eval-length sequences (1024 context + 64 continuation) from the
 pruned prefill of 1024 tokens then the next 64 tokens scored through the pruned caches
 (inference.continuation_logits), presets "paper" and "seed". Recency = keep the protected
 tokens plus the most recent ones (scores = position), the same counts as the learned pruner.
---prior-weight (default 1): the learned pruner's keep logit is that weight x a recency prior
-plus the MLP, whose last layer starts at zero (so it starts as exactly the recency ranking);
---prior-weight 0 is the ablation (the MLP alone, as before).
+--prior-weight (default 1, as SDTPConfig's default): the learned pruner's keep logit is that
+weight x a recency prior plus the MLP, whose last layer starts at zero (so it starts as exactly
+the recency ranking); --prior-weight 0 is the paper's pruner (the MLP alone).
 """
 from __future__ import annotations
 

@@ -75,8 +75,7 @@ def test_prior_weight_round_trips_and_ablates(tmp_path, model):
     assert torch.allclose(keep_score(back[2](h)), keep_score(stack[2](h)))
     off = PrunerStack(model.config.hidden_size, layers, 0.25, True)
     assert off.prior_weight == 0.0
-    assert make_config("seed").prior_weight == 0.0
-    assert make_config("seed", prior_weight=1.0).hash() != make_config("seed").hash()
+    assert make_config("seed", prior_weight=0.0).hash() != make_config("seed").hash()
     with pytest.raises(PrunelabError):
         make_config("seed", prior_weight=-1.0)
 
@@ -110,3 +109,61 @@ def test_residual_learns_planted_tokens_against_the_prior(model):
     stack, _ = train_pruners(m6, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
     share, _ = _answers_kept(m6, c, stack, test_ids, test_where)
     assert share >= 0.9
+
+
+def test_prior_is_the_default_and_the_paper_is_reachable_by_name():
+    """The learned selector defaults to the recency prior (config.py says why); the paper's
+    pruner (the MLP alone) is the `paper-faithful` preset and the recency_prior REMOVE."""
+    from prunelab.methods.registry import get_method
+    from prunelab.methods.sdtp import COMPONENTS, SDTPConfig
+
+    assert SDTPConfig().prior_weight == 1.0 and SDTPConfig().target_prior == 0.0
+    for preset in ("seed", "paper"):
+        assert make_config(preset).prior_weight == 1.0
+    faithful = make_config("paper-faithful")
+    assert faithful.prior_weight == 0.0 and faithful.target_prior == 0.0
+    paper = make_config("paper")
+    assert dataclasses.replace(paper, prior_weight=0.0) == faithful     # same schedule, prior off
+    m = get_method("sdtp")
+    assert m.make_config({"preset": "paper-faithful-cpu"}).prior_weight == 0.0
+    assert m.make_config({"preset": "paper-cpu"}).prior_weight == 1.0
+    comp = COMPONENTS["recency_prior"]
+    assert comp["default"] == "on" and comp["remove"] == "off"
+    base = make_config("seed")
+    assert dataclasses.replace(base, **comp["options"][comp["default"]]) == base
+    off = dataclasses.replace(base, **comp["options"]["off"])
+    assert off.prior_weight == 0.0 and off.target_prior == 0.0 and off.hash() != base.hash()
+    assert m.components["recency_prior"].overrides(m.components["recency_prior"].remove)["prior_weight"] == 0.0
+
+
+def test_default_config_trains_from_the_recency_ranking(model):
+    """With no prior_weight given, train_pruners starts from exactly the recency ranking."""
+    cfg = make_config("seed", "tiny", train_steps=1, lm_weight=0.0, protect_last=4, lr=1e-12)
+    layers = cfg.stage_layers(8)
+    ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(3))
+    sal = torch.rand(2, len(layers), 40, generator=torch.Generator().manual_seed(4))
+    stack, _ = train_pruners(model, cfg, ids, sal)
+    assert stack.prior_weight == 1.0
+    h = torch.randn(1, 40, model.config.hidden_size)
+    for l in layers:
+        assert torch.allclose(keep_score(stack[l](h)), recency_prior(torch.ones(1, 40, dtype=torch.bool)), atol=1e-6)
+
+
+def test_saved_configs_from_before_the_prior_load_without_it(tmp_path, model):
+    """A saved sdtp_config.json without prior_weight was trained without the prior: loading it
+    must not switch the new default on."""
+    import json
+
+    from prunelab.methods.sdtp.io import load_pruners, save_pruners
+
+    cfg = make_config("paper", "tiny", prior_weight=0.0)
+    stack = PrunerStack(model.config.hidden_size, cfg.stage_layers(8), cfg.pruner_hidden_frac, cfg.pos_features, 0.0)
+    d = save_pruners(stack, cfg, tmp_path / "old")
+    meta = json.loads((d / "sdtp_config.json").read_text())
+    del meta["config"]["prior_weight"], meta["config"]["target_prior"]
+    (d / "sdtp_config.json").write_text(json.dumps(meta))
+    back_stack, back_cfg, _ = load_pruners(d)
+    assert back_cfg.prior_weight == 0.0 and back_stack.prior_weight == 0.0
+    new = save_pruners(PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, 1.0),
+                       make_config("paper", "tiny"), tmp_path / "new")
+    assert load_pruners(new)[1].prior_weight == 1.0

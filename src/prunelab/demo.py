@@ -163,8 +163,13 @@ def part_sdtp(b: dict, out: Path) -> dict:
     cfg = make_config(b["sdtp_preset"], **b["sdtp"])
     n = max(cfg.latency_lens)
     heading(2, f"Drop prompt tokens: SDTP on {b['sdtp_model']} (WikiText-2)")
+    from prunelab.methods.sdtp.presets import BUDGETS
+
+    prior = (f"recency prior x{cfg.prior_weight:g} + MLP, not in the paper" if cfg.prior_weight
+             else "the MLP alone, as in the paper")
     say(f"budget: pruners trained here for {cfg.train_steps} steps on {cfg.train_seq_len}-token sequences "
-        f"(the paper preset's layers and keep ratio; the `cpu` budget trains 150 steps); perplexity on "
+        f"(the paper preset's layers and keep ratio; {prior}; the `cpu` budget trains "
+        f"{BUDGETS['cpu']['train_steps']} steps); perplexity on "
         f"{cfg.eval_samples} windows of {cfg.eval_ctx_len} + {cfg.eval_cont_len} tokens; prefill timed "
         f"{cfg.latency_repeats}x at {n} tokens")
     say("[demo] sdtp: training pruners, then measuring ...")

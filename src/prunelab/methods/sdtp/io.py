@@ -35,9 +35,15 @@ def save_pruners(stack: PrunerStack, cfg: SDTPConfig, directory, model_name: str
     return d
 
 
+# Fields whose default changed after configs were first saved: a saved config without the
+# field was trained with the old value (the recency prior did not exist, so it was off).
+_MISSING_MEANS = {"prior_weight": 0.0, "target_prior": 0.0}
+
+
 def config_from_dict(d: dict) -> SDTPConfig:
     names = {f.name for f in dataclasses.fields(SDTPConfig)}
-    return SDTPConfig(**{k: v for k, v in d.items() if k in names})
+    args = {**_MISSING_MEANS, **{k: v for k, v in d.items() if k in names}}
+    return SDTPConfig(**args)
 
 
 def load_pruners(directory) -> tuple[PrunerStack, SDTPConfig, dict]:
