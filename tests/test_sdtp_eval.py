@@ -193,11 +193,17 @@ def test_leval_items_and_prompts():
 
 def test_selector_component_options():
     from prunelab.methods.registry import Component
+    from prunelab.methods.sdtp.components import COMPONENTS
+
+    def get_component_option(name, opt):
+        return COMPONENTS[name]["options"][opt]
     from prunelab.methods.sdtp.components import SELECTOR_COMPONENT
 
     fields = {f.name for f in dataclasses.fields(make_config("paper").__class__)} | {"selector"}
     comp = Component(name="selector", **SELECTOR_COMPONENT)
-    assert set(SELECTOR_COMPONENT["options"]) == set(SELECTORS)
+    # every selector is an option, except random: that is the `pruner` component's `random` option
+    assert set(SELECTOR_COMPONENT["options"]) == set(SELECTORS) - {"random"}
+    assert get_component_option("pruner", "random") == {"pruner": "random"}
     for opt, over in SELECTOR_COMPONENT["options"].items():
         assert set(over) <= fields and over["selector"] == opt and comp.overrides(opt) == over
         # only the learned option trains MLP pruners; the oracle gets prompt saliency from run_sdtp

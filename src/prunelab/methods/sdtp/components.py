@@ -266,11 +266,12 @@ COMPONENTS: dict[str, dict] = {
 # sets `pruner` so that run_sdtp trains MLP pruners only for the learned option and computes
 # prompt saliency for the oracle. Registered only once SDTPConfig has a `selector` field
 # (default "learned"); until then select them with prefill(..., selector=...) or
-# benchmarks/sdtp.py --options.
+# benchmarks/sdtp.py --options. Random token choice is the `pruner` component's `random` option, not
+# an option here: two options with one behaviour made plan items about "random tokens" ambiguous or
+# silently resolved to whichever ranked first.
 SELECTOR_COMPONENT = {
     "default": "learned",
     "options": {"learned": {"selector": "learned", "pruner": "mlp"},
-                "random": {"selector": "random", "pruner": "random"},
                 "recency": {"selector": "recency", "pruner": "random"},
                 "truncate": {"selector": "truncate", "pruner": "random"},
                 "attention": {"selector": "attention", "pruner": "random"},
@@ -280,8 +281,7 @@ SELECTOR_COMPONENT = {
     "option_aliases": {"recency": ["streamingllm", "sinks + recent", "attention sinks", "first 4 + most recent"],
                        "truncate": ["truncation", "keep last tokens"],
                        "attention": ["snapkv", "h2o", "attention scores", "last-query attention"],
-                       "oracle": ["saliency oracle", "per-prompt saliency"],
-                       "random": ["random tokens"]},
+                       "oracle": ["saliency oracle", "per-prompt saliency"]},
     "description": "which tokens the pruning stages keep: the learned MLPs or a baseline at the same keep "
                    "counts (truncate: same prefill FLOPs), same protected tokens",
 }
