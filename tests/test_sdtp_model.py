@@ -27,7 +27,14 @@ def cfg():
 @pytest.fixture(scope="module")
 def stack(model, cfg):
     torch.manual_seed(0)
-    return PrunerStack(64, cfg.stage_layers(6), cfg.pruner_hidden_frac, cfg.pos_features).eval()
+    return PrunerStack(64, cfg.stage_layers(6), cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight).eval()
+
+
+def test_pruners_and_config_must_agree_on_the_prior(model, cfg):
+    other = PrunerStack(64, cfg.stage_layers(6), cfg.pruner_hidden_frac, cfg.pos_features,
+                        prior_weight=cfg.prior_weight + 1.0)
+    with pytest.raises(PrunelabError, match="prior_weight"):
+        SDTPModel(model, other, cfg)
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,13 @@ class SDTPModel(nn.Module):
             raise PrunelabError("SDTPModel with pruner 'mlp' needs trained pruners")
         if config.pruner == "saliency":
             raise PrunelabError("SDTPModel does not run the saliency-only pruner (it needs a backward pass per prompt)")
+        if pruners is not None and config.pruner == "mlp":
+            # the pruners' own prior weight decides what they do; a config that says otherwise would
+            # be saved beside them and mislead whoever reloads the pair
+            have, want = float(getattr(pruners, "prior_weight", 0.0)), float(getattr(config, "prior_weight", 0.0))
+            if abs(have - want) > 1e-9:
+                raise PrunelabError(f"SDTPModel: the pruners were built with prior_weight={have:g} but the config "
+                                    f"says prior_weight={want:g}; pass the config they were trained with")
         self.model, self.pruners, self.sdtp_config, self.tokenizer = model, pruners, config, tokenizer
         self.model_name = model_name
         if pruners is not None:
