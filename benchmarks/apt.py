@@ -39,12 +39,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-import torch
 
 import common
-from common import ROOT, mean_std, provenance, wait_for_other_process, write
+from common import ROOT, mean_std, wait_for_other_process, write
 
 # APT's lr was chosen between 1e-3 and 2e-3 on seeds 0 and 1 of this very setting (dev accuracy
 # 0.8165/0.8200 at 1e-3, 0.8394/0.8326 at 2e-3, both with self-distillation; at 2e-3 without it
@@ -254,14 +252,8 @@ def main(argv=None):
     os.environ["PRUNELAB_CPU_MEMORY"] = args.memory
     from prunelab.derived import with_derived
     from prunelab.run import run
-    from prunelab.store import Store
 
-    prov = provenance(["benchmarks/apt.py", *(sys.argv[1:] if argv is None else argv)], args.seeds)
-    if prov["git_dirty"] and not args.allow_dirty and not args.report_only:
-        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
-    torch.set_num_threads(int(os.environ.get("PRUNELAB_THREADS", "2")))
-    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.store)
+    prov, store = common.open_store("benchmarks/apt.py", args, argv)
     ids = {m: [] for m in METHODS}
 
     def collect():

@@ -69,6 +69,21 @@ def provenance(argv=None, seeds=None) -> dict:
     return out
 
 
+def open_store(script: str, args, argv=None):
+    """Start-up shared by the store-backed benchmarks: provenance, the refusal to write results
+    from uncommitted code (unless --allow-dirty or --report-only), torch threads, the Store."""
+    import torch
+
+    from prunelab.store import Store
+
+    prov = provenance([script, *(sys.argv[1:] if argv is None else argv)], args.seeds)
+    if prov["git_dirty"] and not args.allow_dirty and not args.report_only:
+        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
+    torch.set_num_threads(int(os.environ.get("PRUNELAB_THREADS", "2")))
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    return prov, Store(args.store)
+
+
 def mean_std(values) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None]
     if not values:

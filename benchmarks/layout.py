@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 import common
-from common import ROOT, mean_std, provenance, wait_for_other_process, write
+from common import ROOT, mean_std, wait_for_other_process, write
 
 LR = 1e-3
 LAYOUTS = ("free", "uniform")
@@ -124,14 +123,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from prunelab.derived import with_derived
     from prunelab.run import run
-    from prunelab.store import Store
 
-    prov = provenance(["benchmarks/layout.py", *(sys.argv[1:] if argv is None else argv)], args.seeds)
-    if prov["git_dirty"] and not args.allow_dirty and not args.report_only:
-        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
-    torch.set_num_threads(int(os.environ.get("PRUNELAB_THREADS", "2")))
-    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.store)
+    prov, store = common.open_store("benchmarks/layout.py", args, argv)
     ids = {lay: [] for lay in LAYOUTS}
     for seed in args.seeds:
         for lay in LAYOUTS:
