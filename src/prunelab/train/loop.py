@@ -59,44 +59,107 @@ def eval_steps(total: int, points: int) -> set[int]:
     return {max(1, round(total * k / points)) for k in range(1, points + 1)}
 
 
+class Loop:
+    """One training session, a step at a time: state, optimizer and scheduler of `model` under
+    `plugin`. train() drives it over the data; a benchmark can drive several interleaved (one
+    process, the same load on each) by calling step() on each in turn."""
+
+    def __init__(self, model, plugin: MethodPlugin, task, tokenizer, config, family=None, accelerator=None,
+                 callbacks=(), total_steps: int | None = None, n_train: int | None = None):
+        from accelerate import Accelerator
+
+        tc = self.tc = config.train
+        self.task, self.tokenizer, self.config = task, tokenizer, config
+        self.accelerator = accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.device = accelerator.device
+        if total_steps is None:
+            total_steps = count_steps(math.ceil(n_train / tc.batch_size), tc.epochs, tc.max_steps)
+        self.total = total_steps
+        self.warmup = int(tc.warmup_ratio * total_steps)
+        # several processes: no DDP wrapper, the loop averages the gradients (see average_gradients)
+        model = accelerator.prepare_model(model) if accelerator.num_processes == 1 else model.to(self.device)
+        self.state = TrainState(model=model, config=config, task=task, family=family, total_steps=total_steps)
+        self.plugin = plugin
+        self.cbs = CallbackList([plugin, *callbacks])
+        self.state._rebuild = self.rebuild
+        self.rebuild()
+        self.timer = Timer()
+
+    def rebuild(self):
+        # a fresh optimizer and a scheduler bound to it, continuing from the current step
+        state, tc, acc = self.state, self.tc, self.accelerator
+        groups = self.plugin.param_groups(acc.unwrap_model(state.model), tc.lr, tc.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+        state.optimizer = acc.prepare_optimizer(opt)
+        base, total, warmup = state.step, self.total, self.warmup
+        state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lambda i: lr_factor(base + i, total, warmup))
+
+    def start(self):
+        self.cbs.on_train_start(self.state)
+
+    def step(self, batch_features: list) -> float:
+        """One optimizer step on `batch_features` (this rank's share); returns its wall seconds."""
+        state, acc, cbs, tc = self.state, self.accelerator, self.cbs, self.tc
+        batch = {k: v.to(self.device) for k, v in self.task.collate(batch_features, self.tokenizer).items()}
+        state.batch = batch
+        before = self.timer.seconds
+        with self.timer:
+            state.model.train()
+            cbs.on_step_start(state)
+            outputs = state.model(**batch)
+            state.outputs = outputs
+            loss = cbs.compute_loss(state, outputs.loss)
+            # several processes: all stop together (one stopping alone would hang the others)
+            if not torch.isfinite(loss if acc.num_processes == 1 else acc.reduce(loss.detach(), reduction="sum")):
+                raise TrainingDiverged(f"loss is {loss.item()} at step {state.step}")
+            state.loss = loss
+            acc.backward(loss)
+            if acc.num_processes > 1:
+                average_gradients(state.optimizer, acc)
+            cbs.after_backward(state)
+            if tc.grad_clip:
+                acc.clip_grad_norm_([p for g in state.optimizer.param_groups for p in g["params"]], tc.grad_clip)
+            state.optimizer.step()
+            state.scheduler.step()
+            state.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            cbs.on_step_end(state)
+        state.train_seconds, state.train_cpu_seconds = self.timer.seconds, self.timer.cpu_seconds
+        return self.timer.seconds - before
+
+    def evaluate(self, dev_features: list) -> dict:
+        """Score dev, update best/last score, tell the plugin (on_eval); returns the curve point."""
+        state, tc = self.state, self.tc
+        metrics = self.task.evaluate(self.accelerator.unwrap_model(state.model), dev_features, self.tokenizer,
+                                     tc.eval_batch_size, self.device)
+        s = state.last_score = metrics["score"]
+        if state.best_score is None or (s > state.best_score if self.task.higher_is_better else s < state.best_score):
+            state.best_score = s
+        point = {"step": state.step, "seconds": round(self.timer.seconds, 4),
+                 "cpu_seconds": round(self.timer.cpu_seconds, 4), **metrics, **{k: v for k, v in state.log.items()}}
+        self.cbs.on_eval(state, metrics)
+        return point
+
+    def end(self):
+        self.cbs.on_train_end(self.state)
+        self.state.model = self.accelerator.unwrap_model(self.state.model)
+
+
 def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, dev_features: list,
           config, family=None, accelerator=None, callbacks=(), progress=None) -> TrainResult:
     """Train `model` (already prepared by the plugin) and return the curve.
 
     `callbacks` are extra observers (progress, logging) called after the plugin."""
-    from accelerate import Accelerator
-
     tc = config.train
-    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    device = accelerator.device
-    n_batches = math.ceil(len(train_features) / tc.batch_size)
-    total = count_steps(n_batches, tc.epochs, tc.max_steps)
-    warmup = int(tc.warmup_ratio * total)
-    evals = eval_steps(total, tc.eval_points)
-
-    # several processes: no DDP wrapper, the loop averages the gradients (see average_gradients)
-    model = accelerator.prepare_model(model) if accelerator.num_processes == 1 else model.to(device)
-    state = TrainState(model=model, config=config, task=task, family=family, total_steps=total)
-    cbs = CallbackList([plugin, *callbacks])
-
-    def rebuild():
-        # a fresh optimizer and a scheduler bound to it, continuing from the current step
-        groups = plugin.param_groups(accelerator.unwrap_model(state.model), tc.lr, tc.weight_decay)
-        opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
-        state.optimizer = accelerator.prepare_optimizer(opt)
-        base = state.step
-        state.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            state.optimizer, lambda i: lr_factor(base + i, total, warmup))
-
-    state._rebuild = rebuild
-    rebuild()
+    loop = Loop(model, plugin, task, tokenizer, config, family, accelerator, callbacks, n_train=len(train_features))
+    state, accelerator = loop.state, loop.accelerator
+    evals = eval_steps(loop.total, tc.eval_points)
     curve: list[dict] = []
-    timer = Timer()
     seen = 0
-    cbs.on_train_start(state)
+    loop.start()
     watching = progress is not None and accelerator.is_main_process   # one rank reports
     if watching and hasattr(progress, "phase"):
-        progress.phase("train", steps=total)
+        progress.phase("train", steps=loop.total)
     done = False
     while not done:
         for batch_features in task.batches(train_features, tc.batch_size, shuffle=True,
@@ -105,50 +168,16 @@ def train(model, plugin: MethodPlugin, task, tokenizer, train_features: list, de
             with accelerator.split_between_processes(batch_features, apply_padding=True) as mine:
                 batch_features = mine
             seen += len(batch_features)
-            batch = {k: v.to(device) for k, v in task.collate(batch_features, tokenizer).items()}
-            state.batch = batch
-            with timer:
-                state.model.train()
-                cbs.on_step_start(state)
-                outputs = state.model(**batch)
-                state.outputs = outputs
-                loss = cbs.compute_loss(state, outputs.loss)
-                # several processes: all stop together (one stopping alone would hang the others)
-                if not torch.isfinite(loss if accelerator.num_processes == 1
-                                      else accelerator.reduce(loss.detach(), reduction="sum")):
-                    raise TrainingDiverged(f"loss is {loss.item()} at step {state.step}")
-                state.loss = loss
-                accelerator.backward(loss)
-                if accelerator.num_processes > 1:
-                    average_gradients(state.optimizer, accelerator)
-                cbs.after_backward(state)
-                if tc.grad_clip:
-                    accelerator.clip_grad_norm_(
-                        [p for g in state.optimizer.param_groups for p in g["params"]], tc.grad_clip)
-                state.optimizer.step()
-                state.scheduler.step()
-                state.optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                cbs.on_step_end(state)
-            state.train_seconds, state.train_cpu_seconds = timer.seconds, timer.cpu_seconds
+            loop.step(batch_features)
             if state.step in evals:
-                metrics = task.evaluate(accelerator.unwrap_model(state.model), dev_features, tokenizer,
-                                        tc.eval_batch_size, device)
-                s = state.last_score = metrics["score"]
-                if state.best_score is None or (s > state.best_score if task.higher_is_better else s < state.best_score):
-                    state.best_score = s
-                curve.append({"step": state.step, "seconds": round(timer.seconds, 4),
-                              "cpu_seconds": round(timer.cpu_seconds, 4), **metrics,
-                              **{k: v for k, v in state.log.items()}})
-                cbs.on_eval(state, metrics)
+                curve.append(loop.evaluate(dev_features))
             if watching:                 # after the eval, so its line carries this step's dev score
                 progress(state)
-            if state.step >= total:
+            if state.step >= loop.total:
                 done = True
                 break
         state.epoch += 1
-    cbs.on_train_end(state)
-    state.model = accelerator.unwrap_model(state.model)
+    loop.end()
     if os.environ.get("PRUNELAB_RANK_STATE_DIR"):
         write_rank_state(os.environ["PRUNELAB_RANK_STATE_DIR"], accelerator, state.model, seen)
     return TrainResult(state=state, curve=curve)
