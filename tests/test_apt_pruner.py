@@ -128,3 +128,33 @@ def test_masks_move_by_lr_and_snap():
     assert m.is_binary() and torch.equal(m.hidden > 0, keep.hidden)
     m.reset(s)
     assert m.all_ones() and m.family_masks() == {"head_mask": {}, "neuron_mask": {}, "hidden_mask": None}
+
+
+def test_select_rounds_ffn_and_hidden_widths_to_the_alignment():
+    """APTConfig.align: every FFN block and the hidden size keep a multiple of 8 units (or stay
+    whole), each block keeps its highest-density units, and the size stays within half an
+    alignment step per block of the exact selection."""
+    from prunelab.methods.apt.pruner import align_keep, densities
+
+    plugin, model, _, _ = make_plugin("tiny-bert", config_overrides=WIDE["tiny-bert"])
+    s = plugin.structure
+    dens = random_density(s, torch.Generator().manual_seed(3))
+    exact = select(s, dens, 0.4 * s.size())
+    counts = exact.counts()
+    assert any(n % 8 for n in counts["neurons"].values()) or counts["hidden"] % 8   # the test means something
+    aligned = align_keep(s, select(s, dens, 0.4 * s.size()), dens, 8)
+    got = aligned.counts()
+    assert all(n % 8 == 0 for n in got["neurons"].values()) and got["hidden"] % 8 == 0
+    costs = s.unit_costs()
+    slack = 4 * (sum(costs["neuron"].values()) + costs["hidden"])
+    assert abs(keep_size(s, aligned) - keep_size(s, exact)) <= slack
+    for b in s.ffn:
+        d, k = dens["neuron"][b.index], aligned.neuron[b.index]
+        if k.any() and (~k).any():
+            assert d[k].min() >= d[~k].max()
+    assert dens["hidden"][aligned.hidden].min() >= dens["hidden"][~aligned.hidden].max()
+    # through the plugin (what training calls), and align=1 keeps the exact selection
+    keep = plugin._select(0.4)
+    assert all(n % 8 == 0 for n in keep.counts()["neurons"].values()) and keep.counts()["hidden"] % 8 == 0
+    plugin.cfg.align = 1
+    assert plugin._select(0.4).counts() == select(s, plugin._density(), 0.4 * plugin.dense_size).counts()

@@ -73,6 +73,8 @@ class APTConfig:
     prune_hidden: bool = True
     layout: str = "free"            # free: per-layer widths; uniform: equal heads / neurons in every layer
                                     # (rank slices across layers, pruner.select_uniform) -> stock export
+    align: int = 8                  # kept FFN neurons / hidden dims per block rounded to a multiple of this
+                                    # (GEMM-friendly widths; not in the paper; 1 = exact; pruner.align_keep)
     salience: str = "outlier_aware"
     outlier_unit: str = "rank"      # rank | density | code: how sqrt(Kurt) is added (salience.add_outlier_term)
     ema: float = 0.85               # S <- 0.85 S + 0.15 S_new (seed 003)
@@ -124,6 +126,7 @@ class APTConfig:
                 _choice("target", t, TARGETS)
         _choice("pruning", self.pruning, PRUNING)
         _num("sparsity", self.sparsity, lo=0, hi=1, hi_open=True)
+        _num("align", self.align, lo=1, integer=True)
         _choice("salience", self.salience, SALIENCE)
         _choice("layout", self.layout, LAYOUTS)
         _choice("outlier_unit", self.outlier_unit, OUTLIER_UNITS)

@@ -33,7 +33,7 @@ from torch import nn
 from prunelab.methods.apt import distill as D
 from prunelab.methods.apt.adapter import AdapterSet, head_rows
 from prunelab.methods.apt.config import APTConfig
-from prunelab.methods.apt.pruner import MaskState, Structure, densities, keep_size, measured_size, select, select_uniform, unit_heads
+from prunelab.methods.apt.pruner import MaskState, Structure, align_keep, densities, keep_size, measured_size, select, select_uniform, unit_heads
 from prunelab.methods.apt.salience import (DENSITY_LEVEL, HOOKED, SalienceCollector, SalienceEMA,
                                            magnitude_scores, random_density, uniform_density)
 from prunelab.methods.apt.schedule import Plan, build_plan
@@ -311,7 +311,8 @@ class APTPlugin(MethodPlugin):
             fam = self.family
             return select_uniform(self.structure, dens, retained * self.dense_size, enabled,
                                   fam.stock_hidden_rule, fam.stock_aligned_heads)
-        return select(self.structure, dens, retained * self.dense_size, enabled)
+        keep = select(self.structure, dens, retained * self.dense_size, enabled)
+        return align_keep(self.structure, keep, dens, self.cfg.align)
 
     def _pruning_step(self, state, k: int):
         t0 = time.perf_counter()
