@@ -46,6 +46,7 @@ BUDGETS = {
         # the plan's full APT (self-distillation on) at lr 2e-3: at 40 steps and lr 1e-3 it stayed at the
         # majority class, so its ablation verdicts said nothing
         abl_overrides={"train.max_steps": 60, "train.train_limit": 1920, "train.eval_limit": None, "train.lr": 2e-3,
+                       "train.max_length": 64,
                        "train.eval_points": 1, "measure.batch_sizes": [32], "measure.warmup": 0,
                        "measure.repeats": 1, "measure.min_seconds": 0.2},
     ),

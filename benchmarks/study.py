@@ -1,0 +1,129 @@
+"""Run a seed ablation plan as a committed study: benchmarks/results/ablation-NNN/.
+
+One command runs the plan (prunelab ablate: baseline + variants + the FT reference, x seeds),
+writes the report (prunelab report: report.md, section.md, report.tex, results.csv, figures,
+report.html) and a README.md with the command, date, machine, SHA, seeds and, for encoder
+plans, the preset's calibration: the baseline's and FT's mean score at the study budget next to
+their means in the long-run benchmark (benchmarks/results/apt.json, 500 steps on the same
+data), so a reader can see whether the budget is long enough for the verdicts to mean anything.
+
+    python benchmarks/study.py 000 --seeds 5 --workers 2     # seed plan 000 (APT)
+    python benchmarks/study.py 000 --report-only              # re-render from the store
+
+Nothing in the output directory is edited by hand; a note belongs in this script.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import common
+from common import ROOT
+
+SEEDS_DIR = ROOT.parent / "shared" / "seeds"
+# the long-run reference per method of the study's baseline, and which of its runs to read
+LONG_RUN = {"apt": ("apt.json", "apt"), "ft": ("apt.json", "ft")}
+CALIBRATION_TARGET = 0.95
+
+
+def plan_path(number: str) -> Path:
+    hits = sorted(glob.glob(str(SEEDS_DIR / f"{number}_*.txt")))
+    if not hits:
+        raise SystemExit(f"no seed plan {number!r} in {SEEDS_DIR} (have: "
+                         f"{', '.join(sorted(p.name.split('_')[0] for p in SEEDS_DIR.glob('*.txt')))})")
+    return Path(hits[0])
+
+
+def cell_scores(store_path: str, study: str) -> dict:
+    """cell -> {seed: score} of the study's done runs."""
+    from prunelab.store import Store
+
+    out: dict = {}
+    for r in Store(store_path).study(study):
+        if r.get("status") == "done" and r.get("metrics"):
+            out.setdefault(r["cell"], {})[r["cell_seed"]] = r["metrics"].get("score")
+    return out
+
+
+def calibration(scores: dict, method: str) -> list[str]:
+    """Markdown lines: baseline / reference mean at this budget vs the long-run benchmark's mean."""
+    lines = []
+    for cell, key in (("baseline", method), ("reference", "ft")):
+        if key not in LONG_RUN or cell not in scores:
+            continue
+        fname, col = LONG_RUN[key]
+        path = common.RESULTS / fname
+        if not path.exists():
+            lines.append(f"| {cell} ({key}) | - | benchmarks/results/{fname} missing | - |")
+            continue
+        long_mean = json.loads(path.read_text())["summary"]["dev_accuracy"][col][0]
+        vals = [v for v in scores[cell].values() if v is not None]
+        mean = statistics.mean(vals)
+        ratio = mean / long_mean
+        lines.append(f"| {cell} ({key}) | {mean:.4f} (n={len(vals)}) | {long_mean:.4f} | {ratio:.3f} "
+                     f"({'>=' if ratio >= CALIBRATION_TARGET else '<'} {CALIBRATION_TARGET}) |")
+    if not lines:
+        return []
+    return ["## Calibration of the budget\n",
+            "Mean final dev score at this study's budget against the same method's mean in the long-run "
+            "benchmark (`benchmarks/results/apt.json`: 500 steps, 8,000 examples, full dev set, 5 seeds). The "
+            f"budget counts as calibrated when both reach {CALIBRATION_TARGET:.0%} of it.\n",
+            "| cell | this study | long run | ratio |", "|---|---|---|---|", *lines, ""]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("plan", help="seed plan number, e.g. 000")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--seeds", default="5", help="a count, or 'auto' (prunelab ablate --seeds)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--store", default=str(ROOT / "runs" / "studies" / "study.db"))
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--allow-dirty", action="store_true")
+    a = ap.parse_args(argv)
+    from prunelab.ablation import cli as acli
+    from prunelab.ablation.parse import load_plan
+    from prunelab.ablation.resolve import resolve_plan
+
+    prov = common.provenance(["benchmarks/study.py", *(sys.argv[1:] if argv is None else argv)])
+    if prov["git_dirty"] and not a.allow_dirty and not a.report_only:
+        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
+    path = plan_path(a.plan)
+    study = f"ablation-{a.plan}"
+    out_dir = common.RESULTS / study
+    Path(a.store).parent.mkdir(parents=True, exist_ok=True)
+    seeds = a.seeds if a.seeds == "auto" else int(a.seeds)
+    rc = 0
+    if not a.report_only:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        rc = acli.ablate(str(path), preset=a.preset, seeds=seeds, workers=a.workers, store=a.store, study=study)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = acli.report(study, store=a.store, out_dir=str(out_dir))
+    method = resolve_plan(load_plan(str(path)), None).method
+    scores = cell_scores(a.store, study)
+    readme = [
+        f"# Seed plan {a.plan} ({method}), preset `{a.preset}`\n",
+        f"Written by `{prov['command']}` (rc {rc}); nothing here is edited by hand.  ",
+        f"Plan: `../shared/seeds/{path.name}`  ",
+        f"Date: {prov['date']}  ",
+        f"git: {prov['git_sha']} (each run's row in the store records its own SHA, versions, seed and config)  ",
+        f"Machine: {prov['machine']}  ",
+        f"Seeds: {seeds}; cells and seeds done: "
+        + ", ".join(f"{c} {sorted(s)}" for c, s in sorted(scores.items())) + "\n",
+        *calibration(scores, method),
+        "Files: `report.md` (tables, paired tests, power, verdicts, then the paper section), `section.md` "
+        "(the filled-in section alone), `report.tex`, `results.csv`, `figures/`, `report.html`.\n",
+    ]
+    (out_dir / "README.md").write_text("\n".join(readme) + "\n")
+    print("\n".join(readme))
+    print("wrote", out_dir, *files, sep="\n  ")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
