@@ -269,8 +269,9 @@ def test_plain_integer_seeds_unchanged(plan, tmp_path, monkeypatch):
 CI_TEXT = re.compile(r"\[[+-][0-9.]+[^\]]*, [+-][0-9.]+[^\]]*\]")
 
 
-def _two_and_three_pair_study(tmp_path):
-    """A 3-seed fake_apt study where No KD has 3 paired seeds and random salience only 2 (one failed)."""
+def _fake_study(tmp_path, name: str, seeds: int, fail=()) -> Store:
+    """A `seeds`-seed fake_apt study of PLAN in its own store; the (cell, seed) links in `fail`
+    are stored as failed runs."""
     from prunelab.ablation.matrix import build_matrix
     from prunelab.ablation.parse import load_plan
     from prunelab.ablation.presets import base_config
@@ -279,18 +280,23 @@ def _two_and_three_pair_study(tmp_path):
 
     p = tmp_path / "plan.yaml"
     p.write_text(PLAN)
-    m = build_matrix(resolve_plan(load_plan(p)), base_config("tiny", "fake_apt"), 3, study="ci")
-    store = Store(tmp_path / "ci.db")
+    m = build_matrix(resolve_plan(load_plan(p)), base_config("tiny", "fake_apt"), seeds, study=name)
+    store = Store(tmp_path / f"{name}.db")
     save_study(store.path, study_meta(m, "tiny"))
     for run in m.runs:
         for c, s in run.links:
             store.link(m.study, c, s, run.run_id)
-        if run.links[0] == (RANDOM, 2):
+        if run.links[0] in fail:
             store.start(run.run_id, run.config.to_dict(), {})
             store.fail(run.run_id, "simulated")
         else:
             fake_runner(run.config, store)
     return store
+
+
+def _two_and_three_pair_study(tmp_path):
+    """A 3-seed study where No KD has 3 paired seeds and random salience only 2 (one failed)."""
+    return _fake_study(tmp_path, "ci", 3, fail=[(RANDOM, 2)])
 
 
 def test_no_bootstrap_interval_below_three_paired_seeds_in_any_report_file(tmp_path):
@@ -327,22 +333,9 @@ def test_no_bootstrap_interval_below_three_paired_seeds_in_any_report_file(tmp_p
 
 
 def test_two_seed_study_reports_no_interval_anywhere(tmp_path):
-    from prunelab.ablation.matrix import build_matrix
-    from prunelab.ablation.parse import load_plan
-    from prunelab.ablation.presets import base_config
     from prunelab.ablation.report import write_report
-    from prunelab.ablation.resolve import resolve_plan
-    from prunelab.ablation.studies import save_study, study_meta
 
-    p = tmp_path / "plan.yaml"
-    p.write_text(PLAN)
-    m = build_matrix(resolve_plan(load_plan(p)), base_config("tiny", "fake_apt"), 2, study="two")
-    store = Store(tmp_path / "two.db")
-    save_study(store.path, study_meta(m, "tiny"))
-    for run in m.runs:
-        for c, s in run.links:
-            store.link(m.study, c, s, run.run_id)
-        fake_runner(run.config, store)
+    store = _fake_study(tmp_path, "two", 2)
     out = tmp_path / "rep"
     write_report("two", store, out)
     for name in ("report.md", "section.md", "section.tex", "report.tex", "report.html"):
