@@ -37,6 +37,20 @@ from prunelab.methods.sdtp.presets import make_config  # noqa: E402
 from prunelab.methods.sdtp.run import cache_root, get_pruners, model_fingerprint  # noqa: E402
 
 
+def paired_t(a: list, b: list) -> dict:
+    """Mean of a - b over windows with a 95% Student-t interval (windows are the paired units)."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    mean = sum(d) / n
+    if n < 2:
+        return {"mean": mean, "ci": None, "n": n}
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+    h = stats.t.ppf(0.975, n - 1) * sd / n ** 0.5
+    return {"mean": mean, "ci": [mean - h, mean + h], "n": n}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -88,20 +102,25 @@ def main():
         recency = torch.arange(a.ctx, dtype=torch.float32)[None, None].expand(1, len(stack.stage_layers), -1) / a.ctx
         for name, c, kw in (("learned", cfg, {"pruners": stack}),
                             ("recency", dataclasses.replace(cfg, pruner="saliency"), {"saliency": recency})):
-            nll, kl, agree, kept = 0.0, 0.0, 0.0, None
+            nlls, kls, agrees, kept = [], [], [], None
             for w, d in zip(win, dense):
                 lg, st = continuation_logits(model, c, w[None, :a.ctx], w[None, a.ctx:], **kw)
                 lg = lg.float()
-                nll += float(F.cross_entropy(lg[0], w[a.ctx:], reduction="sum"))
+                nlls.append(float(F.cross_entropy(lg[0], w[a.ctx:], reduction="sum")))
                 ld, lp = F.log_softmax(d[0], -1), F.log_softmax(lg[0], -1)
-                kl += float((ld.exp() * (ld - lp)).sum(-1).mean())
-                agree += float((lg[0].argmax(-1) == d[0].argmax(-1)).float().mean())
+                kls.append(float((ld.exp() * (ld - lp)).sum(-1).mean()))
+                agrees.append(float((lg[0].argmax(-1) == d[0].argmax(-1)).float().mean()))
                 kept = [int(k[0]) for k in st.kept_per_stage]
-            ppl = math.exp(nll / (a.windows * a.cont))
-            row[name] = {"ppl": ppl, "ppl_rise": ppl / res["ppl_dense"] - 1, "kl": kl / a.windows,
-                         "agreement": agree / a.windows, "kept_per_stage": kept}
+            ppl = math.exp(sum(nlls) / (a.windows * a.cont))
+            row[name] = {"ppl": ppl, "ppl_rise": ppl / res["ppl_dense"] - 1, "kl": sum(kls) / a.windows,
+                         "agreement": sum(agrees) / a.windows, "kept_per_stage": kept,
+                         "per_window": {"nll": nlls, "kl": kls, "agreement": agrees}}
             logging.info("%s %s: ppl %.3f rise %+.2f%% KL %.4f agree %.3f kept %s", preset, name, ppl,
                          100 * row[name]["ppl_rise"], row[name]["kl"], row[name]["agreement"], kept)
+        row["learned_minus_recency"] = {k: paired_t(row["learned"]["per_window"][k], row["recency"]["per_window"][k])
+                                        for k in ("nll", "kl", "agreement")}
+        logging.info("%s learned - recency (mean, 95%% t-interval over windows): %s", preset,
+                     row["learned_minus_recency"])
         res["presets"][preset] = row
         if a.out:
             with open(a.out, "w") as f:
