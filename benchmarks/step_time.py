@@ -32,16 +32,12 @@ PHASES = ("before_pruning", "pruning", "after_pruning")
 
 def _session(cfg, total: int):
     """A started Loop for `cfg` (built as run.train_model builds it) and an endless batch iterator."""
-    from prunelab.run import RunContext, prepare
-    from prunelab.train.loop import Loop, set_seed
+    from prunelab.run import build_plugin, prepare
+    from prunelab.train.loop import Loop
 
     setup = prepare(cfg)
     task, loaded = setup.task, setup.loaded
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = RunContext(cfg, task, loaded.tokenizer, setup.train_features, setup.dev_features, device)
-    plugin = setup.method.build(loaded, setup.method_config, ctx)
-    set_seed(cfg.seed)
-    model = plugin.prepare(loaded.model.to(device))
+    plugin, model = build_plugin(cfg, setup, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     loop = Loop(model, plugin, task, loaded.tokenizer, cfg, family=loaded.family, total_steps=total)
     loop.start()
 

@@ -183,16 +183,22 @@ def export_model(model, output_dir: str, tokenizer) -> dict:
     return {"output_dir": str(output_dir), "export_format": result.format}
 
 
+def build_plugin(config: RunConfig, setup: Setup, device: torch.device):
+    """The method's plugin and the model it prepared (adapters, masks), ready for the loop."""
+    loaded = setup.loaded
+    ctx = RunContext(config, setup.task, loaded.tokenizer, setup.train_features, setup.dev_features, device)
+    plugin = setup.method.build(loaded, setup.method_config, ctx)
+    set_seed(config.seed)                          # method set-up must not shift the data order
+    return plugin, plugin.prepare(loaded.model.to(device))
+
+
 def train_model(config: RunConfig, setup: Setup, progress=None, callbacks=()) -> Trained:
     """Build the method, train, finalize and score the deployable model on dev.
     `callbacks` are extra loop observers (the test battery's invariant checks)."""
     tc = config.train
     task, loaded = setup.task, setup.loaded
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = RunContext(config, task, loaded.tokenizer, setup.train_features, setup.dev_features, device)
-    plugin = setup.method.build(loaded, setup.method_config, ctx)
-    set_seed(config.seed)                          # method set-up must not shift the data order
-    model = plugin.prepare(loaded.model.to(device))
+    plugin, model = build_plugin(config, setup, device)
     trainable = measure.count_params(model)["params_trainable"]
 
     observers = list(callbacks)
