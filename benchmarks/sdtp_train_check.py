@@ -33,22 +33,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from prunelab.methods.sdtp import _load  # noqa: E402
 from prunelab.methods.sdtp.data import chunks, token_stream  # noqa: E402
 from prunelab.methods.sdtp.inference import continuation_logits  # noqa: E402
+from prunelab.methods.sdtp.metrics import mean_ci  # noqa: E402
 from prunelab.methods.sdtp.presets import make_config  # noqa: E402
 from prunelab.methods.sdtp.run import cache_root, get_pruners, model_fingerprint  # noqa: E402
 
 
 def paired_t(a: list, b: list) -> dict:
     """Mean of a - b over windows with a 95% Student-t interval (windows are the paired units)."""
-    from scipy import stats
-
     d = [x - y for x, y in zip(a, b)]
-    n = len(d)
-    mean = sum(d) / n
-    if n < 2:
-        return {"mean": mean, "ci": None, "n": n}
-    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
-    h = stats.t.ppf(0.975, n - 1) * sd / n ** 0.5
-    return {"mean": mean, "ci": [mean - h, mean + h], "n": n}
+    mean, lo, hi = mean_ci(d)
+    return {"mean": mean, "ci": [lo, hi] if len(d) > 1 else None, "n": len(d)}
 
 
 def main():
