@@ -199,17 +199,14 @@ def recency_quality(cfg, model_name: str, learned: dict) -> dict:
     """Perplexity of the registered `recency` selector (attention sinks + most recent tokens) on
     the windows run_sdtp scored, at the learned schedule's stage layers and exact keep counts
     (evaluate.lm_quality; the protected head and tail follow the same rule)."""
-    from types import SimpleNamespace
-
     from prunelab.methods.sdtp.data import chunks, token_stream
     from prunelab.methods.sdtp.evaluate import lm_quality
-    from prunelab.models.load import load_model
+    from prunelab.methods.sdtp.run import _model
 
-    lm = load_model(model_name, task=SimpleNamespace(kind="lm"))
-    model = lm.model.eval()
+    model, tok = _model(model_name, cfg.dtype)   # the instance run_sdtp scored (memoised): no second load
     model.requires_grad_(False)
     N, M = cfg.eval_ctx_len, cfg.eval_cont_len
-    test = token_stream(lm.tokenizer, "test", None, model.config.vocab_size)
+    test = token_stream(tok, "test", None, model.config.vocab_size)
     windows = chunks(test, cfg.eval_samples, N + M)            # the windows run_sdtp scored
     q = lm_quality(model, cfg, windows, N, ["recency"])
     rec = q["by_selector"]["recency"]
