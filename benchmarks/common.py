@@ -69,6 +69,14 @@ def provenance(argv=None, seeds=None) -> dict:
     return out
 
 
+def committed_provenance(script: str, args, argv=None, seeds=None) -> dict:
+    """provenance() of this command; refuses uncommitted code unless --allow-dirty or --report-only."""
+    prov = provenance([script, *(sys.argv[1:] if argv is None else argv)], seeds)
+    if prov["git_dirty"] and not args.allow_dirty and not args.report_only:
+        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
+    return prov
+
+
 def open_store(script: str, args, argv=None):
     """Start-up shared by the store-backed benchmarks: provenance, the refusal to write results
     from uncommitted code (unless --allow-dirty or --report-only), torch threads, the Store."""
@@ -76,9 +84,7 @@ def open_store(script: str, args, argv=None):
 
     from prunelab.store import Store
 
-    prov = provenance([script, *(sys.argv[1:] if argv is None else argv)], args.seeds)
-    if prov["git_dirty"] and not args.allow_dirty and not args.report_only:
-        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
+    prov = committed_provenance(script, args, argv, args.seeds)
     torch.set_num_threads(int(os.environ.get("PRUNELAB_THREADS", "2")))
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     return prov, Store(args.store)

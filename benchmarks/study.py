@@ -90,9 +90,7 @@ def main(argv=None):
     from prunelab.ablation.parse import load_plan
     from prunelab.ablation.resolve import resolve_plan
 
-    prov = common.provenance(["benchmarks/study.py", *(sys.argv[1:] if argv is None else argv)])
-    if prov["git_dirty"] and not a.allow_dirty and not a.report_only:
-        raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
+    prov = common.committed_provenance("benchmarks/study.py", a, argv)
     path = plan_path(a.plan)
     study = f"ablation-{a.plan}"
     out_dir = common.RESULTS / study
