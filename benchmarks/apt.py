@@ -14,7 +14,8 @@ APT 2e-3 (chosen on seeds 0-1, see APT_LR) with its default (``cpu``) schedule a
 prunelab.run.run into its own store (runs/bench-apt.db; identical configs are trained once).
 
 What is measured and how:
-- accuracy: final dev accuracy; APT / FT is the ratio of seed means.
+- accuracy: final dev accuracy; APT / FT is the ratio of seed means. A control, APT with
+  pruning off (CONTROLS), splits APT's gap to FT into tuning cost and pruning cost, paired by seed.
 - training memory: the peak of the run's training phase, of one kind for every method:
   on CPU the bytes of live tensors (``--memory tensors``, the CPU counterpart of
   torch.cuda.max_memory_allocated; ``--memory rss`` for process RSS); on CUDA
@@ -59,19 +60,28 @@ BATCHES = (32, 128)
 SEQ = 128
 ROUNDS = 9
 METHODS = ("ft", "lora", "apt")
+# Control: APT with the same adapters, rank growth, distillation and lr but pruning off. It splits
+# APT's gap to FT into what its tuning costs (FT - control) and what pruning to 60% costs
+# (control - APT), both paired by seed.
+CONTROLS = {"apt_unpruned": dict(APT_ARGS, pruning="off")}
 STEP_SEED = 0
 TARGETS = {"accuracy": 0.98, "speed_over_limit": 0.95, "step_before": 1.5}
 
 
-def configs(seed: int, args) -> dict:
+def configs(seed: int, args, controls: bool = False) -> dict:
     from prunelab.config import RunConfig, TrainConfig
 
     train = dict(train_limit=args.train_limit, max_steps=args.steps, batch_size=32, eval_points=args.eval_points,
                  max_length=128)
-    return {m: RunConfig(model="minilm-l6", task="glue/sst2", method=m, seed=seed,
-                         method_args=dict(APT_ARGS) if m == "apt" else {},
-                         train=TrainConfig(lr=LR[m], **train), measure={"throughput": False, "flops": True})
-            for m in METHODS}
+
+    def one(method, method_args):
+        return RunConfig(model="minilm-l6", task="glue/sst2", method=method, seed=seed, method_args=method_args,
+                         train=TrainConfig(lr=LR[method], **train), measure={"throughput": False, "flops": True})
+
+    out = {m: one(m, dict(APT_ARGS) if m == "apt" else {}) for m in METHODS}
+    if controls:
+        out.update({name: one("apt", dict(a)) for name, a in CONTROLS.items()})
+    return out
 
 
 # -- interleaved inference ----------------------------------------------------------------------------
@@ -243,14 +253,46 @@ def render(rows: dict, speed: dict | None, args, prov: dict, steps: dict | None 
                 lines.append(f"| {n} {g.replace('_', ' ')} | {v['median_step_s']:.3f} | {v['median']:.2f} "
                              f"[{v['q25_q75'][0]:.2f}, {v['q25_q75'][1]:.2f}] | {v['n']} |")
         lines.append("")
+    lines += gap_section(rows)
     widths = [metric(r, "apt_widths") for r in rows["apt"]]
     lines.append("APT final widths per seed (heads per layer / FFN per layer / hidden): " + "; ".join(
         f"{w['heads']} / {w['ffn']} / {w['hidden']}" for w in widths if w))
-    data = {"provenance": prov, "settings": {k: v.to_dict() for k, v in configs(args.seeds[0], args).items()},
+    settings = configs(args.seeds[0], args, controls=True)
+    data = {"provenance": prov, "settings": {k: v.to_dict() for k, v in settings.items()},
             "runs": {k: [{"id": r["id"], "seed": r["seed"], "metrics": r["metrics"], "curve": r.get("curve")}
                          for r in v] for k, v in rows.items()},
             "interleaved_inference": speed, "interleaved_steps": steps, "summary": s}
     return data, "\n".join(lines) + "\n"
+
+
+def gap_section(rows: dict) -> list[str]:
+    """APT's accuracy gap to FT split, paired by seed, through the pruning-off control."""
+    from prunelab.ablation.stats import null_text, paired
+
+    if not rows.get("apt_unpruned"):
+        return []
+    acc = {k: {r["seed"]: metric(r, "score") for r in v} for k, v in rows.items()}
+    ctl = [metric(r, "score") for r in rows["apt_unpruned"]]
+    lines = ["Where APT's accuracy gap to FT comes from: the control `apt_unpruned` is APT with the same adapters, "
+             "rank growth, self-distillation, lr and schedule, but pruning off (the `pruning.off` ablation option). "
+             f"Its dev accuracy: {ms(ctl)} over seeds {sorted(acc['apt_unpruned'])}, "
+             f"{fmt(ratio(ctl, [metric(r, 'score') for r in rows['ft']]))} of FT's. "
+             "Differences in accuracy points, paired by seed (mean, 95% bootstrap interval from 3 seeds, "
+             "paired t-test p; a non-significant one with its minimum detectable effect):\n",
+             "| difference | what it measures | mean (points) | 95% CI | p | n |", "|---|---|---|---|---|---|"]
+    for a, b, what in (("ft", "apt", "APT's whole gap"),
+                       ("ft", "apt_unpruned", "the cost of tuning adapters instead of every weight"),
+                       ("apt_unpruned", "apt", "the cost of pruning to 60%"),
+                       ("apt_unpruned", "lora", "APT's tuning (rank growth, distillation, lr) over plain LoRA")):
+        c = paired(acc[b], acc[a])
+        if not c.n:
+            continue
+        ci = "-" if c.ci is None else f"[{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
+        p = "-" if c.p_value is None else f"{c.p_value:.3f}"
+        null = null_text(c, lambda x: f"{100 * x:.2f} points")
+        lines.append(f"| {a} - {b} | {what} | {100 * c.mean_diff:+.2f} | {ci} | {p}{' ' + null if null else ''} "
+                     f"| {c.n} |")
+    return lines + [""]
 
 
 def _progress(method: str, seed: int):
@@ -283,15 +325,15 @@ def main(argv=None):
     from prunelab.run import run
 
     prov, store = common.open_store("benchmarks/apt.py", args, argv)
-    ids = {m: [] for m in METHODS}
+    ids = {m: [] for m in (*METHODS, *CONTROLS)}
 
     def collect():
         rows = {k: [with_derived(store.get(i), store) for i in v] for k, v in ids.items()}
         return {k: [r for r in v if r and r["status"] == "done"] for k, v in rows.items()}
 
     for seed in args.seeds:
-        for method in ("ft", "lora", "apt"):       # FT first: TTA needs its score
-            cfg = configs(seed, args)[method]
+        for method in ("ft", "lora", "apt", *CONTROLS):       # FT first: TTA needs its score
+            cfg = configs(seed, args, controls=True)[method]
             if args.report_only:
                 ids[method].append(cfg.resolve().hash())
                 continue
