@@ -288,7 +288,7 @@ def gap_section(rows: dict) -> list[str]:
         if not c.n:
             continue
         ci = "-" if c.ci is None else f"[{100 * c.ci[0]:+.2f}, {100 * c.ci[1]:+.2f}]"
-        p = "-" if c.p_value is None else f"{c.p_value:.3f}"
+        p = "-" if c.p_value is None else ("< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
         null = null_text(c, lambda x: f"{100 * x:.2f} points")
         lines.append(f"| {a} - {b} | {what} | {100 * c.mean_diff:+.2f} | {ci} | {p}{' ' + null if null else ''} "
                      f"| {c.n} |")
