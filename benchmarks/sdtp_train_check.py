@@ -59,8 +59,9 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--prior-weight", type=float, default=1.0,
                     help="recency-anchored residual scoring (SDTPConfig.prior_weight); 0 = the MLP alone")
-    ap.add_argument("--target-prior", type=float, default=0.0,
-                    help="recency-anchored labels (SDTPConfig.target_prior): rank(saliency) + this x position")
+    ap.add_argument("--target-prior", type=float, default=None,
+                    help="recency-anchored labels (SDTPConfig.target_prior, default 2): rank(saliency) + this x "
+                         "position; 0 = labels from saliency alone")
     ap.add_argument("--out", default=None)
     ap.add_argument("--cache-dir", default=None)
     a = ap.parse_args()
@@ -87,7 +88,8 @@ def main():
     for preset in a.presets.split(","):
         cfg = make_config(preset, train_seq_len=a.ctx + a.cont, train_cont_len=a.cont, train_mode="cached",
                           train_sequences=a.sequences, train_steps=a.steps, saliency=a.saliency, lr=a.lr,
-                          prior_weight=a.prior_weight, target_prior=a.target_prior,
+                          prior_weight=a.prior_weight,
+                          **({} if a.target_prior is None else {"target_prior": a.target_prior}),
                           eval_ctx_len=a.ctx, eval_cont_len=a.cont)
         t = time.perf_counter()
         stack, info = get_pruners(model, cfg, tok, a.data_dir, key_extra, 0, root)

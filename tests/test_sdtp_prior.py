@@ -102,7 +102,7 @@ def test_residual_learns_planted_tokens_against_the_prior(model):
     ids, sal, where = _planted(32, 0)
     test_ids, _, test_where = _planted(8, 1)
     c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
-                    lm_weight=0.0, train_batch_size=4, prior_weight=1.0)
+                    lm_weight=0.0, train_batch_size=4, prior_weight=1.0, target_prior=0.0)
     layers = c.stage_layers(6)
     m6 = tiny_llama(6)
     m6.requires_grad_(False)
@@ -117,13 +117,13 @@ def test_prior_is_the_default_and_the_paper_is_reachable_by_name():
     from prunelab.methods.registry import get_method
     from prunelab.methods.sdtp import COMPONENTS, SDTPConfig
 
-    assert SDTPConfig().prior_weight == 1.0 and SDTPConfig().target_prior == 0.0
+    assert SDTPConfig().prior_weight == 1.0 and SDTPConfig().target_prior == 2.0
     for preset in ("seed", "paper"):
         assert make_config(preset).prior_weight == 1.0
     faithful = make_config("paper-faithful")
     assert faithful.prior_weight == 0.0 and faithful.target_prior == 0.0
     paper = make_config("paper")
-    assert dataclasses.replace(paper, prior_weight=0.0) == faithful     # same schedule, prior off
+    assert dataclasses.replace(paper, prior_weight=0.0, target_prior=0.0) == faithful   # same schedule, prior off
     m = get_method("sdtp")
     assert m.make_config({"preset": "paper-faithful-cpu"}).prior_weight == 0.0
     assert m.make_config({"preset": "paper-cpu"}).prior_weight == 1.0

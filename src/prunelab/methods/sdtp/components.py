@@ -220,12 +220,13 @@ COMPONENTS: dict[str, dict] = {
     # paper's pruner: the MLP alone, no recency-anchored labels either.
     "recency_prior": {
         "default": "on",
-        "options": {"on": {"prior_weight": 1.0}, "off": {"prior_weight": 0.0, "target_prior": 0.0}},
+        "options": {"on": {"prior_weight": 1.0, "target_prior": 2.0}, "off": {"prior_weight": 0.0, "target_prior": 0.0}},
         "remove": "off",
         "aliases": ["recency prior", "recency-anchored scoring", "recency-anchored residual scoring",
                     "residual scoring"],
         "option_aliases": {"on": ["recency-anchored", "residual on recency"], "off": ["mlp alone", "no recency prior"]},
-        "description": "on: keep logit = recency prior + a zero-initialised MLP residual (starts as recency); off: the MLP alone",
+        "description": "on: keep logit = recency prior + a zero-initialised MLP residual (starts as recency), trained on "
+                       "recency-anchored labels; off: the MLP alone on saliency labels (the paper)",
     },
     "pipeline_pre_pruning": {
         "default": "on",
