@@ -311,3 +311,40 @@ def test_section_interprets_underpowered_and_null_results(tmp_path):
     sub = section.split("#### 6.3")[1].split("#### ")[0]
     assert "underpowered (MDE" in sub
     assert "stays open" in sub and "cannot detect a change in score smaller than" in sub
+
+
+def test_trivial_baselines_run_beside_the_plan_and_get_their_own_table(tmp_path):
+    """A method's trivial baselines (presets.TRIVIAL) are cells on the base config, paired with the
+    baseline in the report, outside the plan's ablations (no verdict, not in the section)."""
+    from prunelab.ablation.presets import trivial_cells
+
+    triv = trivial_cells("sdtp")
+    assert set(triv) == {"recency", "truncate"}
+    assert triv["recency"][1]["selector"] == "recency" and triv["truncate"][1]["selector"] == "truncate"
+    assert trivial_cells("apt") == {} and trivial_cells("fake_sdtp") == {}
+    found = glob.glob(f"{SEEDS}/004_*.txt")
+    if not found:
+        pytest.skip("seed 004 not found")
+    res = resolve_plan(load_plan(found[0]), "fake_sdtp")
+    fake = {"recency": ("first 4 + most recent tokens", {"pruner": "recency"})}
+    m = build_matrix(res, base_config("tiny", "fake_sdtp"), [0, 1, 2], study="triv", trivial=fake)
+    cell = next(c for c in m.cells if c.kind == "trivial")
+    assert cell.label == "trivial/recency"
+    assert m.run_of("trivial/recency", 0).run_id != m.run_of("baseline", 0).run_id
+    store = Store(tmp_path / "runs.db")
+    save_study(store.path, study_meta(m, "tiny"))
+    for run in m.runs:
+        for c, s in run.links:
+            store.link(m.study, c, s, run.run_id)
+        fake_runner(run.config, store)
+    r = analyze(store, "triv")
+    assert r.trivial is not None and [v.label for v in r.trivial.variants] == ["trivial/recency"]
+    assert {m["key"] for m in r.trivial.metrics} == {m["key"] for m in r.all_metrics()}
+    ppl = r.trivial.line("trivial/recency", "perplexity")
+    assert ppl.comparison.n == 3 and ppl.comparison.mean_diff is not None and ppl.verdict == ""
+    assert all(v.label != "trivial/recency" for a in r.ablations for v in a.variants)
+    write_report("triv", store, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Trivial baselines (not in the plan)" in md
+    assert "| trivial baseline: recency (first 4 + most recent tokens) | 3 |" in md
+    assert "trivial" not in (tmp_path / "out" / "section.md").read_text()

@@ -96,6 +96,7 @@ class StudyResult:
     reference: CellResult | None
     ablations: list[AblationResult]
     unresolved: list[dict]
+    trivial: AblationResult | None = None    # the method's trivial baselines vs the baseline (not in the plan)
 
     @property
     def method(self) -> str:
@@ -115,7 +116,8 @@ class StudyResult:
         return out
 
     def cells(self) -> list[CellResult]:
-        return [self.baseline] + [v for a in self.ablations for v in a.variants]
+        return ([self.baseline] + [v for a in self.ablations for v in a.variants]
+                + (self.trivial.variants if self.trivial else []))
 
 
 CONTENTION_LIMIT = 1.25   # wall / CPU time this much above the study's median: disturbed timing
@@ -174,7 +176,15 @@ def analyze(store: Store | str, study: str) -> StudyResult:
             for m in metrics:
                 lines.append(_line(baseline, v, m, exps))
         ablations.append(AblationResult(abl, metrics, variants, lines))
-    return StudyResult(study, meta, baseline, reference, ablations, meta.get("unresolved") or [])
+    out = StudyResult(study, meta, baseline, reference, ablations, meta.get("unresolved") or [])
+    trivial = [c for c in cells.values() if c.cell.get("kind") == "trivial"]
+    if trivial:
+        metrics = out.all_metrics() or [{"key": "score", "label": "score", "text": "score"}]
+        out.trivial = AblationResult(
+            {"name": "Trivial baselines (not in the plan)", "action": "COMPARE",
+             "ablated_part": "the method against the cheapest alternatives it exists to beat, same budget and seeds"},
+            metrics, trivial, [_line(baseline, c, m, []) for c in trivial for m in metrics])
+    return out
 
 
 def _line(baseline: CellResult, cell: CellResult, metric: dict, exps: list[Expectation]) -> Line:

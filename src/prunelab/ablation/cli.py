@@ -111,17 +111,20 @@ def ablate(path, preset: str = "tiny", seeds=3, executor: str = "local", workers
     res = resolve_plan(plan, method, skip_unresolved=skip_unresolved)
     base = presets_mod.base_config(preset, res.method, overrides)
     ref = presets_mod.reference_config(preset, res.method, overrides) if reference else None
+    triv = presets_mod.trivial_cells(res.method) if reference else {}
     study = study or f"{study_name(plan.name)}-{preset}"
-    matrix = build_matrix(res, base, AUTO_START if seed_plan.auto else seed_plan.fixed, study=study, reference=ref)
+    matrix = build_matrix(res, base, AUTO_START if seed_plan.auto else seed_plan.fixed, study=study, reference=ref,
+                          trivial=triv)
     # a bad --rerun fails before the study is registered; with --seeds auto it may name any seed up to the cap
-    whole = build_matrix(res, base, seed_plan.max_seeds, study=study, reference=ref) if seed_plan.auto else matrix
+    whole = (build_matrix(res, base, seed_plan.max_seeds, study=study, reference=ref, trivial=triv)
+             if seed_plan.auto else matrix)
     forced = rerun_ids(whole, rerun or [])
     store_path = store or DEFAULT_PATH
     st = Store(store_path)
     run = dict(executor=executor, workers=workers, runner=runner, progress=progress, retry_failed=retry_failed,
                force=force)
     if seed_plan.auto:
-        return _ablate_auto(res, base, ref, study, preset, seed_plan, st, forced, run, out)
+        return _ablate_auto(res, base, ref, study, preset, seed_plan, st, forced, run, out, triv)
     save_study(st.path, study_meta(matrix, preset))
     n_links = len(matrix.links())
     print(f"study {study}: {len(matrix.cells)} cells x {len(matrix.seeds)} seeds = {n_links} "
@@ -152,7 +155,7 @@ def _print_summary(summary, done: int, skipped: int, out, seconds: float | None 
 
 
 def _ablate_auto(res: Resolution, base, ref, study: str, preset: str, seed_plan, st: Store, forced: set,
-                 run: dict, out) -> int:
+                 run: dict, out, trivial: dict | None = None) -> int:
     """Rounds of run_matrix with 3, 4, ... seeds per cell until adaptive.stop_reason says stop.
 
     Each round is a matrix whose seeds extend the last one's, so its done runs are skipped; the
@@ -171,7 +174,7 @@ def _ablate_auto(res: Resolution, base, ref, study: str, preset: str, seed_plan,
     seconds = 0.0
     n = AUTO_START
     while True:
-        matrix = build_matrix(res, base, n, study=study, reference=ref)
+        matrix = build_matrix(res, base, n, study=study, reference=ref, trivial=trivial)
         if n == AUTO_START:
             print(f"study {study}: {len(matrix.cells)} cells, seeds chosen adaptively "
                   f"(--ci-width {width.text}, --max-seeds {cap}), preset {preset} ({base.model} on {base.task}), "

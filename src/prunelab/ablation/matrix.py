@@ -3,7 +3,9 @@
 Cells: one shared `baseline` (the method's defaults), one cell per REMOVE (the component's
 remove option), one per REPLACE replacement, one per ADD setting, and optionally a
 `reference` cell (FT on the same model/task) that derived metrics (tta_s, speedup, rel_acc)
-need. Each cell x seed is a RunConfig; cells whose configs hash the same (two ablations
+need, and for methods that have them `trivial/...` cells: the cheapest alternatives the method
+exists to beat (SDTP: recency and truncation at the same keep counts), run on the same budget
+and seeds so the report can set the learned method against them. Each cell x seed is a RunConfig; cells whose configs hash the same (two ablations
 asking for the same thing, or a variant equal to the baseline) share one run.
 """
 from __future__ import annotations
@@ -19,12 +21,13 @@ from prunelab.errors import PrunelabError
 
 BASELINE = "baseline"
 REFERENCE = "reference"
+TRIVIAL = "trivial"
 
 
 @dataclass
 class Cell:
     label: str
-    kind: str                          # baseline | variant | reference
+    kind: str                          # baseline | variant | reference | trivial
     ablation: str | None = None        # ablation name (variants)
     component: str | None = None
     option: str | None = None
@@ -33,7 +36,7 @@ class Cell:
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind not in ("baseline", "variant", "reference"):
+        if self.kind not in ("baseline", "variant", "reference", "trivial"):
             raise ValueError(f"cell kind {self.kind!r}")
         if not self.label:
             raise ValueError("a cell needs a label")
@@ -75,7 +78,8 @@ def study_name(text: str) -> str:
 
 
 def build_matrix(resolution: Resolution, base: RunConfig, seeds=(0, 1, 2), *, study: str | None = None,
-                 reference: RunConfig | None = None) -> Matrix:
+                 reference: RunConfig | None = None, trivial: dict | None = None) -> Matrix:
+    """trivial: name -> (what it is, method_args overrides): comparison cells on the base config."""
     seeds = _check_seeds(seeds)
     method = resolution.method
     if base.method != method:
@@ -96,6 +100,8 @@ def build_matrix(resolution: Resolution, base: RunConfig, seeds=(0, 1, 2), *, st
                               option=ch.option, value=ch.value, text=ch.text, overrides=dict(ch.overrides)))
     if reference is not None:
         cells.append(Cell(REFERENCE, "reference", text=f"{reference.method} on the same model and task"))
+    for name, (text, overrides) in (trivial or {}).items():
+        cells.append(Cell(f"{TRIVIAL}/{name}", "trivial", option=name, text=text, overrides=dict(overrides)))
 
     runs: dict[str, Run] = {}
     notes: list[str] = []

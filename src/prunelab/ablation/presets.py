@@ -101,6 +101,25 @@ def reference_config(preset: str, method: str, overrides: dict | list | None = N
     return base_config(preset, REFERENCE_METHOD, shared)
 
 
+# The cheapest alternatives a method exists to beat, run beside every study of it (on the base
+# config, same seeds): options of one of the method's components, with what they are.
+TRIVIAL = {"sdtp": ("selector", {"recency": "first 4 + most recent tokens, the same keep counts",
+                                 "truncate": "the last tokens only, from layer 0, the same prefill FLOPs"})}
+
+
+def trivial_cells(method: str) -> dict:
+    """name -> (text, method_args overrides) for build_matrix(trivial=...); {} when the method has none."""
+    if method not in TRIVIAL:
+        return {}
+    from prunelab.methods.registry import components
+
+    comp_name, options = TRIVIAL[method]
+    comp = components(method).get(comp_name)
+    if comp is None:
+        return {}
+    return {name: (text, comp.overrides(name)) for name, text in options.items()}
+
+
 def _as_dict(overrides) -> dict:
     if not overrides:
         return {}

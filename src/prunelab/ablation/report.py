@@ -65,6 +65,8 @@ def cell_name(c) -> str:
         return "baseline (full method)"
     if cell.get("kind") == "reference":
         return "reference (FT)"
+    if cell.get("kind") == "trivial":
+        return f"trivial baseline: {cell.get('option')} ({cell.get('text')})"
     opt = cell.get("option") if cell.get("option") is not None else f"{cell.get('component')}={cell.get('value'):g}"
     text = cell.get("text") or ""
     return f"{opt}" + (f" ({text})" if text and text != "REMOVE" and text != opt else "")
@@ -95,6 +97,8 @@ def to_markdown(res: StudyResult) -> str:
     out += _summary_md(res)
     for a in res.ablations:
         out += _ablation_md(res, a)
+    if res.trivial:
+        out += _ablation_md(res, res.trivial)
     if res.unresolved:
         out += ["## Not run (unresolved plan items)", ""]
         out += [f"- {u['ablation']}: {u['item']!r}: {u['reason']}" for u in res.unresolved]
@@ -184,7 +188,7 @@ def _ablation_md(res: StudyResult, a: AblationResult) -> list[str]:
     abl = a.ablation
     head = f"## {abl.get('id') + ': ' if abl.get('id') else ''}{a.name}"
     comp = a.variants[0].cell.get("component") if a.variants else "?"
-    out = [head, "", f"{abl['action']} *{abl['ablated_part']}* (component `{comp}`)."]
+    out = [head, "", f"{abl['action']} *{abl['ablated_part']}*" + (f" (component `{comp}`)." if comp else ".")]
     if abl.get("hypothesis"):
         out.append(f"Hypothesis: {abl['hypothesis']}.")
     if abl.get("expected_effect"):
