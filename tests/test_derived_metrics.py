@@ -39,3 +39,22 @@ def test_relative_accuracy_of_rows_uses_the_stores_ft_runs(tmp_path):
     assert got["value"] == pytest.approx((0.87 + 0.76) / (0.9 + 0.8)) and got["tasks"] == ["glue/mnli", "glue/sst2"]
     assert relative_accuracy(store, "apt", "m") == pytest.approx(got["value"])
     assert relative_accuracy(store, "apt", "m", tasks=("glue/sst2", "glue/qnli")) is None
+
+
+def test_speedup_uses_cpu_time_throughput_when_every_side_has_it(tmp_path):
+    """A one-thread CPU run that waited for the core has a deflated wall throughput; its
+    CPU-time throughput is not. speedup prefers the CPU-time ratio, else the wall one."""
+    from prunelab.derived import with_derived
+
+    store = Store(str(tmp_path / "r.db"))
+    rows = [("ft", {"throughput_bs32": 25.0, "throughput_cpu_bs32": 25.0}),
+            ("apt", {"throughput_bs32": 20.0, "throughput_cpu_bs32": 50.0}),   # waited half the time
+            ("lora", {"throughput_bs32": 30.0})]                              # no CPU-time figure
+    for i, (method, thr) in enumerate(rows):
+        store.start(f"r{i}", {"method": method, "model": "m", "task": "t", "seed": 0, "train": {}}, {})
+        store.finish(f"r{i}", {"score": 0.9, "higher_is_better": True, **thr}, [])
+    apt = with_derived(store.get("r1"), store)["metrics"]
+    assert apt["speedup_bs32"] == pytest.approx(0.8) and apt["speedup_cpu_bs32"] == pytest.approx(2.0)
+    assert apt["speedup"] == pytest.approx(2.0)
+    lora = with_derived(store.get("r2"), store)["metrics"]
+    assert "speedup_cpu_bs32" not in lora and lora["speedup"] == pytest.approx(1.2)

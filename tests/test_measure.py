@@ -138,3 +138,30 @@ def test_timer_waits_for_queued_cuda_work(monkeypatch):
     with t:
         calls.append("work")
     assert calls == ["sync", "work", "sync"]
+
+
+def test_cpu_time_throughput_only_with_one_thread():
+    import torch
+
+    from prunelab.train.measure import throughputs
+
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 16))
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, input_ids):
+            return self.m(input_ids)
+
+    batch = {"input_ids": torch.randint(0, 50, (4, 8))}
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = throughputs(Wrap(), [batch], "cpu", warmup=1, repeats=3, min_seconds=0.0)
+        assert one["wall"] > 0 and one["cpu"] > 0
+        torch.set_num_threads(2)
+        assert "cpu" not in throughputs(Wrap(), [batch], "cpu", warmup=1, repeats=3, min_seconds=0.0)
+    finally:
+        torch.set_num_threads(old)

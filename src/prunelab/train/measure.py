@@ -223,9 +223,9 @@ def _sync(device):
 
 
 @torch.no_grad()
-def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
-                 min_seconds: float = 0.5) -> float:
-    """Median seconds for one pass over `batches` (a list of model-input dicts).
+def time_forward_clocks(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
+                        min_seconds: float = 0.5) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds for one pass over `batches` (model-input dicts).
 
     At least `repeats` timed passes, and more until `min_seconds` have been timed: a 4 ms
     GPU pass timed five times is mostly noise."""
@@ -234,20 +234,42 @@ def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: in
         for b in batches:
             model(**b)
     _sync(device)
-    times = []
+    times, cpu = [], []
     while len(times) < repeats or (sum(times) < min_seconds and len(times) < 1000):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in batches:
             model(**b)
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu)
+
+
+def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
+                 min_seconds: float = 0.5) -> float:
+    """Median wall seconds for one pass over `batches` (time_forward_clocks)."""
+    return time_forward_clocks(model, batches, device, warmup, repeats, min_seconds)[0]
 
 
 def throughput(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
                min_seconds: float = 0.5) -> float:
     n = sum(b["input_ids"].shape[0] for b in batches)
     return n / time_forward(model, batches, device, warmup, repeats, min_seconds)
+
+
+def throughputs(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
+                min_seconds: float = 0.5) -> dict:
+    """{"wall": samples/s} and, on CPU with one torch thread, {"cpu": samples per CPU second}:
+    with one thread the process's CPU time is its compute time, which other processes on a
+    shared machine do not stretch (they stretch the wall clock: a run that waited for the core
+    half of the time looks twice as slow). With more threads CPU time adds up over threads and
+    spin-waits, so only the wall figure is given."""
+    n = sum(b["input_ids"].shape[0] for b in batches)
+    wall, cpu = time_forward_clocks(model, batches, device, warmup, repeats, min_seconds)
+    out = {"wall": n / wall}
+    if torch.device(device).type == "cpu" and torch.get_num_threads() == 1 and cpu > 0:
+        out["cpu"] = n / cpu
+    return out
 
 
 # -- time to accuracy -------------------------------------------------------------------
