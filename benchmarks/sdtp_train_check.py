@@ -3,6 +3,9 @@ perplexity rise and KL to the dense model of learned vs recency pruning at the s
 
   PRUNELAB_DATA=/work/shared/data PYTHONPATH=src python benchmarks/sdtp_train_check.py \
       --sequences 32 --steps 1500 --windows 5 --out /tmp/sdtp_train_check.json
+  # a committed result (benchmarks/results/NAME.md/.json with command, date, machine, SHA; refuses
+  # uncommitted code): the default pruners against recency on 64 windows
+  ... benchmarks/sdtp_train_check.py --windows 64 --name sdtp-train-check
 
 Training: train_mode="cached" (dense stage inputs + attention-to-future targets collected once,
 cached on disk), eval-length sequences (1024 context + 64 continuation) from the "mix" data
@@ -63,8 +66,17 @@ def main():
                     help="recency-anchored labels (SDTPConfig.target_prior, default 2): rank(saliency) + this x "
                          "position; 0 = labels from saliency alone")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--name", default=None, help="write benchmarks/results/NAME.json/.md (committed code only)")
+    ap.add_argument("--allow-dirty", action="store_true")
     ap.add_argument("--cache-dir", default=None)
     a = ap.parse_args()
+    prov = None
+    if a.name:
+        import common
+
+        prov = common.provenance(["benchmarks/sdtp_train_check.py", *sys.argv[1:]], [0])
+        if prov["git_dirty"] and not a.allow_dirty:
+            raise SystemExit("uncommitted changes in src/ or benchmarks/: commit first (or --allow-dirty for scratch)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     model, tok = _load.load(a.model)
@@ -125,7 +137,43 @@ def main():
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=2, default=str)
+    if a.name:
+        import common
+
+        res["provenance"] = {**prov, "load_average_end": os.getloadavg()}
+        common.write(a.name, json.loads(json.dumps(res, default=str)), render(res, a), allow_dirty=a.allow_dirty)
     print(json.dumps({p: {k: v for k, v in r.items() if k != "train"} for p, r in res["presets"].items()}, indent=1))
+
+
+def render(res: dict, a) -> str:
+    p = res["provenance"]
+    lines = [f"# SDTP learned pruners vs recency at the same keep counts ({a.model}, CPU)\n",
+             f"- command: `{p['command']}`", f"- date: {p['date']}", f"- git: {p['git_sha']}; seed 0",
+             f"- machine: {p['machine']}; load average at the end "
+             f"{', '.join(f'{x:.1f}' for x in p['load_average_end'])}",
+             f"- windows: {res['windows']} WikiText-2 test windows of {res['ctx']} + {res['cont']} tokens: pruned "
+             f"prefill of the {res['ctx']}-token context, then the next {res['cont']} tokens scored through the "
+             f"pruned caches; dense perplexity {res['ppl_dense']:.3f}",
+             f"- pruners: {a.steps} cached-feature steps on {a.sequences} training-mix sequences of "
+             f"{res['ctx'] + res['cont']} tokens (trained here or loaded from the cache by config hash); recency = "
+             "the protected tokens plus the most recent ones, the same per-stage counts\n",
+             "| preset | selector | ppl rise | KL(dense, pruned) | top-1 agreement | tokens after the last stage |",
+             "|---|---|---|---|---|---|"]
+    for preset, row in res["presets"].items():
+        for name in ("learned", "recency"):
+            r = row[name]
+            lines.append(f"| {preset} | {name} | {100 * r['ppl_rise']:+.2f}% | {r['kl']:.4f} | {r['agreement']:.3f} "
+                         f"| {r['kept_per_stage'][-1]} |")
+    lines += ["", "Learned minus recency, paired by window (mean, 95% t-interval; n windows). The learned pruner "
+              "is better where nll and KL are below 0 and agreement above 0:\n",
+              "| preset | continuation nll (nats per window) | KL | top-1 agreement | config hash |", "|---|---|---|---|---|"]
+    for preset, row in res["presets"].items():
+        d = row["learned_minus_recency"]
+        cell = {k: f"{d[k]['mean']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}] (n {d[k]['n']})"
+                if d[k]["ci"] else f"{d[k]['mean']:+.4f}" for k in d}
+        lines.append(f"| {preset} | {cell['nll']} | {cell['kl']} | {cell['agreement']} | "
+                     f"{row['train'].get('config_hash')} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
