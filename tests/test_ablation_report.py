@@ -348,3 +348,10 @@ def test_trivial_baselines_run_beside_the_plan_and_get_their_own_table(tmp_path)
     assert "## Trivial baselines (not in the plan)" in md
     assert "| trivial baseline: recency (first 4 + most recent tokens) | 3 |" in md
     assert "trivial" not in (tmp_path / "out" / "section.md").read_text()
+
+
+def test_floating_point_residue_prints_as_zero():
+    from prunelab.ablation.report import _signed, fmt
+
+    assert _signed(2.220446049250313e-17, {}) == "+0" and fmt(-1e-15, {}) == "0"
+    assert fmt(0.0156, {}) == "0.0156" and _signed(-0.00459, {}) == "-0.00459"

@@ -26,7 +26,7 @@ def fmt(x: float | None, metric: dict, digits: int = 4) -> str:
     if x is None:
         return "--"
     v = x * metric.get("scale", 1.0)
-    if v == 0:
+    if abs(v) < 1e-12:      # floating-point residue (a bootstrap bound of exactly 0 came out as 2.2e-17)
         return "0"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
