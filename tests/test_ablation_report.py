@@ -187,18 +187,24 @@ def test_unknown_study(tmp_path):
         write_report("x", Store(tmp_path / "empty.db"))
 
 
+def _fake_study(m, path) -> Store:
+    """A store holding matrix `m` as a study, every run done by fake_runner."""
+    store = Store(path)
+    save_study(store.path, study_meta(m, "tiny"))
+    for run in m.runs:
+        for c, s in run.links:
+            store.link(m.study, c, s, run.run_id)
+        fake_runner(run.config, store)
+    return store
+
+
 def test_sdtp_section_follows_the_plan_layout(tmp_path):
     found = glob.glob(f"{SEEDS}/004_*.txt")
     if not found:
         pytest.skip("seed 004 not found")
     res = resolve_plan(load_plan(found[0]), "fake_sdtp")
     m = build_matrix(res, base_config("tiny", "fake_sdtp"), [0, 1], study="sdtp-synth")
-    store = Store(tmp_path / "runs.db")
-    save_study(store.path, study_meta(m, "tiny"))
-    for run in m.runs:
-        for c, s in run.links:
-            store.link(m.study, c, s, run.run_id)
-        fake_runner(run.config, store)
+    store = _fake_study(m, tmp_path / "runs.db")
     write_report("sdtp-synth", store, tmp_path / "out")
     section = (tmp_path / "out" / "section.md").read_text()
     heads = [line for line in section.splitlines() if line.startswith("#### ")]
@@ -331,12 +337,7 @@ def test_trivial_baselines_run_beside_the_plan_and_get_their_own_table(tmp_path)
     cell = next(c for c in m.cells if c.kind == "trivial")
     assert cell.label == "trivial/recency"
     assert m.run_of("trivial/recency", 0).run_id != m.run_of("baseline", 0).run_id
-    store = Store(tmp_path / "runs.db")
-    save_study(store.path, study_meta(m, "tiny"))
-    for run in m.runs:
-        for c, s in run.links:
-            store.link(m.study, c, s, run.run_id)
-        fake_runner(run.config, store)
+    store = _fake_study(m, tmp_path / "runs.db")
     r = analyze(store, "triv")
     assert r.trivial is not None and [v.label for v in r.trivial.variants] == ["trivial/recency"]
     assert {m["key"] for m in r.trivial.metrics} == {m["key"] for m in r.all_metrics()}
