@@ -245,16 +245,10 @@ def time_forward_clocks(model: torch.nn.Module, batches: list[dict], device, war
     return statistics.median(times), statistics.median(cpu)
 
 
-def time_forward(model: torch.nn.Module, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
-                 min_seconds: float = 0.5) -> float:
-    """Median wall seconds for one pass over `batches` (time_forward_clocks)."""
-    return time_forward_clocks(model, batches, device, warmup, repeats, min_seconds)[0]
-
-
 def throughput(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
                min_seconds: float = 0.5) -> float:
-    n = sum(b["input_ids"].shape[0] for b in batches)
-    return n / time_forward(model, batches, device, warmup, repeats, min_seconds)
+    """Samples per wall second (throughputs()["wall"])."""
+    return throughputs(model, batches, device, warmup, repeats, min_seconds)["wall"]
 
 
 def throughputs(model, batches: list[dict], device, warmup: int = 2, repeats: int = 5,
