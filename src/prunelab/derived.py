@@ -53,8 +53,9 @@ def with_derived(row: dict | None, store: Store) -> dict | None:
                 if r["metrics"].get(key) and r["metrics"].get(kind) == m.get(kind)]
         if vals and m.get(key):
             derived[key.replace("_mb", "_ratio")] = m[key] / statistics.mean(vals)
-    # "speedup": from CPU-time throughput when the run and its FT references all have it (one-thread
-    # CPU runs; other processes' load does not stretch it), else from wall-clock throughput
+    # "speedup": from CPU-time throughput when the run and at least one FT reference have it (one-thread
+    # CPU runs, averaged over the references that have it; other processes' load does not stretch it),
+    # else from wall-clock throughput
     derived["speedup"] = next((derived[k] for k in ("speedup_cpu_bs128", "speedup_cpu_bs32", "speedup_bs128",
                                                     "speedup_bs32") if derived.get(k) is not None), None)
     row = dict(row)
