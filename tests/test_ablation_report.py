@@ -349,6 +349,12 @@ def test_trivial_baselines_run_beside_the_plan_and_get_their_own_table(tmp_path)
     assert "## Trivial baselines (not in the plan)" in md
     assert "| trivial baseline: recency (first 4 + most recent tokens) | 3 |" in md
     assert "trivial" not in (tmp_path / "out" / "section.md").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    triv_rows = [r for r in rows if r["cell"] == "trivial/recency"]
+    assert {r["metric"] for r in triv_rows} == {m["key"] for m in r.all_metrics()}
+    assert all(t["action"] == "COMPARE" and t["verdict"] == "" for t in triv_rows)
+    tex = (tmp_path / "out" / "report.tex").read_text()
+    assert "Trivial baselines (not in the plan)" in tex and "trivial baseline: recency" in tex
 
 
 def test_floating_point_residue_prints_as_zero():

@@ -601,7 +601,9 @@ def to_latex(res: StudyResult) -> str:
     b = res.baseline
     out.append(esc(f"{res.method.upper()} (full)") + " & " + " & ".join(
         _tex_ms(_ms(b, m), m) for m in metrics) + r" \\")
-    for a in res.ablations:
+    # the trivial baselines are not plan items, but a reader of the table needs them beside the
+    # variants: they say whether the full method beats the cheapest alternative at all
+    for a in res.ablations + ([res.trivial] if res.trivial else []):
         out.append(r"\midrule")
         out.append(rf"\multicolumn{{{len(metrics) + 1}}}{{l}}{{\emph{{{esc(a.name)}}}}} \\")
         for v in a.variants:
@@ -655,7 +657,7 @@ def to_csv(res: StudyResult) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
-    for a in res.ablations:
+    for a in res.ablations + ([res.trivial] if res.trivial else []):   # trivial rows: action COMPARE
         for ln in a.lines:
             m, c, cell = ln.metric, ln.comparison, ln.cell.cell
             s = m.get("scale", 1.0)
