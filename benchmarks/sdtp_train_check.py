@@ -39,6 +39,8 @@ from prunelab.methods.sdtp.inference import continuation_logits  # noqa: E402
 from prunelab.methods.sdtp.metrics import mean_ci  # noqa: E402
 from prunelab.methods.sdtp.presets import make_config  # noqa: E402
 from prunelab.methods.sdtp.run import cache_root, get_pruners, model_fingerprint  # noqa: E402
+from prunelab.methods.sdtp.saliency import attention_targets  # noqa: E402
+from prunelab.methods.sdtp.train import anchored_targets  # noqa: E402
 
 
 def paired_t(a: list, b: list) -> dict:
@@ -65,6 +67,9 @@ def main():
     ap.add_argument("--target-prior", type=float, default=None,
                     help="recency-anchored labels (SDTPConfig.target_prior, default 2): rank(saliency) + this x "
                          "position; 0 = labels from saliency alone")
+    ap.add_argument("--oracles", action="store_true",
+                    help="also score two non-deployable ceilings that read the true continuation: the "
+                         "pruners' saliency target and their training label")
     ap.add_argument("--out", default=None)
     ap.add_argument("--name", default=None, help="write benchmarks/results/NAME.json/.md (committed code only)")
     ap.add_argument("--allow-dirty", action="store_true")
@@ -108,11 +113,22 @@ def main():
         info["wall_s"] = time.perf_counter() - t
         row = {"train": info}
         recency = torch.arange(a.ctx, dtype=torch.float32)[None, None].expand(1, len(stack.stage_layers), -1) / a.ctx
-        for name, c, kw in (("learned", cfg, {"pruners": stack}),
-                            ("recency", dataclasses.replace(cfg, pruner="saliency"), {"saliency": recency})):
+        fixed = dataclasses.replace(cfg, pruner="saliency")     # a given score per stage and token
+        options = [("learned", cfg, lambda w: {"pruners": stack}), ("recency", fixed, lambda w: {"saliency": recency})]
+        if a.oracles:
+            # Ceilings, not deployable: they read the window's true continuation. `target` is
+            # the attention-to-future saliency the pruners are trained on; `label` is the
+            # training label built from it (rank + target_prior x position), i.e. what a pruner
+            # that fitted its labels perfectly would keep.
+            def future(w):
+                return attention_targets(model, w[None], stack.stage_layers, a.ctx)[..., :a.ctx]
+
+            options += [("target", fixed, lambda w: {"saliency": future(w)}),
+                        ("label", fixed, lambda w: {"saliency": anchored_targets(future(w), cfg.target_prior)})]
+        for name, c, kw_of in options:
             nlls, kls, agrees, kept = [], [], [], None
             for w, d in zip(win, dense):
-                lg, st = continuation_logits(model, c, w[None, :a.ctx], w[None, a.ctx:], **kw)
+                lg, st = continuation_logits(model, c, w[None, :a.ctx], w[None, a.ctx:], **kw_of(w))
                 lg = lg.float()
                 nlls.append(float(F.cross_entropy(lg[0], w[a.ctx:], reduction="sum")))
                 ld, lp = F.log_softmax(d[0], -1), F.log_softmax(lg[0], -1)
@@ -127,6 +143,9 @@ def main():
                          100 * row[name]["ppl_rise"], row[name]["kl"], row[name]["agreement"], kept)
         row["learned_minus_recency"] = {k: paired_t(row["learned"]["per_window"][k], row["recency"]["per_window"][k])
                                         for k in ("nll", "kl", "agreement")}
+        for o in ("target", "label") if a.oracles else ():
+            row[f"{o}_minus_recency"] = {k: paired_t(row[o]["per_window"][k], row["recency"]["per_window"][k])
+                                         for k in ("nll", "kl", "agreement")}
         logging.info("%s learned - recency (mean, 95%% t-interval over windows): %s", preset,
                      row["learned_minus_recency"])
         res["presets"][preset] = row
@@ -159,20 +178,28 @@ def render(res: dict, a) -> str:
              "the protected tokens plus the most recent ones, the same per-stage counts\n",
              "| preset | selector | ppl rise | KL(dense, pruned) | top-1 agreement | tokens after the last stage |",
              "|---|---|---|---|---|---|"]
+    names = {"learned": "learned", "recency": "recency", "target": "ceiling: saliency target of the true continuation",
+             "label": "ceiling: training label (target rank + prior x position)"}
     for preset, row in res["presets"].items():
-        for name in ("learned", "recency"):
+        for name in (n for n in names if n in row):
             r = row[name]
-            lines.append(f"| {preset} | {name} | {100 * r['ppl_rise']:+.2f}% | {r['kl']:.4f} | {r['agreement']:.3f} "
+            lines.append(f"| {preset} | {names[name]} | {100 * r['ppl_rise']:+.2f}% | {r['kl']:.4f} | {r['agreement']:.3f} "
                          f"| {r['kept_per_stage'][-1]} |")
-    lines += ["", "Learned minus recency, paired by window (mean, 95% t-interval; n windows). The learned pruner "
-              "is better where nll and KL are below 0 and agreement above 0:\n",
+    lines += ["", "Learned (and each ceiling) minus recency, paired by window (mean, 95% t-interval; n windows). It "
+              "is better than recency where nll and KL are below 0 and agreement above 0:\n",
               "| preset | continuation nll (nats per window) | KL | top-1 agreement | config hash |", "|---|---|---|---|---|"]
     for preset, row in res["presets"].items():
-        d = row["learned_minus_recency"]
-        cell = {k: f"{d[k]['mean']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}] (n {d[k]['n']})"
-                if d[k]["ci"] else f"{d[k]['mean']:+.4f}" for k in d}
-        lines.append(f"| {preset} | {cell['nll']} | {cell['kl']} | {cell['agreement']} | "
-                     f"{row['train'].get('config_hash')} |")
+        for o in (o for o in ("learned", "target", "label") if f"{o}_minus_recency" in row):
+            d = row[f"{o}_minus_recency"]
+            cell = {k: f"{d[k]['mean']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}] (n {d[k]['n']})"
+                    if d[k]["ci"] else f"{d[k]['mean']:+.4f}" for k in d}
+            label = preset if o == "learned" else f"{preset}, {names[o]}"
+            lines.append(f"| {label} | {cell['nll']} | {cell['kl']} | {cell['agreement']} | "
+                         f"{row['train'].get('config_hash')} |")
+    if any("target" in row for row in res["presets"].values()):
+        lines += ["", "The two ceilings read each window's true continuation (not deployable): how much a token "
+                  "choice at these stage layers and keep counts could gain at best from knowing what the "
+                  "continuation reads. If even they stay above a target, no pruner of this kind reaches it."]
     return "\n".join(lines) + "\n"
 
 
