@@ -15,7 +15,9 @@ prunelab.run.run into its own store (runs/bench-apt.db; identical configs are tr
 
 What is measured and how:
 - accuracy: final dev accuracy; APT / FT is the ratio of seed means. A control, APT with
-  pruning off (CONTROLS), splits APT's gap to FT into tuning cost and pruning cost, paired by seed.
+  pruning off (CONTROLS), splits APT's gap to FT into tuning cost and pruning cost, paired by seed;
+  a second, APT whose teacher keeps the dropped weights, says how much of the pruning cost the
+  paper's weight-sharing teacher leaves on the table, and at what memory.
 - training memory: the peak of the run's training phase, of one kind for every method:
   on CPU the bytes of live tensors (``--memory tensors``, the CPU counterpart of
   torch.cuda.max_memory_allocated; ``--memory rss`` for process RSS); on CUDA
@@ -60,10 +62,17 @@ BATCHES = (32, 128)
 SEQ = 128
 ROUNDS = 9
 METHODS = ("ft", "lora", "apt")
-# Control: APT with the same adapters, rank growth, distillation and lr but pruning off. It splits
-# APT's gap to FT into what its tuning costs (FT - control) and what pruning to 60% costs
-# (control - APT), both paired by seed.
-CONTROLS = {"apt_unpruned": dict(APT_ARGS, pruning="off")}
+# Controls, each APT with one thing changed, paired with APT by seed:
+# - apt_unpruned: the same adapters, rank growth, distillation and lr but pruning off. It splits
+#   APT's gap to FT into what its tuning costs (FT - control) and what pruning to 60% costs
+#   (control - APT).
+# - apt_snapshot: the teacher keeps the weights the student drops (`distill=self_snapshot`)
+#   instead of the paper's teacher, which shares the student's frozen weights and so is pruned
+#   with it. It measures how much of the pruning cost a teacher that still knows the pruned
+#   structures recovers, and what that costs in training memory.
+CONTROLS = {"apt_unpruned": dict(APT_ARGS, pruning="off"), "apt_snapshot": dict(APT_ARGS, distill="self_snapshot")}
+CONTROL_TEXT = {"apt_unpruned": "APT, pruning off (`pruning.off`)",
+                "apt_snapshot": "APT, teacher keeps the dropped weights (`distill.self_snapshot`)"}
 STEP_SEED = 0
 TARGETS = {"accuracy": 0.98, "speed_over_limit": 0.95, "step_before": 1.5}
 
@@ -283,7 +292,12 @@ def gap_section(rows: dict) -> list[str]:
     for a, b, what in (("ft", "apt", "APT's whole gap"),
                        ("ft", "apt_unpruned", "the cost of tuning adapters instead of every weight"),
                        ("apt_unpruned", "apt", "the cost of pruning to 60%"),
-                       ("apt_unpruned", "lora", "APT's tuning (rank growth, distillation, lr) over plain LoRA")):
+                       ("apt_unpruned", "lora", "APT's tuning (rank growth, distillation, lr) over plain LoRA"),
+                       ("apt_snapshot", "apt", "what the weight-sharing (pruned) teacher costs against one that "
+                                               "keeps the dropped weights"),
+                       ("ft", "apt_snapshot", "the gap left with that teacher")):
+        if not acc.get(a) or not acc.get(b):
+            continue
         c = paired(acc[b], acc[a])
         if not c.n:
             continue
@@ -292,6 +306,15 @@ def gap_section(rows: dict) -> list[str]:
         null = null_text(c, lambda x: f"{100 * x:.2f} points")
         lines.append(f"| {a} - {b} | {what} | {100 * c.mean_diff:+.2f} | {ci} | {p}{' ' + null if null else ''} "
                      f"| {c.n} |")
+    ft_acc, ft_mem = [metric(r, "score") for r in rows["ft"]], [metric(r, "train_peak_mem_mb") for r in rows["ft"]]
+    lines += ["", "The controls beside APT and FT (mean ± std over seeds; memory of the same kind as the table above):\n",
+              "| run | dev accuracy | / FT | peak train memory (MB) | / FT | n |", "|---|---|---|---|---|---|"]
+    for k, text in (("apt", "APT (the default, the paper's teacher)"), *CONTROL_TEXT.items()):
+        if not rows.get(k):
+            continue
+        a_, m_ = [metric(r, "score") for r in rows[k]], [metric(r, "train_peak_mem_mb") for r in rows[k]]
+        lines.append(f"| {text} | {ms(a_)} | {fmt(ratio(a_, ft_acc))} | {ms(m_, '{:.0f}')} | {fmt(ratio(m_, ft_mem))} "
+                     f"| {len(a_)} |")
     return lines + [""]
 
 
