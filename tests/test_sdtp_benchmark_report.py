@@ -88,3 +88,21 @@ def test_notes_follow_the_numbers(bench):
     assert "At the same prefill FLOPs, truncation's rise is below the learned pruner's" in md3
     for text in (md, md2, same, md3):
         assert "removing the context costs" not in text and "mostly" not in text
+
+
+def test_workers_split_parts_longest_first_and_children_get_their_own_flags(bench):
+    """--workers: every part runs in exactly one child; the child's command line keeps the
+    user's flags but not the ones the parent sets per child (--workers, --parts, --out)."""
+    import argparse
+
+    args = argparse.Namespace(windows=64, ctx=1024, cont=64, depths="0.1,0.5,0.9", retrieval_per=2,
+                              retrieval_kinds="passkey,kv", retrieval_lens="1024,2048,4096", leval_tasks="tpo,quality",
+                              leval_docs=5, leval_per_doc=2, leval_len=4096, speed_lens="1024,2048", speed_repeats=3)
+    parts = ["quality", "retrieval", "leval", "speed"]
+    groups = bench.part_groups(parts, args, 6, 2)
+    assert sorted(p for g in groups for p in g) == sorted(parts) and len(groups) == 2
+    costliest = max(parts, key=lambda p: bench.part_cost(p, args, 6))
+    assert groups[0][0] == costliest
+    assert bench.part_groups(["quality"], args, 6, 4) == [["quality"]]
+    argv = ["--windows", "8", "--workers", "2", "--parts=quality,speed", "--out", "x/y", "--quick"]
+    assert bench.child_argv(argv) == ["--windows", "8", "--quick"]
