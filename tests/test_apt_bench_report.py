@@ -1,0 +1,41 @@
+"""benchmarks/apt.py's accuracy-gap section on made-up runs (no training): every control gets
+its paired row and its line in the controls table, with numbers computed from the runs."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))          # apt.py imports its sibling `common`
+    try:
+        spec = importlib.util.spec_from_file_location("bench_apt", BENCH / "apt.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _rows(scores: dict, mem: dict) -> dict:
+    return {k: [{"seed": i, "metrics": {"score": s, "train_peak_mem_mb": mem[k]}} for i, s in enumerate(v)]
+            for k, v in scores.items()}
+
+
+def test_gap_section_pairs_every_control_with_apt_by_seed(bench):
+    scores = {"ft": [0.86, 0.85, 0.87], "lora": [0.82, 0.82, 0.83], "apt": [0.83, 0.82, 0.84],
+              "apt_unpruned": [0.85, 0.85, 0.86], "apt_snapshot": [0.84, 0.82, 0.85]}
+    mem = {"ft": 700.0, "lora": 420.0, "apt": 450.0, "apt_unpruned": 510.0, "apt_snapshot": 490.0}
+    text = "\n".join(bench.gap_section(_rows(scores, mem)))
+    lines = {l.split(" | ")[0][2:]: l for l in text.splitlines() if l.startswith("| ") and " - " in l[:30]}
+    assert "| +0.67 |" in lines["apt_snapshot - apt"]         # (+1, 0, +1) points
+    assert "| +2.33 |" in lines["ft - apt_snapshot"]          # (+2, +3, +2)
+    assert "| +3.00 |" in lines["ft - apt"] and "| +2.33 |" in lines["apt_unpruned - apt"]
+    row = next(l for l in text.splitlines() if l.startswith("| APT, teacher keeps the dropped weights"))
+    assert "0.8367" in row and f"{490 / 700:.3f}" in row and row.rstrip().endswith("| 3 |")
+    # without the pruning-off control there is nothing to split
+    assert bench.gap_section(_rows({k: v for k, v in scores.items() if k != "apt_unpruned"}, mem)) == []
