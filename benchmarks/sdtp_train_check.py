@@ -120,8 +120,13 @@ def main():
             # the attention-to-future saliency the pruners are trained on; `label` is the
             # training label built from it (rank + target_prior x position), i.e. what a pruner
             # that fitted its labels perfectly would keep.
+            seen: dict = {}     # window -> its target: one extra forward per window, shared by both rows
+
             def future(w):
-                return attention_targets(model, w[None], stack.stage_layers, a.ctx)[..., :a.ctx]
+                key = w.data_ptr()
+                if key not in seen:
+                    seen[key] = attention_targets(model, w[None], stack.stage_layers, a.ctx)[..., :a.ctx]
+                return seen[key]
 
             options += [("target", fixed, lambda w: {"saliency": future(w)}),
                         ("label", fixed, lambda w: {"saliency": anchored_targets(future(w), cfg.target_prior)})]
