@@ -146,9 +146,7 @@ def main():
                          "per_window": {"nll": nlls, "kl": kls, "agreement": agrees}}
             logging.info("%s %s: ppl %.3f rise %+.2f%% KL %.4f agree %.3f kept %s", preset, name, ppl,
                          100 * row[name]["ppl_rise"], row[name]["kl"], row[name]["agreement"], kept)
-        row["learned_minus_recency"] = {k: paired_t(row["learned"]["per_window"][k], row["recency"]["per_window"][k])
-                                        for k in ("nll", "kl", "agreement")}
-        for o in ("target", "label") if a.oracles else ():
+        for o in (name for name, _, _ in options if name != "recency"):    # learned, then any ceilings
             row[f"{o}_minus_recency"] = {k: paired_t(row[o]["per_window"][k], row["recency"]["per_window"][k])
                                          for k in ("nll", "kl", "agreement")}
         logging.info("%s learned - recency (mean, 95%% t-interval over windows): %s", preset,
