@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--train-seq-len", type=int, default=None, help="default: the cpu budget's (1088 = 1024 + 64)")
     ap.add_argument("--train-cont-len", type=int, default=None, help="default: the cpu budget's (64)")
     ap.add_argument("--train-sequences", type=int, default=None, help="default: the cpu budget's (32)")
+    ap.add_argument("--train-extra-lens", default=None,
+                    help="more training lengths beside --train-seq-len, e.g. 2112,4160 (default: the cpu budget's)")
     ap.add_argument("--prior-weight", type=float, default=None,
                     help="recency prior of the learned pruner (default: the config's, 1; 0 = the paper's MLP alone)")
     ap.add_argument("--windows", type=int, default=64)
@@ -204,7 +206,7 @@ def main() -> None:
         budget = "cpu"
     train = {"train_steps": args.train_steps, "train_seq_len": 48 if args.smoke else args.train_seq_len,
              "train_cont_len": args.train_cont_len, "train_sequences": args.train_sequences,
-             "prior_weight": args.prior_weight}
+             "prior_weight": args.prior_weight, "train_extra_lens": () if args.smoke else args.train_extra_lens}
     cfg = make_config(args.preset, budget, **{k: v for k, v in train.items() if v is not None})
     model, tok = _load.load(args.model)
     model.requires_grad_(False)

@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--target-prior", type=float, default=None,
                     help="recency-anchored labels (SDTPConfig.target_prior, default 2): rank(saliency) + this x "
                          "position; 0 = labels from saliency alone")
+    ap.add_argument("--extra-lens", default="",
+                    help="more training lengths (context + continuation), e.g. 2112,4160 (train_extra_lens)")
     ap.add_argument("--oracles", action="store_true",
                     help="also score two non-deployable ceilings that read the true continuation: the "
                          "pruners' saliency target and their training label")
@@ -105,7 +107,7 @@ def main():
     for preset in a.presets.split(","):
         cfg = make_config(preset, train_seq_len=a.ctx + a.cont, train_cont_len=a.cont, train_mode="cached",
                           train_sequences=a.sequences, train_steps=a.steps, saliency=a.saliency, lr=a.lr,
-                          prior_weight=a.prior_weight,
+                          prior_weight=a.prior_weight, train_extra_lens=a.extra_lens,
                           **({} if a.target_prior is None else {"target_prior": a.target_prior}),
                           eval_ctx_len=a.ctx, eval_cont_len=a.cont)
         t = time.perf_counter()

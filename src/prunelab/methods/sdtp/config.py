@@ -95,6 +95,7 @@ TRAINING_FIELDS = (
     "mask", "propagation", "gumbel_tau", "pruner_hidden_frac",
     "train_steps", "train_batch_size", "train_seq_len", "train_cont_len", "lr", "dtype",
     "target", "saliency", "pos_features", "prior_weight", "target_prior", "train_select", "train_mode", "train_data", "train_sequences",
+    "train_extra_lens",
 )
 
 
@@ -177,6 +178,9 @@ class SDTPConfig:
                                         #   cached: fit the pruners on cached dense stage inputs (fast; no LM term)
     train_data: str = "mix"             # mix: WikiText-2 valid + L-Eval documents + key-value prompts | wikitext
     train_sequences: int = 0            # distinct training sequences (0: train_steps x train_batch_size)
+    train_extra_lens: str | tuple = ()  # more training lengths (context + continuation) beside train_seq_len,
+                                        #   each with as many sequences; steps take the lengths in turn. A pruner
+                                        #   trained at 1k only did not carry to 4k prompts (issue 11)
     pipeline_devices: int = 4           # simulated pipeline split for communication bytes
     pipeline_prune_before_boundary: bool = True
     # -- budget ---------------------------------------------------------------------------
@@ -253,6 +257,10 @@ class SDTPConfig:
         if not isinstance(self.pos_features, bool):
             raise PrunelabError(f"SDTP pos_features must be true/false, got {self.pos_features!r}")
         _positive_int("train_sequences", self.train_sequences, allow_zero=True)
+        self.train_extra_lens = _int_tuple("train_extra_lens", self.train_extra_lens)
+        if any(n <= self.train_cont_len for n in self.train_extra_lens):
+            raise PrunelabError(f"SDTP train_extra_lens must each be > train_cont_len ({self.train_cont_len}), "
+                                f"got {self.train_extra_lens!r}")
         for name in ("prior_weight", "target_prior"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
@@ -288,7 +296,15 @@ class SDTPConfig:
     def training_key(self) -> dict:
         d = {k: getattr(self, k) for k in TRAINING_FIELDS}
         d["layers"] = list(d["layers"]) if isinstance(d["layers"], tuple) else d["layers"]
+        if d["train_extra_lens"]:
+            d["train_extra_lens"] = list(d["train_extra_lens"])
+        else:
+            del d["train_extra_lens"]   # one training length: the key (and cached pruners) of before
         return d
+
+    def train_lengths(self) -> tuple[int, ...]:
+        """Training sequence lengths (context + continuation): train_seq_len, then train_extra_lens."""
+        return (self.train_seq_len,) + tuple(n for n in self.train_extra_lens if n != self.train_seq_len)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -73,22 +73,26 @@ def _model(name: str, dtype: str):
     return _DTYPE_MEMO[key], tok
 
 
-def training_data(model, cfg: SDTPConfig, tok, data_dir: str | None, seed: int) -> torch.Tensor:
-    """(M, train_seq_len) training sequences of cfg.train_data (data.training_sequences)."""
+def training_data(model, cfg: SDTPConfig, tok, data_dir: str | None, seed: int) -> list[torch.Tensor]:
+    """One (M, length) tensor of cfg.train_data sequences per training length
+    (cfg.train_lengths(); data.training_sequences). Extra lengths draw with their own seeds."""
     count = cfg.train_sequences or cfg.train_steps * cfg.train_batch_size
-    return training_sequences(tok, model.config.vocab_size, data_dir, cfg.train_data, count, cfg.train_seq_len,
-                              cfg.train_cont_len, seed=seed)
+    return [training_sequences(tok, model.config.vocab_size, data_dir, cfg.train_data, count, n,
+                               cfg.train_cont_len, seed=seed + 1000 * i)
+            for i, n in enumerate(cfg.train_lengths())]
 
 
 def cached_targets(model, cfg: SDTPConfig, data: torch.Tensor, key_extra: dict, seed: int, root: Path,
                    log_fn=None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-    """Saliency targets (and dense stage inputs for train_mode="cached"), computed once and
-    cached on disk under root/saliency, keyed by model, data, lengths, stages and saliency kind."""
+    """Saliency targets (and dense stage inputs for train_mode="cached") of one length's
+    sequences `data` (M, T), computed once and cached on disk under root/saliency, keyed by
+    model, data, lengths, stages and saliency kind."""
     stages = cfg.stage_layers(len(model.model.layers))
-    ctx = cfg.train_seq_len - cfg.train_cont_len
+    T = data.size(1)
+    ctx = T - cfg.train_cont_len
     feats = cfg.train_mode == "cached"
     data_sig = hashlib.sha1(data.numpy().tobytes()).hexdigest()[:16]
-    skey = hashlib.sha1(repr((key_extra, stages, cfg.train_seq_len, cfg.train_cont_len, tuple(data.shape), data_sig,
+    skey = hashlib.sha1(repr((key_extra, stages, T, cfg.train_cont_len, tuple(data.shape), data_sig,
                               seed, cfg.dtype, cfg.saliency, feats)).encode()).hexdigest()[:16]
     spath = root / "saliency" / f"{skey}.pt"
     if spath.exists():
@@ -112,16 +116,19 @@ def get_pruners(model, cfg: SDTPConfig, tok, data_dir: str | None, key_extra: di
         return PrunerStack.load(str(path), model.config.hidden_size, cfg.pruner_hidden_frac), {"pruners_cached": True, "config_hash": key}
     data = training_data(model, cfg, tok, data_dir, seed)
     t0 = time.perf_counter()
-    targets, features, hit = cached_targets(model, cfg, data, key_extra, seed, root, log_fn=log.info)
+    got = [cached_targets(model, cfg, d, key_extra, seed, root, log_fn=log.info) for d in data]
+    targets, features, hit = [g[0] for g in got], [g[1] for g in got], all(g[2] for g in got)
     t1 = time.perf_counter()
-    stack, hist = train_pruners(model, cfg, data, targets, seed=seed, log=log.info, features=features)
+    stack, hist = train_pruners(model, cfg, data, targets, seed=seed, log=log.info,
+                                features=features if cfg.train_mode == "cached" else None)
     t2 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     stack.save(str(path))
     last = hist[-1] if hist else {}
     info = {"pruners_cached": False, "config_hash": key, "saliency_s": t1 - t0, "saliency_cached": hit,
             "train_s": t2 - t1, "train_final_loss": last.get("loss"), "train_final_kept_frac": last.get("kept_frac"),
-            "train_final_prob_frac": last.get("prob_frac"), "train_sequences": int(data.size(0))}
+            "train_final_prob_frac": last.get("prob_frac"), "train_sequences": sum(int(d.size(0)) for d in data),
+            "train_lengths": [int(d.size(1)) for d in data]}
     return stack, info
 
 

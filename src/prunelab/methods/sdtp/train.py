@@ -183,12 +183,15 @@ def _prob_cum(logits: torch.Tensor, prot: torch.Tensor, prev_hard: torch.Tensor 
     return p if prev_hard is None else p * prev_hard
 
 
-def train_pruners(model, cfg: SDTPConfig, data: torch.Tensor, targets: torch.Tensor, seed: int = 0,
-                  log: Callable[[str], None] | None = None, features: torch.Tensor | None = None,
+def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
+                  log: Callable[[str], None] | None = None, features=None,
                   ) -> tuple[PrunerStack, list[dict]]:
     """Train one pruner per stage on `data` (M, T) with saliency `targets` (M, S, ctx).
 
     train_mode="cached" needs `features` (M, S, ctx, d) from collect_features.
+    Several training lengths (cfg.train_extra_lens): `data`, `targets` and `features` are lists
+    with one entry per length; steps take the lengths in turn, each batch from one length
+    (protected tokens and keep counts are those of that length, as at inference).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -198,24 +201,32 @@ def train_pruners(model, cfg: SDTPConfig, data: torch.Tensor, targets: torch.Ten
     stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight)
     if cfg.prior_weight:
         stack.reset_residual()   # recency-anchored: starts as the recency ranking, learns a correction
-    stack.to(device=data.device, dtype=torch.float32).train()
+    groups = list(data) if isinstance(data, (list, tuple)) else [data]
+    group_targets = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+    group_features = (list(features) if isinstance(features, (list, tuple)) else [features]) \
+        if features is not None else [None] * len(groups)
+    device = groups[0].device
+    stack.to(device=device, dtype=torch.float32).train()
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
-    M, T = data.shape
-    ctx = T - cfg.train_cont_len
-    pos = torch.arange(ctx, device=data.device)[None]
-    protected = protected_mask(cfg, pos, torch.ones_like(pos, dtype=torch.bool), torch.tensor([ctx], device=data.device))
-    goal_counts = stage_goal_counts(cfg, len(layers), ctx)
-    goal = [c / ctx for c in goal_counts]
-    decide = StageDecider(cfg, protected, goal_counts, gen)
     cached = cfg.train_mode == "cached"
-    if cached and features is None:
+    if cached and any(f is None for f in group_features):
         raise ValueError("train_mode='cached' needs features from collect_features")
+    shapes = []
+    for g in groups:
+        ctx_g = g.size(1) - cfg.train_cont_len
+        pos_g = torch.arange(ctx_g, device=device)[None]
+        prot_g = protected_mask(cfg, pos_g, torch.ones_like(pos_g, dtype=torch.bool), torch.tensor([ctx_g], device=device))
+        counts = stage_goal_counts(cfg, len(layers), ctx_g)
+        shapes.append((ctx_g, prot_g, [c / ctx_g for c in counts], StageDecider(cfg, prot_g, counts, gen)))
     need_lm = not cached and (cfg.lm_weight > 0 or cfg.distill_weight > 0)
     history = []
     t0 = time.perf_counter()
     for step in range(cfg.train_steps):
-        rows = [(step * cfg.train_batch_size + i) % M for i in range(cfg.train_batch_size)]
-        ids, sal = data[rows], targets[rows].to(data.device).float()
+        gi, turn = step % len(groups), step // len(groups)
+        ids_all, ctx, protected, goal, decide = groups[gi], *shapes[gi]
+        M, T = ids_all.shape
+        rows = [(turn * cfg.train_batch_size + i) % M for i in range(cfg.train_batch_size)]
+        ids, sal = ids_all[rows], group_targets[gi][rows].to(device).float()
         if cfg.target_prior:
             sal = anchored_targets(sal, cfg.target_prior)
         B = ids.size(0)
@@ -235,7 +246,7 @@ def train_pruners(model, cfg: SDTPConfig, data: torch.Tensor, targets: torch.Ten
             return d
 
         if cached:
-            feats = features[rows].to(data.device)
+            feats = group_features[gi][rows].to(device)
             for s, l in enumerate(layers):
                 stage(s, l, feats[:, s])
         else:
