@@ -304,3 +304,45 @@ def test_trained_keep_probabilities_reach_the_keep_ratio(model, prior, steps):
                        for b in range(8)]).mean(0)
     assert torch.allclose(fr, torch.tensor(goal), atol=0.1), (fr, goal)
     assert hist[-1]["prob_frac"] == pytest.approx(goal, abs=0.08)
+
+
+def test_training_on_two_lengths_takes_them_in_turn_and_keeps_planted_tokens_at_both(model):
+    """train_extra_lens: the steps alternate between the lengths, each with its own keep counts,
+    and the trained pruner keeps the planted answer tokens in prompts of either length."""
+    from prunelab.methods.sdtp.inference import prefill
+    from prunelab.methods.sdtp.train import stage_goal_counts
+
+    short, long_ = _planted(32, 0), _planted(32, 1, T=88, ctx=80)
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=120, lr=5e-3, target_prior=0.0,
+                    lm_weight=0.0, train_batch_size=4, train_extra_lens=(88,))
+    assert c.train_lengths() == (48, 88)
+    layers = c.stage_layers(6)
+    data = [short[0], long_[0]]
+    targets = [s[1][:, None].expand(-1, len(layers), -1).contiguous() for s in (short, long_)]
+    stack, hist = train_pruners(model, c, data, targets)
+    for step, ctx in ((0, 40), (1, 80), (118, 40), (119, 80)):     # steps take the lengths in turn
+        want = [g / ctx for g in stage_goal_counts(c, len(layers), ctx)]
+        assert hist[step]["kept_frac"] == pytest.approx(want, abs=1e-3)
+    for T, ctx in ((48, 40), (88, 80)):
+        ids, _, where = _planted(8, 5, T=T, ctx=ctx)
+        kept = total = 0
+        for b in range(8):
+            _, st = prefill(model, c, ids[b:b + 1, :ctx], pruners=stack)
+            kept += sum(a in set(st.kept_index[-1][0]) for a in where[b].nonzero().flatten().tolist())
+            total += int(where[b].sum())
+        assert kept / total >= 0.9, (ctx, kept / total)   # chance: about half survive the last stage
+
+
+def test_extra_lengths_are_validated_and_leave_the_one_length_key_alone():
+    base = make_config("seed", "tiny")
+    assert "train_extra_lens" not in base.training_key() and base.train_lengths() == (48,)
+    two = make_config("seed", "tiny", train_extra_lens="96")
+    assert two.train_extra_lens == (96,) and two.hash() != base.hash()
+    with pytest.raises(PrunelabError, match="train_extra_lens"):
+        make_config("seed", "tiny", train_extra_lens=(8,))        # not longer than the continuation
+
+
+def test_run_sdtp_trains_on_every_length(tmp_path):
+    cfg = make_config("seed", "tiny", train_extra_lens=(64,), train_steps=2, train_mode="cached")
+    r = run_sdtp(cfg, "tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path), parts=("quality",))
+    assert r["train_lengths"] == [48, 64] and r["train_sequences"] == 4 and r["ppl"] > 0
