@@ -96,3 +96,16 @@ def test_quiet_silences_transformers_load_report(monkeypatch):
     silent = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, env=env)
     assert "LOAD REPORT demo" in loud.stderr
     assert silent.returncode == 0 and "LOAD REPORT demo" not in silent.stderr
+
+
+def test_quiet_silences_plain_tqdm_bars():
+    """transformers' GGUF loader (SmolLM2) draws a plain tqdm bar, which hf logging does not
+    control: without a TTY it printed every step into the demo's output."""
+    code = ("import sys; from prunelab.quiet import quiet; quiet(sys.argv[1] == '1');"
+            "from tqdm.auto import tqdm; [None for _ in tqdm(range(3), desc='GGUF bar')]")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    env.pop("TQDM_DISABLE", None)
+    loud = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, env=env)
+    silent = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, env=env)
+    assert "GGUF bar" in loud.stderr
+    assert silent.returncode == 0 and "GGUF bar" not in silent.stderr
