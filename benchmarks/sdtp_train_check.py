@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--target-prior", type=float, default=None,
                     help="recency-anchored labels (SDTPConfig.target_prior, default 2): rank(saliency) + this x "
                          "position; 0 = labels from saliency alone")
+    ap.add_argument("--target-top", type=float, default=None,
+                    help="fraction of most salient tokens labelled keep whatever their age (target_top)")
     ap.add_argument("--extra-lens", default="",
                     help="more training lengths (context + continuation), e.g. 2112,4160 (train_extra_lens)")
     ap.add_argument("--oracles", action="store_true",
@@ -108,6 +110,7 @@ def main():
         cfg = make_config(preset, train_seq_len=a.ctx + a.cont, train_cont_len=a.cont, train_mode="cached",
                           train_sequences=a.sequences, train_steps=a.steps, saliency=a.saliency, lr=a.lr,
                           prior_weight=a.prior_weight, train_extra_lens=a.extra_lens,
+                          **({} if a.target_top is None else {"target_top": a.target_top}),
                           **({} if a.target_prior is None else {"target_prior": a.target_prior}),
                           eval_ctx_len=a.ctx, eval_cont_len=a.cont)
         t = time.perf_counter()
@@ -131,7 +134,7 @@ def main():
                 return seen[key]
 
             options += [("target", fixed, lambda w: {"saliency": future(w)}),
-                        ("label", fixed, lambda w: {"saliency": anchored_targets(future(w), cfg.target_prior)})]
+                        ("label", fixed, lambda w: {"saliency": anchored_targets(future(w), cfg.target_prior, cfg.target_top)})]
         for name, c, kw_of in options:
             nlls, kls, agrees, kept = [], [], [], None
             for w, d in zip(win, dense):

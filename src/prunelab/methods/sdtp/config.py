@@ -94,7 +94,7 @@ TRAINING_FIELDS = (
     "lm_weight", "mse_weight", "rank_weight", "ratio_weight", "distill_weight", "rank_pairs",
     "mask", "propagation", "gumbel_tau", "pruner_hidden_frac",
     "train_steps", "train_batch_size", "train_seq_len", "train_cont_len", "lr", "dtype",
-    "target", "saliency", "pos_features", "prior_weight", "target_prior", "train_select", "train_mode", "train_data", "train_sequences",
+    "target", "saliency", "pos_features", "prior_weight", "target_prior", "target_top", "train_select", "train_mode", "train_data", "train_sequences",
     "train_extra_lens",
 )
 
@@ -171,6 +171,8 @@ class SDTPConfig:
     target_prior: float = 2.0           # > 0 (default 2; module docstring): the target/rank losses use rank(saliency)/ctx + target_prior *
                                         #   position/ctx instead of the saliency (recency-anchored labels: an old
                                         #   token is a "keep" label only if its saliency rank beats its age)
+    target_top: float = 0.0             # > 0: with target_prior, the labels rank this fraction of the most salient
+                                        #   context tokens above all others whatever their age (train.anchored_targets)
     train_select: str = "topk"          # topk: training decisions = top-k at the inference counts of
                                         #   Gumbel-perturbed scores; gumbel: per-token Gumbel-softmax (paper).
                                         #   Both straight-through with soft cumulative masks.
@@ -257,6 +259,7 @@ class SDTPConfig:
         if not isinstance(self.pos_features, bool):
             raise PrunelabError(f"SDTP pos_features must be true/false, got {self.pos_features!r}")
         _positive_int("train_sequences", self.train_sequences, allow_zero=True)
+        _fraction("target_top", self.target_top, lo_open=False)
         self.train_extra_lens = _int_tuple("train_extra_lens", self.train_extra_lens)
         if any(n <= self.train_cont_len for n in self.train_extra_lens):
             raise PrunelabError(f"SDTP train_extra_lens must each be > train_cont_len ({self.train_cont_len}), "
@@ -296,6 +299,8 @@ class SDTPConfig:
     def training_key(self) -> dict:
         d = {k: getattr(self, k) for k in TRAINING_FIELDS}
         d["layers"] = list(d["layers"]) if isinstance(d["layers"], tuple) else d["layers"]
+        if not d["target_top"]:
+            del d["target_top"]         # off: the key (and cached pruners) of before it existed
         if d["train_extra_lens"]:
             d["train_extra_lens"] = list(d["train_extra_lens"])
         else:

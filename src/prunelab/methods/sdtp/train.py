@@ -31,6 +31,7 @@ the same cumulative top-k simulation (no LM/distill term; much faster on a CPU).
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -168,14 +169,20 @@ def cand_rank_loss(cfg: SDTPConfig, logits: torch.Tensor, sal: torch.Tensor, can
     return torch.stack(terms).mean() if terms else score.sum() * 0.0
 
 
-def anchored_targets(sal: torch.Tensor, target_prior: float) -> torch.Tensor:
+def anchored_targets(sal: torch.Tensor, target_prior: float, top: float = 0.0) -> torch.Tensor:
     """(..., ctx) rank(saliency)/ctx + target_prior * position/ctx (SDTPConfig.target_prior):
-    labels that prefer recent tokens unless an older token's saliency rank outweighs its age."""
+    labels that prefer recent tokens unless an older token's saliency rank outweighs its age.
+    With `top` > 0 (SDTPConfig.target_top) the ceil(top * ctx) most salient tokens rank above
+    all others whatever their age: what the continuation reads most (a fact it recalls) is a
+    "keep" label even far back, where the position term alone would never let it win."""
     n = sal.size(-1)
     order = sal.argsort(dim=-1, stable=True)
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=sal.device).expand_as(order))
     pos = torch.arange(n, device=sal.device, dtype=torch.float32)
-    return rank.float() / n + target_prior * pos / n
+    key = rank.float() / n + target_prior * pos / n
+    if top > 0:
+        key = key + (rank >= n - math.ceil(top * n)).float() * (target_prior + 1.0)
+    return key
 
 
 def _prob_cum(logits: torch.Tensor, prot: torch.Tensor, prev_hard: torch.Tensor | None) -> torch.Tensor:
@@ -228,7 +235,7 @@ def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
         rows = [(turn * cfg.train_batch_size + i) % M for i in range(cfg.train_batch_size)]
         ids, sal = ids_all[rows], group_targets[gi][rows].to(device).float()
         if cfg.target_prior:
-            sal = anchored_targets(sal, cfg.target_prior)
+            sal = anchored_targets(sal, cfg.target_prior, cfg.target_top)
         B = ids.size(0)
         rec: list[dict] = []
 
