@@ -167,3 +167,19 @@ def test_saved_configs_from_before_the_prior_load_without_it(tmp_path, model):
     new = save_pruners(PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, 1.0),
                        make_config("paper", "tiny"), tmp_path / "new")
     assert load_pruners(new)[1].prior_weight == 1.0
+
+
+def test_target_top_ranks_the_most_salient_tokens_first_whatever_their_age():
+    from prunelab.methods.sdtp.train import anchored_targets
+
+    sal = torch.tensor([[0.1, 0.95, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]])   # token 1: old and most salient
+    plain = anchored_targets(sal, 2.0)
+    assert int(plain.argmax()) == 9 and plain[0, 1] < plain[0, 5]     # the position term buries it
+    top = anchored_targets(sal, 2.0, top=0.1)                         # ceil(0.1 x 10) = 1 token
+    assert int(top.argmax()) == 1
+    rest = [i for i in range(10) if i != 1]
+    assert torch.equal(top[0, rest], plain[0, rest])                  # the others keep their order
+    assert make_config("seed", target_top=0.02).hash() != make_config("seed").hash()
+    assert "target_top" not in make_config("seed").training_key()     # off: the key of before
+    with pytest.raises(PrunelabError, match="target_top"):
+        make_config("seed", target_top=1.5)
