@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--train-seq-len", type=int, default=None, help="default: the cpu budget's (1088 = 1024 + 64)")
     ap.add_argument("--train-cont-len", type=int, default=None, help="default: the cpu budget's (64)")
     ap.add_argument("--train-sequences", type=int, default=None, help="default: the cpu budget's (32)")
+    ap.add_argument("--target-prior", type=float, default=None,
+                    help="position weight of the training labels (target_prior; default the config's, 2)")
     ap.add_argument("--target-top", type=float, default=None,
                     help="fraction of most salient tokens labelled keep whatever their age (target_top)")
     ap.add_argument("--train-extra-lens", default=None,
@@ -209,7 +211,7 @@ def main() -> None:
     train = {"train_steps": args.train_steps, "train_seq_len": 48 if args.smoke else args.train_seq_len,
              "train_cont_len": args.train_cont_len, "train_sequences": args.train_sequences,
              "prior_weight": args.prior_weight, "train_extra_lens": () if args.smoke else args.train_extra_lens,
-             "target_top": args.target_top}
+             "target_top": args.target_top, "target_prior": args.target_prior}
     cfg = make_config(args.preset, budget, **{k: v for k, v in train.items() if v is not None})
     model, tok = _load.load(args.model)
     model.requires_grad_(False)
