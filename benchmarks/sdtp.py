@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--train-cont-len", type=int, default=None, help="default: the cpu budget's (64)")
     ap.add_argument("--train-sequences", type=int, default=None, help="default: the cpu budget's (32)")
     ap.add_argument("--target-prior", type=float, default=None,
-                    help="position weight of the training labels (target_prior; default the config's, 2)")
+                    help="position weight of the training labels (target_prior; default the config's, 1)")
     ap.add_argument("--target-top", type=float, default=None,
                     help="fraction of most salient tokens labelled keep whatever their age (target_top)")
     ap.add_argument("--train-extra-lens", default=None,

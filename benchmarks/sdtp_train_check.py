@@ -37,7 +37,7 @@ from prunelab.methods.sdtp import _load  # noqa: E402
 from prunelab.methods.sdtp.data import chunks, token_stream  # noqa: E402
 from prunelab.methods.sdtp.inference import continuation_logits  # noqa: E402
 from prunelab.methods.sdtp.metrics import mean_ci  # noqa: E402
-from prunelab.methods.sdtp.presets import make_config  # noqa: E402
+from prunelab.methods.sdtp.presets import BUDGETS, make_config  # noqa: E402
 from prunelab.methods.sdtp.run import cache_root, get_pruners, model_fingerprint  # noqa: E402
 from prunelab.methods.sdtp.saliency import attention_targets  # noqa: E402
 from prunelab.methods.sdtp.train import anchored_targets  # noqa: E402
@@ -65,11 +65,11 @@ def main():
     ap.add_argument("--prior-weight", type=float, default=1.0,
                     help="recency-anchored residual scoring (SDTPConfig.prior_weight); 0 = the MLP alone")
     ap.add_argument("--target-prior", type=float, default=None,
-                    help="recency-anchored labels (SDTPConfig.target_prior, default 2): rank(saliency) + this x "
+                    help="recency-anchored labels (SDTPConfig.target_prior, default 1): rank(saliency) + this x "
                          "position; 0 = labels from saliency alone")
     ap.add_argument("--target-top", type=float, default=None,
                     help="fraction of most salient tokens labelled keep whatever their age (target_top)")
-    ap.add_argument("--extra-lens", default="",
+    ap.add_argument("--extra-lens", default=",".join(map(str, BUDGETS["cpu"]["train_extra_lens"])),
                     help="more training lengths (context + continuation), e.g. 2112,4160 (train_extra_lens)")
     ap.add_argument("--oracles", action="store_true",
                     help="also score two non-deployable ceilings that read the true continuation: the "

@@ -257,14 +257,14 @@ def test_planted_answer_tokens_are_kept_at_the_target_ratio(model, prior):
 
 
 def test_default_labels_still_keep_planted_tokens_well_above_recency(model):
-    """The default recency-anchored labels (target_prior 2) ask for old tokens only where their
+    """The default recency-anchored labels (target_prior 1, target_top 0.02) ask for old tokens only where their
     saliency rank beats their age, yet the trained pruner keeps far more of the planted answers
     than recency does at the same keep counts: its MLP learns what the answer tokens look like."""
     ids, sal, where = _planted(32, 0)
     test_ids, _, test_where = _planted(8, 1)
     c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
                     lm_weight=0.0, train_batch_size=4)
-    assert c.target_prior == 2.0 and c.prior_weight == 1.0
+    assert c.target_prior == 1.0 and c.prior_weight == 1.0
     layers = c.stage_layers(6)
     stack, _ = train_pruners(model, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
     share, counts = _answers_kept(model, c, stack, test_ids, test_where)

@@ -27,11 +27,13 @@ BUDGETS = {
     "tiny": dict(train_steps=4, train_batch_size=1, train_seq_len=48, train_cont_len=8, rank_pairs=64,
                  eval_samples=2, eval_ctx_len=64, eval_cont_len=8, gen_samples=1, gen_ctx_len=32,
                  gen_tokens=4, latency_lens=(64,), latency_repeats=1),
-    # minutes on SmolLM2-135M with 2 CPU threads: training at the evaluation length (1024-token
-    # context + 64-token continuation) on 32 sequences of the training mix, pruners fitted on
-    # the cached dense stage inputs (one forward per sequence, ~25 min on a busy 2-core CPU)
+    # minutes on SmolLM2-135M with one CPU thread: training at the evaluation lengths (1024-,
+    # 2048- and 4096-token contexts + a 64-token continuation), 32 sequences of the training mix
+    # each, pruners fitted on the cached dense stage inputs (one forward per sequence: ~20 min,
+    # cached on disk; 1500 steps ~4 min). Trained at 1k only, the pruner lost to recency on 2k/4k
+    # passkey prompts (exact match 0.20 vs 0.60, benchmarks/results/sdtp-passkey-2k-4k at a8a9008)
     "cpu": dict(train_steps=1500, train_batch_size=1, train_seq_len=1088, train_cont_len=64, rank_pairs=512,
-                train_mode="cached", train_sequences=32,
+                train_mode="cached", train_sequences=32, train_extra_lens=(2112, 4160),
                 eval_samples=16, eval_ctx_len=1024, eval_cont_len=64, gen_samples=4, gen_ctx_len=512,
                 gen_tokens=32, latency_lens=(512, 1024, 2048), latency_repeats=3),
     # what `prunelab ablate --preset cpu` runs: seed 004's plan is 14 cells x 3 seeds, so a run
