@@ -181,8 +181,9 @@ def render(res: dict, a) -> str:
              f"- windows: {res['windows']} WikiText-2 test windows of {res['ctx']} + {res['cont']} tokens: pruned "
              f"prefill of the {res['ctx']}-token context, then the next {res['cont']} tokens scored through the "
              f"pruned caches; dense perplexity {res['ppl_dense']:.3f}",
-             f"- pruners: {a.steps} cached-feature steps on {a.sequences} training-mix sequences of "
-             f"{res['ctx'] + res['cont']} tokens (trained here or loaded from the cache by config hash); recency = "
+             f"- pruners: {a.steps} cached-feature steps on {a.sequences} training-mix sequences of each of "
+             f"{', '.join(str(n) for n in [res['ctx'] + res['cont']] + [int(x) for x in str(a.extra_lens).split(',') if x])} "
+             "tokens, taken in turn (trained here or loaded from the cache by config hash); recency = "
              "the protected tokens plus the most recent ones, the same per-stage counts\n",
              "| preset | selector | ppl rise | KL(dense, pruned) | top-1 agreement | tokens after the last stage |",
              "|---|---|---|---|---|---|"]
