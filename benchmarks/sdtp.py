@@ -452,7 +452,8 @@ def report(meta: dict, res: dict) -> str:
                 "wikitext": "WikiText-2 valid"}.get(c.get("train_data"), c.get("train_data"))
         L.append(f"- Learned pruners: " + (f"checkpoint `{pi['pruners']}`" if "pruners" in pi else
                  f"trained by the run path ({c['train_steps']} steps of batch {c['train_batch_size']} over {seqs} "
-                 f"sequences of {c['train_seq_len']} tokens ({c['train_cont_len']} continuation) of {data}, "
+                 f"sequences of each of {', '.join(str(n) for n in [c['train_seq_len'], *(c.get('train_extra_lens') or [])])} "
+                 f"tokens ({c['train_cont_len']} continuation) of {data}, "
                  f"train_mode {c.get('train_mode')}, config hash {pi.get('config_hash')}, "
                  f"{'from cache' if pi.get('pruners_cached') else 'trained in this run'})") + ".")
         w = c.get("prior_weight", 0.0)
