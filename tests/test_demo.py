@@ -86,14 +86,20 @@ def test_plan_subset_keeps_only_the_chosen_ablations(data_dir):
         plan_subset(text, names=("No Knowledge Distillation", "No Such Ablation"))
 
 
+def _without_and_with_quiet(code: str, unset: str):
+    """Run `code` in fresh processes with argv[1] '0' (quiet off) and '1' (quiet on), the
+    variable that quiet() would set removed from the inherited environment."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
+    env.pop(unset, None)
+    return [subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, env=env)
+            for flag in ("0", "1")]
+
+
 def test_quiet_silences_transformers_load_report(monkeypatch):
     code = ("import logging, sys; from prunelab.quiet import quiet; quiet(sys.argv[1] == '1');"
             "from transformers.utils import logging as hl;"
             "hl.get_logger('transformers.modeling_utils').warning('LOAD REPORT demo')")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
-    env.pop("TRANSFORMERS_VERBOSITY", None)
-    loud = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, env=env)
-    silent = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, env=env)
+    loud, silent = _without_and_with_quiet(code, "TRANSFORMERS_VERBOSITY")
     assert "LOAD REPORT demo" in loud.stderr
     assert silent.returncode == 0 and "LOAD REPORT demo" not in silent.stderr
 
@@ -103,9 +109,6 @@ def test_quiet_silences_plain_tqdm_bars():
     control: without a TTY it printed every step into the demo's output."""
     code = ("import sys; from prunelab.quiet import quiet; quiet(sys.argv[1] == '1');"
             "from tqdm.auto import tqdm; [None for _ in tqdm(range(3), desc='GGUF bar')]")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
-    env.pop("TQDM_DISABLE", None)
-    loud = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, env=env)
-    silent = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True, env=env)
+    loud, silent = _without_and_with_quiet(code, "TQDM_DISABLE")
     assert "GGUF bar" in loud.stderr
     assert silent.returncode == 0 and "GGUF bar" not in silent.stderr

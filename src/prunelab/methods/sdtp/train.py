@@ -190,6 +190,11 @@ def _prob_cum(logits: torch.Tensor, prot: torch.Tensor, prev_hard: torch.Tensor 
     return p if prev_hard is None else p * prev_hard
 
 
+def _per_length(x) -> list:
+    """One entry per training length: a list as given, a single tensor as a list of one."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
 def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
                   log: Callable[[str], None] | None = None, features=None,
                   ) -> tuple[PrunerStack, list[dict]]:
@@ -208,10 +213,8 @@ def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
     stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight)
     if cfg.prior_weight:
         stack.reset_residual()   # recency-anchored: starts as the recency ranking, learns a correction
-    groups = list(data) if isinstance(data, (list, tuple)) else [data]
-    group_targets = list(targets) if isinstance(targets, (list, tuple)) else [targets]
-    group_features = (list(features) if isinstance(features, (list, tuple)) else [features]) \
-        if features is not None else [None] * len(groups)
+    groups, group_targets = _per_length(data), _per_length(targets)
+    group_features = _per_length(features) if features is not None else [None] * len(groups)
     device = groups[0].device
     stack.to(device=device, dtype=torch.float32).train()
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
