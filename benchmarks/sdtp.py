@@ -156,6 +156,7 @@ def main() -> None:
                     help="more training lengths beside --train-seq-len, e.g. 2112,4160 (default: the cpu budget's)")
     ap.add_argument("--prior-weight", type=float, default=None,
                     help="recency prior of the learned pruner (default: the config's, 1; 0 = the paper's MLP alone)")
+    ap.add_argument("--prior-shape", default=None, help="shape of that prior: log | linear (SDTPConfig.prior_shape)")
     ap.add_argument("--windows", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--cont", type=int, default=64)
@@ -211,7 +212,8 @@ def main() -> None:
     train = {"train_steps": args.train_steps, "train_seq_len": 48 if args.smoke else args.train_seq_len,
              "train_cont_len": args.train_cont_len, "train_sequences": args.train_sequences,
              "prior_weight": args.prior_weight, "train_extra_lens": () if args.smoke else args.train_extra_lens,
-             "target_top": args.target_top, "target_prior": args.target_prior}
+             "target_top": args.target_top, "target_prior": args.target_prior,
+             "prior_shape": args.prior_shape}
     cfg = make_config(args.preset, budget, **{k: v for k, v in train.items() if v is not None})
     model, tok = _load.load(args.model)
     model.requires_grad_(False)
@@ -373,8 +375,8 @@ def _ci(v, key, pct=False, digits=3):
 
 
 def learned_label(c: dict) -> str:
-    w = c.get("prior_weight", 0.0)
-    return "learned pruners (SDTP" + (f", recency prior x{w:g} + MLP)" if w else ", MLP alone as in the paper)")
+    w, shape = c.get("prior_weight", 0.0), c.get("prior_shape", "log")
+    return "learned pruners (SDTP" + (f", {shape} recency prior x{w:g} + MLP)" if w else ", MLP alone as in the paper)")
 
 
 def reading(q: dict, labels: dict) -> list[str]:
@@ -458,7 +460,8 @@ def report(meta: dict, res: dict) -> str:
                  f"{'from cache' if pi.get('pruners_cached') else 'trained in this run'})") + ".")
         w = c.get("prior_weight", 0.0)
         L.append(f"- Learned keep logit: " + (
-            f"{w:g} x recency prior + an MLP residual whose last layer starts at zero (prior_weight={w:g}, this "
+            f"{w:g} x {c.get('prior_shape', 'log')} recency prior + an MLP residual whose last layer starts at zero "
+            f"(prior_weight={w:g}, prior_shape={c.get('prior_shape', 'log')}, this "
             "project's default; not in the paper, whose pruner is the MLP alone: preset `paper-faithful`)." if w else
             "the MLP alone, as in the paper (prior_weight=0)."))
     opts = res["options"]

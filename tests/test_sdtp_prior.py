@@ -94,21 +94,23 @@ def test_anchored_targets_prefer_recent_unless_salient():
         make_config("seed", target_prior=-0.5)
 
 
-def test_residual_learns_planted_tokens_against_the_prior(model):
+@pytest.mark.parametrize("shape,weight,steps,lr,floor", [("log", 1.0, 80, 5e-3, 0.9), ("linear", 4.0, 300, 1e-2, 0.85)])
+def test_residual_learns_planted_tokens_against_the_prior(model, shape, weight, steps, lr, floor):
     """The residual can override the recency prior: planted answer tokens at random
-    positions survive (the same planted-signal setting as test_sdtp_train)."""
+    positions survive (the same planted-signal setting as test_sdtp_train; the steps are its
+    PRIORS': the linear x4 prior needs a larger residual)."""
     from test_sdtp_train import _answers_kept, _planted
 
     ids, sal, where = _planted(32, 0)
     test_ids, _, test_where = _planted(8, 1)
-    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
-                    lm_weight=0.0, train_batch_size=4, prior_weight=1.0, target_prior=0.0)
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=steps, lr=lr, lm_weight=0.0,
+                    train_batch_size=4, prior_weight=weight, prior_shape=shape, target_prior=0.0)
     layers = c.stage_layers(6)
     m6 = tiny_llama(6)
     m6.requires_grad_(False)
     stack, _ = train_pruners(m6, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
     share, _ = _answers_kept(m6, c, stack, test_ids, test_where)
-    assert share >= 0.9
+    assert share >= floor
 
 
 def test_prior_is_the_default_and_the_paper_is_reachable_by_name():
@@ -117,16 +119,17 @@ def test_prior_is_the_default_and_the_paper_is_reachable_by_name():
     from prunelab.methods.registry import get_method
     from prunelab.methods.sdtp import COMPONENTS, SDTPConfig
 
-    assert SDTPConfig().prior_weight == 1.0 and SDTPConfig().target_prior == 1.0
+    assert SDTPConfig().prior_weight == 4.0 and SDTPConfig().target_prior == 1.0
+    assert SDTPConfig().prior_shape == "linear"
     for preset in ("seed", "paper"):
-        assert make_config(preset).prior_weight == 1.0
+        assert make_config(preset).prior_weight == 4.0
     faithful = make_config("paper-faithful")
     assert faithful.prior_weight == 0.0 and faithful.target_prior == 0.0
     paper = make_config("paper")
     assert dataclasses.replace(paper, prior_weight=0.0, target_prior=0.0) == faithful   # same schedule, prior off
     m = get_method("sdtp")
     assert m.make_config({"preset": "paper-faithful-cpu"}).prior_weight == 0.0
-    assert m.make_config({"preset": "paper-cpu"}).prior_weight == 1.0
+    assert m.make_config({"preset": "paper-cpu"}).prior_weight == 4.0
     comp = COMPONENTS["recency_prior"]
     assert comp["default"] == "on" and comp["remove"] == "off"
     base = make_config("seed")
@@ -143,10 +146,10 @@ def test_default_config_trains_from_the_recency_ranking(model):
     ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(3))
     sal = torch.rand(2, len(layers), 40, generator=torch.Generator().manual_seed(4))
     stack, _ = train_pruners(model, cfg, ids, sal)
-    assert stack.prior_weight == 1.0
+    assert stack.prior_weight == 4.0 and stack.prior_shape == "linear"
     h = torch.randn(1, 40, model.config.hidden_size)
     for l in layers:
-        assert torch.allclose(keep_score(stack[l](h)), recency_prior(torch.ones(1, 40, dtype=torch.bool)), atol=1e-6)
+        assert torch.allclose(keep_score(stack[l](h)), 4.0 * recency_prior(torch.ones(1, 40, dtype=torch.bool)), atol=1e-6)
 
 
 def test_saved_configs_from_before_the_prior_load_without_it(tmp_path, model):
@@ -164,9 +167,9 @@ def test_saved_configs_from_before_the_prior_load_without_it(tmp_path, model):
     (d / "sdtp_config.json").write_text(json.dumps(meta))
     back_stack, back_cfg, _ = load_pruners(d)
     assert back_cfg.prior_weight == 0.0 and back_stack.prior_weight == 0.0
-    new = save_pruners(PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, 1.0),
+    new = save_pruners(PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, 4.0),
                        make_config("paper", "tiny"), tmp_path / "new")
-    assert load_pruners(new)[1].prior_weight == 1.0
+    assert load_pruners(new)[1].prior_weight == 4.0
 
 
 def test_target_top_ranks_the_most_salient_tokens_first_whatever_their_age():
@@ -183,3 +186,49 @@ def test_target_top_ranks_the_most_salient_tokens_first_whatever_their_age():
     assert "target_top" not in make_config("seed", target_top=0.0).training_key()     # off: the key of before
     with pytest.raises(PrunelabError, match="target_top"):
         make_config("seed", target_top=1.5)
+
+
+def test_linear_prior_has_equal_steps_and_keeps_the_recency_order(model):
+    """prior_shape='linear': the same ordering as the log prior (so a zero residual is still
+    the recency baseline) but an equal step between any two alive neighbours, whatever their
+    age; the log prior's step among the oldest tokens is far smaller than among recent ones."""
+    alive = torch.tensor([[True, False, True, True, False, True, True, True]])
+    idx = alive[0].nonzero().flatten()
+    lin, log = recency_prior(alive, "linear")[0, idx], recency_prior(alive, "log")[0, idx]
+    assert torch.equal(lin.argsort(), log.argsort())
+    steps = lin[1:] - lin[:-1]
+    assert torch.allclose(steps, torch.full_like(steps, 8.0 / len(idx)))
+    assert float(lin[-1]) == 0.0
+    long = recency_prior(torch.ones(1, 1000, dtype=torch.bool), "log")[0]
+    assert float(long[1] - long[0]) < 0.01 * float(long[-1] - long[-2])
+
+    cfg = make_config("paper", "tiny", prior_shape="linear")
+    layers = cfg.stage_layers(8)
+    stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features,
+                        cfg.prior_weight, cfg.prior_shape)
+    stack.reset_residual()
+    ids = torch.randint(0, 1000, (1, 64), generator=torch.Generator().manual_seed(3))
+    _, st = prefill(model, cfg, ids, pruners=stack.eval())
+    rec_idx, rec_counts = _recency_kept(model, cfg, ids, layers)
+    assert st.kept_index == rec_idx and [k.tolist() for k in st.kept_per_stage] == rec_counts
+
+
+def test_prior_shape_is_saved_validated_and_keyed(tmp_path, model):
+    from prunelab.methods.sdtp import SDTPModel
+    from prunelab.methods.sdtp.io import load_pruners, save_pruners
+
+    cfg = make_config("paper", "tiny", prior_shape="linear")
+    stack = PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, cfg.prior_weight, "linear")
+    back_stack, back_cfg, _ = load_pruners(save_pruners(stack, cfg, tmp_path / "lin"))
+    assert back_stack.prior_shape == "linear" and back_stack[cfg.stage_layers(8)[0]].prior_shape == "linear"
+    assert back_cfg.prior_shape == "linear"
+    h = torch.randn(1, 12, model.config.hidden_size)
+    l0 = cfg.stage_layers(8)[0]
+    assert torch.allclose(keep_score(back_stack[l0](h)), keep_score(stack[l0](h)))
+    assert "prior_shape" not in make_config("paper", prior_shape="log").training_key()   # log: the key of before
+    assert "prior_shape" not in make_config("paper-faithful").training_key()            # no prior: no shape
+    assert cfg.hash() != make_config("paper", "tiny", prior_shape="log").hash()
+    with pytest.raises(PrunelabError, match="prior_shape.*linear"):
+        make_config("paper", prior_shape="quadratic")
+    with pytest.raises(PrunelabError, match="prior_shape"):
+        SDTPModel(model, stack, make_config("paper", "tiny", prior_shape="log"))   # pruners linear, config log

@@ -121,7 +121,7 @@ PRIORS = pytest.mark.parametrize("prior", [1.0, 0.0], ids=["prior", "paper"])
     ("no_mse", {"lm", "rank", "ratio"}), ("lm_only", {"lm", "ratio"}), ("no_lm", {"topk", "rank", "ratio"}),
 ])
 def test_loss_options_use_their_terms(model, cfg, data, targets, option, parts, prior):
-    assert cfg.prior_weight == 1.0                       # the default
+    assert cfg.prior_weight == 4.0                       # the default
     c = dataclasses.replace(cfg, prior_weight=prior, **COMPONENTS["losses"]["options"][option])
     stack, hist, seen = _grads_per_step(model, c, data, targets, steps=1 if prior == 0 else 2)
     for h in hist:
@@ -237,21 +237,29 @@ def _answers_kept(model, cfg, stack, ids, where, selector="learned"):
     return kept / total, counts
 
 
-@pytest.mark.parametrize("prior", [None, 0.0], ids=["prior", "paper"])
+# The default prior (linear, x4) spans 32 logits over the prompt: the residual must grow that
+# large to lift an old planted token, which Adam's bounded steps need ~300 steps at lr 1e-2 to do
+# here (80 steps at 5e-3: 0.27 of the answers kept, recency's share). The log prior (x1) spans 3.7.
+PRIORS = {"default": ({}, 300, 1e-2, 0.85), "log": ({"prior_weight": 1.0, "prior_shape": "log"}, 80, 5e-3, 0.9),
+          "paper": ({"prior_weight": 0.0}, 80, 5e-3, 0.9)}
+
+
+@pytest.mark.parametrize("prior", list(PRIORS))
 def test_planted_answer_tokens_are_kept_at_the_target_ratio(model, prior):
-    """Labels from saliency alone (target_prior 0): with or without the recency prior, the
+    """Labels from saliency alone (target_prior 0): with either recency prior or without one, the
     planted answer tokens survive every stage."""
+    over, steps, lr, floor = PRIORS[prior]
     ids, sal, where = _planted(32, 0)
     test_ids, _, test_where = _planted(8, 1)
-    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3, target_prior=0.0,
-                    lm_weight=0.0, train_batch_size=4, **({} if prior is None else {"prior_weight": prior}))
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=steps, lr=lr, target_prior=0.0,
+                    lm_weight=0.0, train_batch_size=4, **over)
     layers = c.stage_layers(6)
     targets = sal[:, None].expand(-1, len(layers), -1).contiguous()
     stack, hist = train_pruners(model, c, ids, targets)
     goal = stage_goal_counts_for(c, layers)
     share, counts = _answers_kept(model, c, stack, test_ids, test_where)
     assert all(cnt == goal for cnt in counts)            # top-k at inference: exactly the keep counts
-    assert share >= 0.9                                   # the planted tokens survive every stage
+    assert share >= floor                                 # the planted tokens survive every stage
     # chance level: the answers are 6 of the 32 free tokens, 12 of which survive the last stage
     assert hist[-1]["kept_frac"] == [round(g / 40, 3) for g in goal]
 
@@ -262,9 +270,9 @@ def test_default_labels_still_keep_planted_tokens_well_above_recency(model):
     than recency does at the same keep counts: its MLP learns what the answer tokens look like."""
     ids, sal, where = _planted(32, 0)
     test_ids, _, test_where = _planted(8, 1)
-    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=80, lr=5e-3,
-                    lm_weight=0.0, train_batch_size=4)
-    assert c.target_prior == 1.0 and c.prior_weight == 1.0
+    c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=300, lr=1e-2,
+                    lm_weight=0.0, train_batch_size=4)       # steps: see PRIORS
+    assert c.target_prior == 1.0 and c.prior_weight == 4.0 and c.prior_shape == "linear"
     layers = c.stage_layers(6)
     stack, _ = train_pruners(model, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
     share, counts = _answers_kept(model, c, stack, test_ids, test_where)
@@ -314,7 +322,8 @@ def test_training_on_two_lengths_takes_them_in_turn_and_keeps_planted_tokens_at_
 
     short, long_ = _planted(32, 0), _planted(32, 1, T=88, ctx=80)
     c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=120, lr=5e-3, target_prior=0.0,
-                    lm_weight=0.0, train_batch_size=4, train_extra_lens=(88,))
+                    lm_weight=0.0, train_batch_size=4, train_extra_lens=(88,),
+                    prior_weight=1.0, prior_shape="log")    # the lengths are under test, not the prior (PRIORS)
     assert c.train_lengths() == (48, 88)
     layers = c.stage_layers(6)
     data = [short[0], long_[0]]

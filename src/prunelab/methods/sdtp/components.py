@@ -216,11 +216,11 @@ COMPONENTS: dict[str, dict] = {
             "off": ["dropped tokens are zeroed but other tokens can still attend to them", "keep the full sequence length, do not shrink the attention mask"],
         },
     },
-    # Default on (SDTPConfig.prior_weight=1; config.py says why); "off" is the removal and the
+    # Default on (SDTPConfig.prior_weight=4, linear; config.py says why); "off" is the removal and the
     # paper's pruner: the MLP alone, no recency-anchored labels either.
     "recency_prior": {
         "default": "on",
-        "options": {"on": {"prior_weight": 1.0, "target_prior": 1.0}, "off": {"prior_weight": 0.0, "target_prior": 0.0}},
+        "options": {"on": {"prior_weight": 4.0, "prior_shape": "linear", "target_prior": 1.0}, "off": {"prior_weight": 0.0, "target_prior": 0.0}},
         "remove": "off",
         "aliases": ["recency prior", "recency-anchored scoring", "recency-anchored residual scoring",
                     "residual scoring"],

@@ -37,7 +37,7 @@ def save_pruners(stack: PrunerStack, cfg: SDTPConfig, directory, model_name: str
 
 # Fields whose default changed after configs were first saved: a saved config without the
 # field was trained with the old value (the recency prior did not exist, so it was off).
-_MISSING_MEANS = {"prior_weight": 0.0, "target_prior": 0.0}
+_MISSING_MEANS = {"prior_weight": 0.0, "target_prior": 0.0, "prior_shape": "log"}
 
 
 def config_from_dict(d: dict) -> SDTPConfig:

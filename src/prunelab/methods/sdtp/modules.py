@@ -18,12 +18,23 @@ def position_features(alive: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.log1p(after) / 8, after / total], -1)
 
 
-def recency_prior(alive: torch.Tensor) -> torch.Tensor:
-    """(B, n) -log(1 + number of alive tokens after each token): strictly increasing with the
-    position among alive tokens, so top-k of it keeps exactly the most recent ones (the
-    ordering of the recency baseline; protected tokens are handled by the selection)."""
+LINEAR_PRIOR_SPAN = 8.0
+
+
+def recency_prior(alive: torch.Tensor, shape: str = "linear") -> torch.Tensor:
+    """(B, n) recency score of each token among the alive ones (bool (B, n)), strictly
+    increasing with the position among alive tokens, so top-k of it keeps exactly the most
+    recent ones (the ordering of the recency baseline; protected tokens are handled by the
+    selection). With a = number of alive tokens after the token:
+      log     -log(1 + a): steep among recent tokens, nearly flat among old ones, so a small
+              learned residual reorders old tokens almost freely;
+      linear  -8 * a / alive count: the same step between any two neighbours (8 spans about
+              the log range of a 3k prompt), so a residual moves a token by a share of the
+              prompt that does not depend on its age."""
     a = alive.float()
     after = a.flip(-1).cumsum(-1).flip(-1) - a
+    if shape == "linear":
+        return -LINEAR_PRIOR_SPAN * after / a.sum(-1, keepdim=True).clamp(min=1)
     return -torch.log1p(after)
 
 
@@ -44,11 +55,12 @@ class TokenPruner(nn.Module):
     """
 
     def __init__(self, hidden_size: int, hidden_frac: float = 0.25, pos_features: bool = False,
-                 prior_weight: float = 0.0):
+                 prior_weight: float = 0.0, prior_shape: str = "linear"):
         super().__init__()
         inner = max(1, int(hidden_size * hidden_frac))
         self.pos_features = pos_features
         self.prior_weight = float(prior_weight)
+        self.prior_shape = prior_shape
         self.fc1 = nn.Linear(hidden_size + (POS_FEATURES if pos_features else 0), inner)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(inner, 2)
@@ -64,7 +76,7 @@ class TokenPruner(nn.Module):
         x = torch.cat([h, position_features(alive).to(h.dtype)], -1) if self.pos_features else h
         out = self.fc2(self.act(self.fc1(x)))
         if self.prior_weight:
-            prior = self.prior_weight * recency_prior(alive).to(out.dtype)
+            prior = self.prior_weight * recency_prior(alive, self.prior_shape).to(out.dtype)
             out = torch.stack([out[..., 0] + prior, out[..., 1]], -1)
         return out
 
@@ -78,12 +90,12 @@ class PrunerStack(nn.Module):
     """The pruners of all stages, keyed by the 0-indexed layer whose input they score."""
 
     def __init__(self, hidden_size: int, stage_layers: list[int], hidden_frac: float = 0.25, pos_features: bool = False,
-                 prior_weight: float = 0.0):
+                 prior_weight: float = 0.0, prior_shape: str = "linear"):
         super().__init__()
         self.stage_layers = list(stage_layers)
         self.hidden_size, self.hidden_frac, self.pos_features = hidden_size, hidden_frac, pos_features
-        self.prior_weight = float(prior_weight)
-        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features, prior_weight)
+        self.prior_weight, self.prior_shape = float(prior_weight), prior_shape
+        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features, prior_weight, prior_shape)
                                       for l in self.stage_layers})
 
     def reset_residual(self) -> None:
@@ -104,7 +116,8 @@ class PrunerStack(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, path, metadata={"stage_layers": ",".join(map(str, self.stage_layers)),
                                          "pos_features": str(int(self.pos_features)),
-                                         "prior_weight": repr(self.prior_weight)})
+                                         "prior_weight": repr(self.prior_weight),
+                                         "prior_shape": self.prior_shape})
 
     @classmethod
     def load(cls, path: str, hidden_size: int, hidden_frac: float = 0.25) -> "PrunerStack":
@@ -115,6 +128,7 @@ class PrunerStack(nn.Module):
             meta = f.metadata()
         layers = [int(x) for x in meta["stage_layers"].split(",")]
         stack = cls(hidden_size, layers, hidden_frac, pos_features=meta.get("pos_features", "0") == "1",
-                    prior_weight=float(meta.get("prior_weight", "0.0")))
+                    prior_weight=float(meta.get("prior_weight", "0.0")),
+                    prior_shape=meta.get("prior_shape", "log"))   # files from before the field: log
         stack.load_state_dict(load_file(path))
         return stack
