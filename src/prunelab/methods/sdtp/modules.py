@@ -8,6 +8,9 @@ from torch import nn
 POS_FEATURES = 2
 
 
+POS_SCALE = 8.0   # position_features divide log(1 + a) by it; the priors multiply it back
+
+
 def position_features(alive: torch.Tensor) -> torch.Tensor:
     """(B, n, 2) recency features of each token among the tokens still alive (bool (B, n)):
     log(1 + number of alive tokens after it) / 8 and that number / alive count. Both are 0
@@ -15,10 +18,12 @@ def position_features(alive: torch.Tensor) -> torch.Tensor:
     a = alive.float()
     after = a.flip(-1).cumsum(-1).flip(-1) - a
     total = a.sum(-1, keepdim=True).clamp(min=1)
-    return torch.stack([torch.log1p(after) / 8, after / total], -1)
+    return torch.stack([torch.log1p(after) / POS_SCALE, after / total], -1)
 
 
-LINEAR_PRIOR_SPAN = 8.0
+def prior_from_features(feats: torch.Tensor, shape: str = "linear") -> torch.Tensor:
+    """recency_prior read off position_features (float, (B, n, 2)): each shape is -8 x one column."""
+    return -POS_SCALE * feats[..., 1 if shape == "linear" else 0]
 
 
 def recency_prior(alive: torch.Tensor, shape: str = "linear") -> torch.Tensor:
@@ -31,11 +36,7 @@ def recency_prior(alive: torch.Tensor, shape: str = "linear") -> torch.Tensor:
       linear  -8 * a / alive count: the same step between any two neighbours (8 spans about
               the log range of a 3k prompt), so a residual moves a token by a share of the
               prompt that does not depend on its age."""
-    a = alive.float()
-    after = a.flip(-1).cumsum(-1).flip(-1) - a
-    if shape == "linear":
-        return -LINEAR_PRIOR_SPAN * after / a.sum(-1, keepdim=True).clamp(min=1)
-    return -torch.log1p(after)
+    return prior_from_features(position_features(alive), shape)
 
 
 class TokenPruner(nn.Module):
@@ -73,10 +74,11 @@ class TokenPruner(nn.Module):
     def forward(self, h: torch.Tensor, alive: torch.Tensor | None = None) -> torch.Tensor:
         if alive is None and (self.pos_features or self.prior_weight):
             alive = torch.ones(h.shape[:-1], dtype=torch.bool, device=h.device)
-        x = torch.cat([h, position_features(alive).to(h.dtype)], -1) if self.pos_features else h
+        feats = position_features(alive) if self.pos_features or self.prior_weight else None   # once for both
+        x = torch.cat([h, feats.to(h.dtype)], -1) if self.pos_features else h
         out = self.fc2(self.act(self.fc1(x)))
         if self.prior_weight:
-            prior = self.prior_weight * recency_prior(alive, self.prior_shape).to(out.dtype)
+            prior = self.prior_weight * prior_from_features(feats, self.prior_shape).to(out.dtype)
             out = torch.stack([out[..., 0] + prior, out[..., 1]], -1)
         return out
 
