@@ -156,7 +156,7 @@ def main() -> None:
                     help="more training lengths beside --train-seq-len, e.g. 2112,4160 (default: the cpu budget's)")
     ap.add_argument("--prior-weight", type=float, default=None,
                     help="recency prior of the learned pruner (default: the config's, 1; 0 = the paper's MLP alone)")
-    ap.add_argument("--prior-shape", default=None, help="shape of that prior: log | linear (SDTPConfig.prior_shape)")
+    ap.add_argument("--prior-curve", default=None, help="shape of that prior: log | linear (SDTPConfig.prior_curve)")
     ap.add_argument("--windows", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=1024)
     ap.add_argument("--cont", type=int, default=64)
@@ -213,7 +213,7 @@ def main() -> None:
              "train_cont_len": args.train_cont_len, "train_sequences": args.train_sequences,
              "prior_weight": args.prior_weight, "train_extra_lens": () if args.smoke else args.train_extra_lens,
              "target_top": args.target_top, "target_prior": args.target_prior,
-             "prior_shape": args.prior_shape}
+             "prior_curve": args.prior_curve}
     cfg = make_config(args.preset, budget, **{k: v for k, v in train.items() if v is not None})
     model, tok = _load.load(args.model)
     model.requires_grad_(False)
@@ -375,7 +375,7 @@ def _ci(v, key, pct=False, digits=3):
 
 
 def learned_label(c: dict) -> str:
-    w, shape = c.get("prior_weight", 0.0), c.get("prior_shape", "log")
+    w, shape = c.get("prior_weight", 0.0), c.get("prior_curve", "log")
     return "learned pruners (SDTP" + (f", {shape} recency prior x{w:g} + MLP)" if w else ", MLP alone as in the paper)")
 
 
@@ -460,8 +460,8 @@ def report(meta: dict, res: dict) -> str:
                  f"{'from cache' if pi.get('pruners_cached') else 'trained in this run'})") + ".")
         w = c.get("prior_weight", 0.0)
         L.append(f"- Learned keep logit: " + (
-            f"{w:g} x {c.get('prior_shape', 'log')} recency prior + an MLP residual whose last layer starts at zero "
-            f"(prior_weight={w:g}, prior_shape={c.get('prior_shape', 'log')}, this "
+            f"{w:g} x {c.get('prior_curve', 'log')} recency prior + an MLP residual whose last layer starts at zero "
+            f"(prior_weight={w:g}, prior_curve={c.get('prior_curve', 'log')}, this "
             "project's default; not in the paper, whose pruner is the MLP alone: preset `paper-faithful`)." if w else
             "the MLP alone, as in the paper (prior_weight=0)."))
     opts = res["options"]

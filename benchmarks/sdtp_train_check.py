@@ -13,7 +13,7 @@ cached on disk), eval-length sequences (1024 context + 64 continuation) from the
 pruned prefill of 1024 tokens then the next 64 tokens scored through the pruned caches
 (inference.continuation_logits), presets "paper" and "seed". Recency = keep the protected
 tokens plus the most recent ones (scores = position), the same counts as the learned pruner.
---prior-weight / --prior-shape (default: SDTPConfig's): the learned pruner's keep logit is that
+--prior-weight / --prior-curve (default: SDTPConfig's): the learned pruner's keep logit is that
 weight x a recency prior plus the MLP, whose last layer starts at zero (so it starts as exactly
 the recency ranking); --prior-weight 0 is the paper's pruner (the MLP alone).
 """
@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--prior-weight", type=float, default=None,
                     help="recency-anchored residual scoring (SDTPConfig.prior_weight); 0 = the MLP alone")
-    ap.add_argument("--prior-shape", default=None, help="shape of that prior: log | linear (SDTPConfig.prior_shape)")
+    ap.add_argument("--prior-curve", default=None, help="shape of that prior: log | linear (SDTPConfig.prior_curve)")
     ap.add_argument("--target-prior", type=float, default=None,
                     help="recency-anchored labels (SDTPConfig.target_prior, default 1): rank(saliency) + this x "
                          "position; 0 = labels from saliency alone")
@@ -113,13 +113,13 @@ def main():
                           train_extra_lens=a.extra_lens,
                           **({} if a.prior_weight is None else {"prior_weight": a.prior_weight}),
                           **({} if a.target_top is None else {"target_top": a.target_top}),
-                          **({} if a.prior_shape is None else {"prior_shape": a.prior_shape}),
+                          **({} if a.prior_curve is None else {"prior_curve": a.prior_curve}),
                           **({} if a.target_prior is None else {"target_prior": a.target_prior}),
                           eval_ctx_len=a.ctx, eval_cont_len=a.cont)
         t = time.perf_counter()
         stack, info = get_pruners(model, cfg, tok, a.data_dir, key_extra, 0, root)
         info["wall_s"] = time.perf_counter() - t
-        info["scoring"] = {k: getattr(cfg, k) for k in ("prior_weight", "prior_shape", "target_prior", "target_top")}
+        info["scoring"] = {k: getattr(cfg, k) for k in ("prior_weight", "prior_curve", "target_prior", "target_top")}
         row = {"train": info}
         recency = torch.arange(a.ctx, dtype=torch.float32)[None, None].expand(1, len(stack.stage_layers), -1) / a.ctx
         fixed = dataclasses.replace(cfg, pruner="saliency")     # a given score per stage and token
@@ -189,7 +189,7 @@ def render(res: dict, a) -> str:
              f"{', '.join(str(n) for n in [res['ctx'] + res['cont']] + [int(x) for x in str(a.extra_lens).split(',') if x])} "
              "tokens, taken in turn (trained here or loaded from the cache by config hash); recency = "
              "the protected tokens plus the most recent ones, the same per-stage counts",
-             *(f"- {preset} pruner: keep logit = {sc['prior_weight']:g} x {sc['prior_shape']} recency prior + MLP; "
+             *(f"- {preset} pruner: keep logit = {sc['prior_weight']:g} x {sc['prior_curve']} recency prior + MLP; "
                f"labels rank(saliency) + {sc['target_prior']:g} x position, top {sc['target_top']:g} first; config hash "
                f"{row['train'].get('config_hash')}"
                for preset, row in res["presets"].items() if (sc := row["train"].get("scoring"))),

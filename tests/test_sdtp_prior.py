@@ -104,7 +104,7 @@ def test_residual_learns_planted_tokens_against_the_prior(model, shape, weight, 
     ids, sal, where = _planted(32, 0)
     test_ids, _, test_where = _planted(8, 1)
     c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=steps, lr=lr, lm_weight=0.0,
-                    train_batch_size=4, prior_weight=weight, prior_shape=shape, target_prior=0.0)
+                    train_batch_size=4, prior_weight=weight, prior_curve=shape, target_prior=0.0)
     layers = c.stage_layers(6)
     m6 = tiny_llama(6)
     m6.requires_grad_(False)
@@ -120,7 +120,7 @@ def test_prior_is_the_default_and_the_paper_is_reachable_by_name():
     from prunelab.methods.sdtp import COMPONENTS, SDTPConfig
 
     assert SDTPConfig().prior_weight == 4.0 and SDTPConfig().target_prior == 1.0
-    assert SDTPConfig().prior_shape == "linear"
+    assert SDTPConfig().prior_curve == "linear"
     for preset in ("seed", "paper"):
         assert make_config(preset).prior_weight == 4.0
     faithful = make_config("paper-faithful")
@@ -146,7 +146,7 @@ def test_default_config_trains_from_the_recency_ranking(model):
     ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(3))
     sal = torch.rand(2, len(layers), 40, generator=torch.Generator().manual_seed(4))
     stack, _ = train_pruners(model, cfg, ids, sal)
-    assert stack.prior_weight == 4.0 and stack.prior_shape == "linear"
+    assert stack.prior_weight == 4.0 and stack.prior_curve == "linear"
     h = torch.randn(1, 40, model.config.hidden_size)
     for l in layers:
         assert torch.allclose(keep_score(stack[l](h)), 4.0 * recency_prior(torch.ones(1, 40, dtype=torch.bool)), atol=1e-6)
@@ -189,7 +189,7 @@ def test_target_top_ranks_the_most_salient_tokens_first_whatever_their_age():
 
 
 def test_linear_prior_has_equal_steps_and_keeps_the_recency_order(model):
-    """prior_shape='linear': the same ordering as the log prior (so a zero residual is still
+    """prior_curve='linear': the same ordering as the log prior (so a zero residual is still
     the recency baseline) but an equal step between any two alive neighbours, whatever their
     age; the log prior's step among the oldest tokens is far smaller than among recent ones."""
     alive = torch.tensor([[True, False, True, True, False, True, True, True]])
@@ -202,10 +202,10 @@ def test_linear_prior_has_equal_steps_and_keeps_the_recency_order(model):
     long = recency_prior(torch.ones(1, 1000, dtype=torch.bool), "log")[0]
     assert float(long[1] - long[0]) < 0.01 * float(long[-1] - long[-2])
 
-    cfg = make_config("paper", "tiny", prior_shape="linear")
+    cfg = make_config("paper", "tiny", prior_curve="linear")
     layers = cfg.stage_layers(8)
     stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features,
-                        cfg.prior_weight, cfg.prior_shape)
+                        cfg.prior_weight, cfg.prior_curve)
     stack.reset_residual()
     ids = torch.randint(0, 1000, (1, 64), generator=torch.Generator().manual_seed(3))
     _, st = prefill(model, cfg, ids, pruners=stack.eval())
@@ -213,22 +213,50 @@ def test_linear_prior_has_equal_steps_and_keeps_the_recency_order(model):
     assert st.kept_index == rec_idx and [k.tolist() for k in st.kept_per_stage] == rec_counts
 
 
-def test_prior_shape_is_saved_validated_and_keyed(tmp_path, model):
+def test_prior_curve_is_saved_validated_and_keyed(tmp_path, model):
     from prunelab.methods.sdtp import SDTPModel
     from prunelab.methods.sdtp.io import load_pruners, save_pruners
 
-    cfg = make_config("paper", "tiny", prior_shape="linear")
+    cfg = make_config("paper", "tiny", prior_curve="linear")
     stack = PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, cfg.prior_weight, "linear")
     back_stack, back_cfg, _ = load_pruners(save_pruners(stack, cfg, tmp_path / "lin"))
-    assert back_stack.prior_shape == "linear" and back_stack[cfg.stage_layers(8)[0]].prior_shape == "linear"
-    assert back_cfg.prior_shape == "linear"
+    assert back_stack.prior_curve == "linear" and back_stack[cfg.stage_layers(8)[0]].prior_curve == "linear"
+    assert back_cfg.prior_curve == "linear"
     h = torch.randn(1, 12, model.config.hidden_size)
     l0 = cfg.stage_layers(8)[0]
     assert torch.allclose(keep_score(back_stack[l0](h)), keep_score(stack[l0](h)))
-    assert "prior_shape" not in make_config("paper", prior_shape="log").training_key()   # log: the key of before
-    assert "prior_shape" not in make_config("paper-faithful").training_key()            # no prior: no shape
-    assert cfg.hash() != make_config("paper", "tiny", prior_shape="log").hash()
-    with pytest.raises(PrunelabError, match="prior_shape.*linear"):
-        make_config("paper", prior_shape="quadratic")
-    with pytest.raises(PrunelabError, match="prior_shape"):
-        SDTPModel(model, stack, make_config("paper", "tiny", prior_shape="log"))   # pruners linear, config log
+    # the key keeps the field's old name, so pruners cached before the rename are still found
+    assert make_config("paper", prior_curve="linear").training_key()["prior_shape"] == "linear"
+    assert "prior_shape" not in make_config("paper", prior_curve="log").training_key()   # log: the key of before
+    assert "prior_shape" not in make_config("paper-faithful").training_key()            # no prior: no curve
+    assert "prior_curve" not in make_config("paper").training_key()
+    assert cfg.hash() != make_config("paper", "tiny", prior_curve="log").hash()
+    with pytest.raises(PrunelabError, match="prior_curve.*linear"):
+        make_config("paper", prior_curve="quadratic")
+    with pytest.raises(PrunelabError, match="prior_curve"):
+        SDTPModel(model, stack, make_config("paper", "tiny", prior_curve="log"))   # pruners linear, config log
+
+
+def test_pruners_saved_under_the_old_field_name_load_with_their_curve(tmp_path, model):
+    """prior_curve was called prior_shape until 2026-12: safetensors metadata and sdtp_config.json
+    written under that name must load with the curve they name, not the missing-field default."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from prunelab.methods.sdtp.io import load_pruners, save_pruners
+
+    cfg = make_config("paper", "tiny", prior_curve="linear")
+    stack = PrunerStack(model.config.hidden_size, cfg.stage_layers(8), 0.25, True, cfg.prior_weight, "linear")
+    d = save_pruners(stack, cfg, tmp_path / "old")
+    meta = json.loads((d / "sdtp_config.json").read_text())
+    meta["config"]["prior_shape"] = meta["config"].pop("prior_curve")
+    (d / "sdtp_config.json").write_text(json.dumps(meta))
+    weights = next(d.glob("*.safetensors"))
+    with safe_open(str(weights), "pt") as f:
+        tmeta = f.metadata()
+    tmeta["prior_shape"] = tmeta.pop("prior_curve")
+    save_file(load_file(str(weights)), str(weights), metadata=tmeta)
+    back_stack, back_cfg, _ = load_pruners(d)
+    assert back_cfg.prior_curve == "linear" and back_stack.prior_curve == "linear"

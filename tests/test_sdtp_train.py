@@ -240,7 +240,7 @@ def _answers_kept(model, cfg, stack, ids, where, selector="learned"):
 # The default prior (linear, x4) spans 32 logits over the prompt: the residual must grow that
 # large to lift an old planted token, which Adam's bounded steps need ~300 steps at lr 1e-2 to do
 # here (80 steps at 5e-3: 0.27 of the answers kept, recency's share). The log prior (x1) spans 3.7.
-PRIORS = {"default": ({}, 300, 1e-2, 0.85), "log": ({"prior_weight": 1.0, "prior_shape": "log"}, 80, 5e-3, 0.9),
+PRIORS = {"default": ({}, 300, 1e-2, 0.85), "log": ({"prior_weight": 1.0, "prior_curve": "log"}, 80, 5e-3, 0.9),
           "paper": ({"prior_weight": 0.0}, 80, 5e-3, 0.9)}
 
 
@@ -272,7 +272,7 @@ def test_default_labels_still_keep_planted_tokens_well_above_recency(model):
     test_ids, _, test_where = _planted(8, 1)
     c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=300, lr=1e-2,
                     lm_weight=0.0, train_batch_size=4)       # steps: see PRIORS
-    assert c.target_prior == 1.0 and c.prior_weight == 4.0 and c.prior_shape == "linear"
+    assert c.target_prior == 1.0 and c.prior_weight == 4.0 and c.prior_curve == "linear"
     layers = c.stage_layers(6)
     stack, _ = train_pruners(model, c, ids, sal[:, None].expand(-1, len(layers), -1).contiguous())
     share, counts = _answers_kept(model, c, stack, test_ids, test_where)
@@ -323,7 +323,7 @@ def test_training_on_two_lengths_takes_them_in_turn_and_keeps_planted_tokens_at_
     short, long_ = _planted(32, 0), _planted(32, 1, T=88, ctx=80)
     c = make_config("seed", "tiny", keep_ratio=0.5, protect_last=4, train_steps=120, lr=5e-3, target_prior=0.0,
                     lm_weight=0.0, train_batch_size=4, train_extra_lens=(88,),
-                    prior_weight=1.0, prior_shape="log")    # the lengths are under test, not the prior (PRIORS)
+                    prior_weight=1.0, prior_curve="log")    # the lengths are under test, not the prior (PRIORS)
     assert c.train_lengths() == (48, 88)
     layers = c.stage_layers(6)
     data = [short[0], long_[0]]

@@ -220,7 +220,7 @@ COMPONENTS: dict[str, dict] = {
     # paper's pruner: the MLP alone, no recency-anchored labels either.
     "recency_prior": {
         "default": "on",
-        "options": {"on": {"prior_weight": 4.0, "prior_shape": "linear", "target_prior": 1.0}, "off": {"prior_weight": 0.0, "target_prior": 0.0}},
+        "options": {"on": {"prior_weight": 4.0, "prior_curve": "linear", "target_prior": 1.0}, "off": {"prior_weight": 0.0, "target_prior": 0.0}},
         "remove": "off",
         "aliases": ["recency prior", "recency-anchored scoring", "recency-anchored residual scoring",
                     "residual scoring"],

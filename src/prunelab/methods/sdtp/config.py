@@ -31,7 +31,7 @@ Keep ratio
 Protected tokens (``protect=True``): the first ``protect_first`` tokens and the last
 ``max(protect_last, ceil(protect_last_frac * n))`` tokens of the prompt.
 
-Recency prior (``prior_weight``, default 4.0, ``prior_shape``, default linear; NOT in the paper)
+Recency prior (``prior_weight``, default 4.0, ``prior_curve``, default linear; NOT in the paper)
     The paper's pruner is the MLP alone: keep logit = MLP(hidden state). Here the learned
     selector's keep logit is by default ``prior_weight * recency_prior + MLP``, with the MLP's
     last layer zero-initialised, so an untrained pruner ranks exactly like the recency
@@ -46,7 +46,7 @@ Recency prior (``prior_weight``, default 4.0, ``prior_shape``, default linear; N
     ``paper-faithful-cpu`` etc.), the ablation option ``recency_prior=off`` (its REMOVE),
     or ``prior_weight=0`` explicitly.
 
-    Shape and weight (``prior_shape`` linear, ``prior_weight`` 4; before: log, 1). The log prior
+    Shape and weight (``prior_curve`` linear, ``prior_weight`` 4; before: log, 1). The log prior
     -log(1 + a) (a = alive tokens after the token) is nearly flat among old tokens: the step
     between two neighbours 500 tokens back is 1/500 of a logit, so any residual reorders the
     old part of the prompt almost freely, and the keep/drop cut (in the middle of the prompt
@@ -54,8 +54,8 @@ Recency prior (``prior_weight``, default 4.0, ``prior_shape``, default linear; N
     step everywhere. Measured on the `paper` preset, pruners trained at 1k/2k/4k (`cpu`
     budget), passkey prompts of 2k and 4k tokens (20 prompts, benchmarks/sdtp.py --options
     learned --parts retrieval --retrieval-kinds passkey --retrieval-lens 2048,4096
-    --train-extra-lens 2112,4160 --prior-shape S --prior-weight W) and KL to dense on 16
-    WikiText-2 windows (benchmarks/sdtp_train_check.py --windows 16 --prior-shape S
+    --train-extra-lens 2112,4160 --prior-curve S --prior-weight W) and KL to dense on 16
+    WikiText-2 windows (benchmarks/sdtp_train_check.py --windows 16 --prior-curve S
     --prior-weight W), exact match / answer log-likelihood / KL:
         log x1 (before)   0.70 / -5.80 / 0.069
         linear x0.5       0.70 / -3.86 / 0.066
@@ -115,7 +115,7 @@ SALIENCIES = ("attn", "grad", "grad_attn")
 TRAIN_SELECTS = ("topk", "gumbel")
 TRAIN_MODES = ("policy", "cached")
 TRAIN_DATA = ("mix", "wikitext")
-PRIOR_SHAPES = ("log", "linear")   # modules.recency_prior
+PRIOR_CURVES = ("log", "linear")   # modules.recency_prior
 
 # Fields that change the trained pruner weights; everything else is inference/eval only,
 # so e.g. the RoPE or selection ablations reuse the baseline's trained pruners.
@@ -125,7 +125,7 @@ TRAINING_FIELDS = (
     "lm_weight", "mse_weight", "rank_weight", "ratio_weight", "distill_weight", "rank_pairs",
     "mask", "propagation", "gumbel_tau", "pruner_hidden_frac",
     "train_steps", "train_batch_size", "train_seq_len", "train_cont_len", "lr", "dtype",
-    "target", "saliency", "pos_features", "prior_weight", "prior_shape", "target_prior", "target_top", "train_select", "train_mode", "train_data", "train_sequences",
+    "target", "saliency", "pos_features", "prior_weight", "prior_curve", "target_prior", "target_top", "train_select", "train_mode", "train_data", "train_sequences",
     "train_extra_lens",
 )
 
@@ -196,10 +196,10 @@ class SDTPConfig:
                                         #   grad: gradient x input of the continuation loss (paper Eq. 3); grad_attn
     pos_features: bool = True           # pruners also read the token's distance from the prompt end
     prior_weight: float = 4.0           # > 0 (default 4, not in the paper; see module docstring): keep logit =
-                                        #   prior_weight * recency prior (of prior_shape)
+                                        #   prior_weight * recency prior (of prior_curve)
                                         #   + the MLP, whose last layer starts at zero, so an untrained pruner
                                         #   ranks exactly like recency; 0: the MLP alone (the paper)
-    prior_shape: str = "linear"         # linear: -8 a / alive count | log: -log(1 + a), a = alive tokens after the
+    prior_curve: str = "linear"         # linear: -8 a / alive count | log: -log(1 + a), a = alive tokens after the
                                         #   token (modules.recency_prior); the shape of the prior's steps among old tokens
     target_prior: float = 1.0           # > 0 (default 1; module docstring): the target/rank losses use rank(saliency)/ctx + target_prior *
                                         #   position/ctx instead of the saliency (recency-anchored labels: an old
@@ -290,7 +290,7 @@ class SDTPConfig:
         _choice("SDTP train_select", self.train_select, TRAIN_SELECTS)
         _choice("SDTP train_mode", self.train_mode, TRAIN_MODES)
         _choice("SDTP train_data", self.train_data, TRAIN_DATA)
-        _choice("SDTP prior_shape", self.prior_shape, PRIOR_SHAPES)
+        _choice("SDTP prior_curve", self.prior_curve, PRIOR_CURVES)
         if not isinstance(self.pos_features, bool):
             raise PrunelabError(f"SDTP pos_features must be true/false, got {self.pos_features!r}")
         _positive_int("train_sequences", self.train_sequences, allow_zero=True)
@@ -336,8 +336,11 @@ class SDTPConfig:
         d["layers"] = list(d["layers"]) if isinstance(d["layers"], tuple) else d["layers"]
         if not d["target_top"]:
             del d["target_top"]         # off: the key of before the field existed
-        if d["prior_shape"] == "log" or not d["prior_weight"]:
-            del d["prior_shape"]        # the only shape before the field existed, or no prior at all
+        curve = d.pop("prior_curve")
+        if curve != "log" and d["prior_weight"]:
+            # log was the only curve before the field existed, and with no prior there is none.
+            # "prior_shape" is the field's name until 2026-12: the key (and cached pruners) of before
+            d["prior_shape"] = curve
         if d["train_extra_lens"]:
             d["train_extra_lens"] = list(d["train_extra_lens"])
         else:

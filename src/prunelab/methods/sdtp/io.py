@@ -37,11 +37,13 @@ def save_pruners(stack: PrunerStack, cfg: SDTPConfig, directory, model_name: str
 
 # Fields whose default changed after configs were first saved: a saved config without the
 # field was trained with the old value (the recency prior did not exist, so it was off).
-_MISSING_MEANS = {"prior_weight": 0.0, "target_prior": 0.0, "prior_shape": "log"}
+_MISSING_MEANS = {"prior_weight": 0.0, "target_prior": 0.0, "prior_curve": "log"}
 
 
 def config_from_dict(d: dict) -> SDTPConfig:
     names = {f.name for f in dataclasses.fields(SDTPConfig)}
+    if "prior_shape" in d:      # prior_curve's name in configs saved before 2026-12
+        d = {**{k: v for k, v in d.items() if k != "prior_shape"}, "prior_curve": d["prior_shape"]}
     args = {**_MISSING_MEANS, **{k: v for k, v in d.items() if k in names}}
     return SDTPConfig(**args)
 

@@ -84,10 +84,10 @@ class SDTPModel(nn.Module):
             if abs(have - want) > 1e-9:
                 raise PrunelabError(f"SDTPModel: the pruners were built with prior_weight={have:g} but the config "
                                     f"says prior_weight={want:g}; pass the config they were trained with")
-            have_s, want_s = getattr(pruners, "prior_shape", "log"), getattr(config, "prior_shape", "log")
+            have_s, want_s = getattr(pruners, "prior_curve", "log"), getattr(config, "prior_curve", "log")
             if have and have_s != want_s:
-                raise PrunelabError(f"SDTPModel: the pruners were built with prior_shape={have_s!r} but the config "
-                                    f"says prior_shape={want_s!r}; pass the config they were trained with")
+                raise PrunelabError(f"SDTPModel: the pruners were built with prior_curve={have_s!r} but the config "
+                                    f"says prior_curve={want_s!r}; pass the config they were trained with")
         self.model, self.pruners, self.sdtp_config, self.tokenizer = model, pruners, config, tokenizer
         self.model_name = model_name
         if pruners is not None:

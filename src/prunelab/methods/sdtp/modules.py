@@ -56,12 +56,12 @@ class TokenPruner(nn.Module):
     """
 
     def __init__(self, hidden_size: int, hidden_frac: float = 0.25, pos_features: bool = False,
-                 prior_weight: float = 0.0, prior_shape: str = "linear"):
+                 prior_weight: float = 0.0, prior_curve: str = "linear"):
         super().__init__()
         inner = max(1, int(hidden_size * hidden_frac))
         self.pos_features = pos_features
         self.prior_weight = float(prior_weight)
-        self.prior_shape = prior_shape
+        self.prior_curve = prior_curve
         self.fc1 = nn.Linear(hidden_size + (POS_FEATURES if pos_features else 0), inner)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(inner, 2)
@@ -78,7 +78,7 @@ class TokenPruner(nn.Module):
         x = torch.cat([h, feats.to(h.dtype)], -1) if self.pos_features else h
         out = self.fc2(self.act(self.fc1(x)))
         if self.prior_weight:
-            prior = self.prior_weight * prior_from_features(feats, self.prior_shape).to(out.dtype)
+            prior = self.prior_weight * prior_from_features(feats, self.prior_curve).to(out.dtype)
             out = torch.stack([out[..., 0] + prior, out[..., 1]], -1)
         return out
 
@@ -92,12 +92,12 @@ class PrunerStack(nn.Module):
     """The pruners of all stages, keyed by the 0-indexed layer whose input they score."""
 
     def __init__(self, hidden_size: int, stage_layers: list[int], hidden_frac: float = 0.25, pos_features: bool = False,
-                 prior_weight: float = 0.0, prior_shape: str = "linear"):
+                 prior_weight: float = 0.0, prior_curve: str = "linear"):
         super().__init__()
         self.stage_layers = list(stage_layers)
         self.hidden_size, self.hidden_frac, self.pos_features = hidden_size, hidden_frac, pos_features
-        self.prior_weight, self.prior_shape = float(prior_weight), prior_shape
-        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features, prior_weight, prior_shape)
+        self.prior_weight, self.prior_curve = float(prior_weight), prior_curve
+        self.pruners = nn.ModuleDict({str(l): TokenPruner(hidden_size, hidden_frac, pos_features, prior_weight, prior_curve)
                                       for l in self.stage_layers})
 
     def reset_residual(self) -> None:
@@ -119,7 +119,7 @@ class PrunerStack(nn.Module):
         save_file(state, path, metadata={"stage_layers": ",".join(map(str, self.stage_layers)),
                                          "pos_features": str(int(self.pos_features)),
                                          "prior_weight": repr(self.prior_weight),
-                                         "prior_shape": self.prior_shape})
+                                         "prior_curve": self.prior_curve})
 
     @classmethod
     def load(cls, path: str, hidden_size: int, hidden_frac: float = 0.25) -> "PrunerStack":
@@ -131,6 +131,7 @@ class PrunerStack(nn.Module):
         layers = [int(x) for x in meta["stage_layers"].split(",")]
         stack = cls(hidden_size, layers, hidden_frac, pos_features=meta.get("pos_features", "0") == "1",
                     prior_weight=float(meta.get("prior_weight", "0.0")),
-                    prior_shape=meta.get("prior_shape", "log"))   # files from before the field: log
+                    # files from before the field: log; "prior_shape" is its name until 2026-12
+                    prior_curve=meta.get("prior_curve", meta.get("prior_shape", "log")))
         stack.load_state_dict(load_file(path))
         return stack

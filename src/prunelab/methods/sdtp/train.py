@@ -211,7 +211,7 @@ def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
     model.requires_grad_(False)
     layers = cfg.stage_layers(len(model.model.layers))
     stack = PrunerStack(model.config.hidden_size, layers, cfg.pruner_hidden_frac, cfg.pos_features, cfg.prior_weight,
-                        cfg.prior_shape)
+                        cfg.prior_curve)
     if cfg.prior_weight:
         stack.reset_residual()   # recency-anchored: starts as the recency ranking, learns a correction
     groups, group_targets = _per_length(data), _per_length(targets)
