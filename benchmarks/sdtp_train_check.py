@@ -50,6 +50,22 @@ def paired_t(a: list, b: list) -> dict:
     return {"mean": mean, "ci": [lo, hi] if len(d) > 1 else None, "n": len(d)}
 
 
+EVAL_WINDOWS = 64     # the committed check's window count: tune windows avoid all of them
+
+
+def tune_windows(stream: torch.Tensor, count: int, length: int) -> torch.Tensor:
+    """count windows whose starts sit half-way between consecutive evaluation-window starts
+    (chunks(stream, 64, length)), so none shares a token with any evaluation window."""
+    if count > EVAL_WINDOWS:
+        raise SystemExit(f"--window-set tune has at most {EVAL_WINDOWS} windows, got {count}")
+    span = stream.numel() - length
+    step = span / EVAL_WINDOWS
+    if step / 2 < length:
+        raise SystemExit(f"the test stream ({stream.numel()} tokens) is too short for disjoint tune windows")
+    starts = [int((k + 0.5) * step) for k in range(0, EVAL_WINDOWS, EVAL_WINDOWS // count)][:count]
+    return torch.stack([stream[s:s + length] for s in starts])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -72,6 +88,10 @@ def main():
                     help="fraction of most salient tokens labelled keep whatever their age (target_top)")
     ap.add_argument("--extra-lens", default=",".join(map(str, BUDGETS["cpu"]["train_extra_lens"])),
                     help="more training lengths (context + continuation), e.g. 2112,4160 (train_extra_lens)")
+    ap.add_argument("--window-set", default="eval", choices=("eval", "tune"),
+                    help="eval: --windows evenly spaced WikiText-2 test windows (the reported ones); tune: "
+                         "windows half-way between the 64 evaluation windows, disjoint from every one of "
+                         "them, for choosing settings without reading the reported windows")
     ap.add_argument("--oracles", action="store_true",
                     help="also score two non-deployable ceilings that read the true continuation: the "
                          "pruners' saliency target and their training label")
@@ -95,8 +115,8 @@ def main():
     key_extra = {"model": a.model, "fp": model_fingerprint(model), "seed": 0, "data": str(a.data_dir or os.environ.get("PRUNELAB_DATA", ""))}
     root = cache_root(a.cache_dir)
     test = token_stream(tok, "test", a.data_dir, V)
-    win = chunks(test, a.windows, a.ctx + a.cont)
-    res = {"command": " ".join(sys.argv), "windows": a.windows, "ctx": a.ctx, "cont": a.cont, "presets": {}}
+    win = chunks(test, a.windows, a.ctx + a.cont) if a.window_set == "eval" else tune_windows(test, a.windows, a.ctx + a.cont)
+    res = {"command": " ".join(sys.argv), "windows": a.windows, "window_set": a.window_set, "ctx": a.ctx, "cont": a.cont, "presets": {}}
     t0 = time.perf_counter()
     dense = []
     for w in win:
@@ -182,7 +202,9 @@ def render(res: dict, a) -> str:
              f"- command: `{p['command']}`", f"- date: {p['date']}", f"- git: {p['git_sha']}; seed 0",
              f"- machine: {p['machine']}; load average at the end "
              f"{', '.join(f'{x:.1f}' for x in p['load_average_end'])}",
-             f"- windows: {res['windows']} WikiText-2 test windows of {res['ctx']} + {res['cont']} tokens: pruned "
+             f"- windows: {res['windows']} WikiText-2 test windows"
+             f"{' (the tune set: half-way between the evaluation windows)' if res.get('window_set') == 'tune' else ''}"
+             f" of {res['ctx']} + {res['cont']} tokens: pruned "
              f"prefill of the {res['ctx']}-token context, then the next {res['cont']} tokens scored through the "
              f"pruned caches; dense perplexity {res['ppl_dense']:.3f}",
              f"- pruners: {a.steps} cached-feature steps on {a.sequences} training-mix sequences of each of "
