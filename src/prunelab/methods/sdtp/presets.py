@@ -18,7 +18,7 @@ METHOD_PRESETS = {
                   count_protected=False, protect=True, protect_first=4, protect_last=0, protect_last_frac=0.1),
 }
 # `seed` and `paper` fix the schedule, keep counts and protected tokens; the learned pruner
-# gets SDTPConfig's default recency prior (prior_weight=1, not in the paper; config.py says
+# gets SDTPConfig's default recency prior (prior_weight=4 on a linear curve, not in the paper; config.py says
 # why). `paper-faithful` is the paper as published: its schedule and the MLP alone.
 METHOD_PRESETS["paper-faithful"] = dict(METHOD_PRESETS["paper"], prior_weight=0.0, target_prior=0.0)
 
