@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import statistics
 import sys
@@ -39,15 +40,68 @@ def plan_path(number: str) -> Path:
     return Path(hits[0])
 
 
-def cell_scores(store_path: str, study: str) -> dict:
-    """cell -> {seed: score} of the study's done runs."""
+# the metric a method's runs report as their score (SDTP runs report perplexity, not `score`)
+SCORE_KEY = {"sdtp": "ppl"}
+# SDTP's long run: the train check's `seed` preset pruner (cpu budget: 1500 steps at 1k/2k/4k) and
+# recency, per window on its 64 WikiText-2 test windows, of which a study's evenly spaced windows
+# are a subset when the count divides 64 and the lengths match
+SDTP_LONG_RUN = ("sdtp-train-check.json", "seed")
+
+
+def done_rows(store_path: str, study: str) -> list[dict]:
     from prunelab.store import Store
 
+    return [r for r in Store(store_path).study(study) if r.get("status") == "done" and r.get("metrics")]
+
+
+def cell_scores(store_path: str, study: str, method: str = "") -> dict:
+    """cell -> {seed: score} of the study's done runs."""
+    key = SCORE_KEY.get(method, "score")
     out: dict = {}
-    for r in Store(store_path).study(study):
-        if r.get("status") == "done" and r.get("metrics"):
-            out.setdefault(r["cell"], {})[r["cell_seed"]] = r["metrics"].get("score")
+    for r in done_rows(store_path, study):
+        out.setdefault(r["cell"], {})[r["cell_seed"]] = r["metrics"].get(key)
     return out
+
+
+def sdtp_calibration(store_path: str, study: str, scores: dict) -> list[str]:
+    """Markdown lines: the study's perplexities against the long-run pruner's on the same windows."""
+    path = common.RESULTS / SDTP_LONG_RUN[0]
+    base = next((r for r in done_rows(store_path, study) if r["cell"] == "baseline"), None)
+    if base is None or not path.exists():
+        return []
+    return sdtp_calibration_lines(base["config"]["method_args"], json.loads(path.read_text()), scores)
+
+
+def sdtp_calibration_lines(args: dict, check: dict, scores: dict) -> list[str]:
+    """The calibration table from a baseline run's SDTP config fields and the long-run check's JSON."""
+    fname, preset = SDTP_LONG_RUN
+    n, ctx, cont, total = args["eval_samples"], args["eval_ctx_len"], args["eval_cont_len"], check["windows"]
+    head = ["## Calibration of the budget\n"]
+    if (ctx, cont) != (check["ctx"], check["cont"]) or total % n:
+        return head + [f"Not comparable with `benchmarks/results/{fname}`: the study scores {n} windows of "
+                       f"{ctx} + {cont} tokens, the long run {total} of {check['ctx']} + {check['cont']}.\n"]
+    idx = range(0, total, total // n)
+    row = check["presets"][preset]
+
+    def long_ppl(name: str) -> float:
+        return math.exp(sum(row[name]["per_window"]["nll"][i] for i in idx) / (n * cont))
+
+    lines = []
+    for cell, name, what in (("baseline", "learned", "learned pruners"),
+                             ("trivial/recency", "recency", "recency (no training: the two must agree)")):
+        vals = [v for v in scores.get(cell, {}).values() if v is not None]
+        if not vals:
+            continue
+        mean, long = statistics.mean(vals), long_ppl(name)
+        ratio = long / mean      # perplexity: lower is better, so long run / study
+        lines.append(f"| {cell}: {what} | {mean:.3f} (n={len(vals)}) | {long:.3f} | {ratio:.3f} "
+                     f"({'>=' if ratio >= CALIBRATION_TARGET else '<'} {CALIBRATION_TARGET}) |")
+    return head + [
+        f"Mean perplexity at this study's budget against the long-run pruner on the same {n} WikiText-2 test "
+        f"windows (every {total // n}th of the {total} in `benchmarks/results/{fname}`, preset `{preset}`: "
+        "1500 steps on 32 sequences of each of 1k, 2k and 4k tokens). The budget counts as calibrated when the "
+        f"baseline reaches {CALIBRATION_TARGET:.0%} of it (long-run perplexity / study perplexity).\n",
+        "| cell | this study | long run | ratio |", "|---|---|---|---|", *lines, ""]
 
 
 def calibration(scores: dict, method: str) -> list[str]:
@@ -103,7 +157,7 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     files = acli.report(study, store=a.store, out_dir=str(out_dir))
     method = resolve_plan(load_plan(str(path)), None).method
-    scores = cell_scores(a.store, study)
+    scores = cell_scores(a.store, study, method)
     readme = [
         f"# Seed plan {a.plan} ({method}), preset `{a.preset}`\n",
         f"Written by `{prov['command']}` (rc {rc}); nothing here is edited by hand.  ",
@@ -113,7 +167,7 @@ def main(argv=None):
         f"Machine: {prov['machine']}  ",
         f"Seeds: {seeds}; cells and seeds done: "
         + ", ".join(f"{c} {sorted(s)}" for c, s in sorted(scores.items())) + "\n",
-        *calibration(scores, method),
+        *(sdtp_calibration(a.store, study, scores) if method == "sdtp" else calibration(scores, method)),
         "Files: `report.md` (tables, paired tests, power, verdicts, then the paper section), `section.md` "
         "(the filled-in section alone), `report.tex`, `results.csv`, `figures/`, `report.html`.\n",
     ]

@@ -129,12 +129,3 @@ def test_registered_with_method_registry():
     with pytest.raises(PrunelabError):
         m.make_config({"selection": "nucleus"})
 
-
-def test_cached_training_without_a_saliency_loss_is_refused():
-    """Cached training has no LM term: an LM-only config there would silently fit the keep ratio
-    alone (seed 004's A5 'loss=LM'); it must be refused with the way out, and stay fine in policy mode."""
-    with pytest.raises(PrunelabError, match="train_mode='cached'.*policy"):
-        make_config("seed", "cpu", mse_weight=0.0, rank_weight=0.0)
-    assert make_config("seed", "cpu", train_mode="policy", mse_weight=0.0, rank_weight=0.0).lm_weight == 1.0
-    assert make_config("seed", "cpu", mse_weight=0.0).rank_weight == 1.0      # one saliency loss is enough
-    assert make_config("seed", "cpu", pruner="random", mse_weight=0.0, rank_weight=0.0).pruner == "random"

@@ -355,3 +355,14 @@ def test_run_sdtp_trains_on_every_length(tmp_path):
     cfg = make_config("seed", "tiny", train_extra_lens=(64,), train_steps=2, train_mode="cached")
     r = run_sdtp(cfg, "tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path), parts=("quality",))
     assert r["train_lengths"] == [48, 64] and r["train_sequences"] == 4 and r["ppl"] > 0
+
+
+def test_cached_training_without_a_saliency_loss_fails_before_any_work(tmp_path):
+    """Cached training has no LM term: an LM-only config (seed 004's 'loss=LM' row) would fit the
+    keep ratio alone. The config itself is valid (policy mode trains it), so it builds, and the
+    run fails with the way out before collecting features or storing pruners."""
+    cfg = make_config("seed", "tiny", train_mode="cached", mse_weight=0.0, rank_weight=0.0)
+    with pytest.raises(PrunelabError, match="train_mode='cached'.*policy"):
+        run_sdtp(cfg, model_name="tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path))
+    assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.pt"))
+    assert make_config("seed", "tiny", mse_weight=0.0).rank_weight == 1.0      # one saliency loss is enough

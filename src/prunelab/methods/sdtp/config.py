@@ -303,12 +303,6 @@ class SDTPConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise PrunelabError(f"SDTP {name} must be a number >= 0, got {v!r}")
-        if self.train_mode == "cached" and self.pruner == "mlp" and not (self.mse_weight or self.rank_weight):
-            # cached training never runs the backbone, so the LM and distillation terms do not exist
-            # there: without a saliency loss the pruners would be fitted to the keep ratio alone
-            raise PrunelabError("SDTP train_mode='cached' has no LM or distillation loss (the backbone does not run "
-                                "while training), so mse_weight=0 and rank_weight=0 leave nothing to learn the "
-                                "ranking from; use train_mode='policy' to train on the LM loss alone")
 
     # -- derived ----------------------------------------------------------------------------
     def stage_layers(self, num_layers: int) -> list[int]:

@@ -36,12 +36,16 @@ BUDGETS = {
                 train_mode="cached", train_sequences=32, train_extra_lens=(2112, 4160),
                 eval_samples=16, eval_ctx_len=1024, eval_cont_len=64, gen_samples=4, gen_ctx_len=512,
                 gen_tokens=32, latency_lens=(512, 1024, 2048), latency_repeats=3),
-    # what `prunelab ablate --preset cpu` runs: seed 004's plan is 14 cells x 3 seeds, so a run
-    # gets ~2.5 min of one core (measured: 270 s with 48 steps and 6 windows, 82 s of it the
-    # saliency targets, which are cached per seed and stage layout)
-    "study": dict(train_steps=40, train_batch_size=1, train_seq_len=256, train_cont_len=32, rank_pairs=256,
-                  eval_samples=4, eval_ctx_len=512, eval_cont_len=32, gen_samples=1, gen_ctx_len=256,
-                  gen_tokens=8, latency_lens=(512, 1024), latency_repeats=3),
+    # what `prunelab ablate --preset cpu` runs (issue 12: a calibrated study budget): the `cpu`
+    # budget's training at the 1k evaluation length only, half the sequences and a third of the
+    # steps, and perplexity on 16 of the train check's 64 WikiText-2 test windows (the same
+    # windows: chunks() spaces them evenly), so benchmarks/study.py can set the study's baseline
+    # against the long-run pruner (benchmarks/results/sdtp-train-check.json) on equal windows.
+    # Cached training has no LM term: a study's loss rows compare the saliency losses only.
+    "study": dict(train_steps=500, train_batch_size=1, train_seq_len=1088, train_cont_len=64, rank_pairs=512,
+                  train_mode="cached", train_sequences=16,
+                  eval_samples=16, eval_ctx_len=1024, eval_cont_len=64, gen_samples=1, gen_ctx_len=256,
+                  gen_tokens=8, latency_lens=(1024,), latency_repeats=3),
 }
 
 # What the registry's make_config(preset=...) sees: method presets (cpu budget) and combos.

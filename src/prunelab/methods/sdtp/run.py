@@ -42,7 +42,7 @@ from .metrics import compression, interleaved_times, kv_cache_bytes, paired_rati
 from .modules import POS_FEATURES, PrunerStack
 from .presets import budget_overrides
 from .saliency import prompt_saliency
-from .train import collect_features, compute_targets, train_pruners
+from .train import check_trainable, collect_features, compute_targets, train_pruners
 
 log = logging.getLogger("prunelab.sdtp")
 _DENSE_MEMO: dict[tuple, dict] = {}
@@ -114,6 +114,7 @@ def get_pruners(model, cfg: SDTPConfig, tok, data_dir: str | None, key_extra: di
     if path.exists():
         log.info("sdtp: loading cached pruners %s", path)
         return PrunerStack.load(str(path), model.config.hidden_size, cfg.pruner_hidden_frac), {"pruners_cached": True, "config_hash": key}
+    check_trainable(cfg)    # before the minutes of feature collection
     data = training_data(model, cfg, tok, data_dir, seed)
     t0 = time.perf_counter()
     got = [cached_targets(model, cfg, d, key_extra, seed, root, log_fn=log.info) for d in data]

@@ -38,6 +38,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from prunelab.errors import PrunelabError
+
 from .config import SDTPConfig
 from .losses import distill_loss, lm_loss, mse_loss, rank_loss, ratio_loss
 from .masked import policy_forward
@@ -195,6 +197,17 @@ def _per_length(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def check_trainable(cfg: SDTPConfig) -> None:
+    """Refuse a training setup with nothing to learn the ranking from. Checked when training
+    starts (train_pruners, and run.get_pruners before it collects features), not in SDTPConfig:
+    the setting is valid for the method (policy mode trains it), so a study holding it as one
+    cell runs the others and reports this cell as failed with this line."""
+    if cfg.train_mode == "cached" and not (cfg.mse_weight or cfg.rank_weight):
+        raise PrunelabError("SDTP train_mode='cached' has no LM or distillation loss (the backbone does not run "
+                            "while training), so mse_weight=0 and rank_weight=0 leave nothing to learn the "
+                            "ranking from; use train_mode='policy' to train on the LM loss alone")
+
+
 def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
                   log: Callable[[str], None] | None = None, features=None,
                   ) -> tuple[PrunerStack, list[dict]]:
@@ -220,6 +233,7 @@ def train_pruners(model, cfg: SDTPConfig, data, targets, seed: int = 0,
     stack.to(device=device, dtype=torch.float32).train()
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
     cached = cfg.train_mode == "cached"
+    check_trainable(cfg)
     if cached and any(f is None for f in group_features):
         raise ValueError("train_mode='cached' needs features from collect_features")
     shapes = []
