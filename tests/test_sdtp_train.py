@@ -366,3 +366,22 @@ def test_cached_training_without_a_saliency_loss_fails_before_any_work(tmp_path)
         run_sdtp(cfg, model_name="tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path))
     assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob("*.pt"))
     assert make_config("seed", "tiny", mse_weight=0.0).rank_weight == 1.0      # one saliency loss is enough
+
+
+def test_dense_reference_is_cached_on_disk_across_processes_and_seeds(tmp_path, monkeypatch):
+    """A study runs each cell in its own process: the dense reference (which does not depend on the
+    seed) is read back from the cache instead of recomputed, and gives the same numbers."""
+    from prunelab.methods.sdtp import run as run_mod
+
+    cfg = make_config("seed", "tiny", pruner="random")
+    first = run_sdtp(cfg, model_name="tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path), parts=("quality",))
+    assert len(list((tmp_path / "dense").glob("*.pt"))) == 1
+    monkeypatch.setattr(run_mod, "_DENSE_MEMO", {})          # a fresh process
+    calls = []
+    real = run_mod.continuation_logits
+    monkeypatch.setattr(run_mod, "continuation_logits",
+                        lambda *a, **k: calls.append(k.get("prune", True)) or real(*a, **k))
+    again = run_sdtp(cfg, model_name="tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path), seed=1,
+                     parts=("quality",))
+    assert again["ppl_dense"] == first["ppl_dense"] and False not in calls and calls
+    assert len(list((tmp_path / "dense").glob("*"))) == 1

@@ -4,11 +4,13 @@
          steps: a whole seed plan runs in minutes on a laptop CPU. Used by the tests.
   cpu    MiniLM-L6 on SST-2 (APT and the other encoder methods: 8,000 training examples, 250
          steps of batch 32, the full dev set; lr APT 2e-3, FT 5e-5, LoRA 5e-4, others 1e-3),
-         SmolLM2-135M on WikiText-2 (SDTP, its `study` budget: 40 training sequences,
-         perplexity on 4 windows of 512 tokens, latency at 512 and 1024). The encoder budget is
-         calibrated: the baseline reaches >= 95% of its 500-step score (benchmarks/study.py
-         measures it per study). An encoder run takes ~2.5 min of one core, an SDTP run ~2.5
-         min (seed 000 at 5 seeds: 50 runs, about 1 h on 2 cores).
+         SmolLM2-135M on WikiText-2 (SDTP, its `study` budget: pruners fitted on cached
+         features of 16 sequences of 1,088 tokens, 500 steps; perplexity on 16 windows of 1024 +
+         64 tokens; latency at 1024). Both budgets are calibrated: the baseline reaches >= 95% of
+         its long-run score (encoder: 500 steps; SDTP: the cpu-budget pruner on the same windows,
+         where seed 0 scored 18.78 against 18.74; benchmarks/study.py measures it per study). An
+         encoder run takes ~2.5 min of one core (seed 000 at 5 seeds: 50 runs, about 1 h on 2
+         cores), an SDTP run ~2.5 min, plus ~1 min for the first run of each seed (its features).
   paper  RoBERTa-base on GLUE (APT: 40 epochs, lr 2e-4, batch 32, weight decay 0.1, the
          method's `paper` preset) and LLaMA-2-7B for SDTP (the method's `paper` preset).
          Needs GPUs and the Hugging Face hub. T5-base runs: `--set model=t5-base task=cnn_dm`.
