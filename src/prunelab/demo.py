@@ -262,7 +262,10 @@ def part_ablation(b: dict, store_path: str, out: Path, data_dir: str, verbose: b
     budget = (f"preset {b['abl_preset']}" + (", " + ", ".join(f"{k}={v}" for k, v in ov.items()) if ov else "")
               + f"; {b['abl_seeds']} seeds")
     say(f"plan: {', '.join(PLAN_ABLATIONS)} (from {src.name}, written to {plan})")
-    say(f"budget: {budget} (the `cpu` preset is 120 steps on 4000 examples, 3 seeds)")
+    from prunelab.ablation.presets import base_config
+
+    full = base_config("cpu", "apt").train     # what the demo's budget is shrunk from
+    say(f"budget: {budget} (the `cpu` preset is {full.max_steps} steps on {full.train_limit} examples, 3 seeds)")
     say(f"[demo] ablate: baseline + {len(PLAN_ABLATIONS)} variants x {b['abl_seeds']} seeds (no FT reference cell: "
         "the demo reads accuracy only) ...")
     log = io.StringIO()
