@@ -30,6 +30,14 @@ SEEDS_DIR = ROOT.parent / "shared" / "seeds"
 # the long-run reference per method of the study's baseline, and which of its runs to read
 LONG_RUN = {"apt": ("apt.json", "apt"), "ft": ("apt.json", "ft")}
 CALIBRATION_TARGET = 0.95
+# what a reader of a method's study must know about its budget, printed in the README
+BUDGET_NOTES = {"sdtp": (
+    "SDTP's study budget fits the pruners on cached dense stage inputs (`train_mode=cached`), which has no "
+    "language-modelling or distillation term: the backbone does not run while the pruners train. So the "
+    "plan's loss rows compare the saliency losses only: 'LM+MSE' trains on the target loss alone, "
+    "'LM+Ranking' on the ranking loss alone, and 'LM' alone has nothing to learn from and fails with that "
+    "reason (policy-mode training, which has the LM term, costs ~10 s per step here). The trivial rows "
+    "(recency, truncate) are not in the plan: they are the cheapest ways to drop the same tokens.\n")}
 
 
 def plan_path(number: str) -> Path:
@@ -168,6 +176,7 @@ def main(argv=None):
         f"Seeds: {seeds}; cells and seeds done: "
         + ", ".join(f"{c} {sorted(s)}" for c, s in sorted(scores.items())) + "\n",
         *(sdtp_calibration(a.store, study, scores) if method == "sdtp" else calibration(scores, method)),
+        *([BUDGET_NOTES[method]] if method in BUDGET_NOTES else []),
         "Files: `report.md` (tables, paired tests, power, verdicts, then the paper section), `section.md` "
         "(the filled-in section alone), `report.tex`, `results.csv`, `figures/`, `report.html`.\n",
     ]
