@@ -36,7 +36,8 @@ BUDGET_NOTES = {"sdtp": (
     "language-modelling or distillation term: the backbone does not run while the pruners train. So the "
     "plan's loss rows compare the saliency losses only: 'LM+MSE' trains on the target loss alone, "
     "'LM+Ranking' on the ranking loss alone, and 'LM' alone has nothing to learn from and fails with that "
-    "reason (policy-mode training, which has the LM term, costs ~10 s per step here). The trivial rows "
+    "reason (policy-mode training, which has the LM term, runs the backbone forward and backward at every "
+    "step: not affordable in a CPU study). The trivial rows "
     "(recency, truncate) are not in the plan: they are the cheapest ways to drop the same tokens.\n")}
 
 
