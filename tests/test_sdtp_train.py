@@ -373,6 +373,7 @@ def test_dense_reference_is_cached_on_disk_across_processes_and_seeds(tmp_path, 
     seed) is read back from the cache instead of recomputed, and gives the same numbers."""
     from prunelab.methods.sdtp import run as run_mod
 
+    monkeypatch.setattr(run_mod, "_DENSE_MEMO", {})          # a fresh process (other tests fill the memo)
     cfg = make_config("seed", "tiny", pruner="random")
     first = run_sdtp(cfg, model_name="tiny-llama", data_dir="synthetic", cache_dir=str(tmp_path), parts=("quality",))
     assert len(list((tmp_path / "dense").glob("*.pt"))) == 1
