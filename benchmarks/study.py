@@ -72,6 +72,22 @@ def cell_scores(store_path: str, study: str, method: str = "") -> dict:
     return out
 
 
+def run_code(store_path: str, study: str) -> list[str]:
+    """Markdown lines: the commits the study's done runs ran from, and whether src/ differs among them."""
+    import subprocess
+
+    shas = sorted({(r.get("env") or {}).get("git_sha") or "?" for r in done_rows(store_path, study)})
+    clean = sorted({s.removesuffix("+dirty") for s in shas if s != "?"})
+    differ = sorted({f for c in clean[1:] for f in subprocess.run(
+        ["git", "diff", "--name-only", clean[0], c, "--", "src"], cwd=ROOT, capture_output=True,
+        text=True).stdout.split()})
+    return [f"Code of the done runs: {', '.join(s[:7] + ('+dirty' if s.endswith('+dirty') else '') for s in shas)}"
+            + (("; in `src/` they differ only in " + ", ".join(f"`{f}`" for f in differ) if differ
+                else "; `src/` is identical at all of them") if len(clean) > 1 else "")
+            + ("; +dirty: the run started while the working tree had uncommitted changes" if any(
+                s.endswith("+dirty") for s in shas) else "") + "  "]
+
+
 def sdtp_calibration(store_path: str, study: str, scores: dict) -> list[str]:
     """Markdown lines: the study's perplexities against the long-run pruner's on the same windows."""
     path = common.RESULTS / SDTP_LONG_RUN[0]
@@ -174,6 +190,7 @@ def main(argv=None):
         f"Date: {prov['date']}  ",
         f"git: {prov['git_sha']} (each run's row in the store records its own SHA, versions, seed and config)  ",
         f"Machine: {prov['machine']}  ",
+        *run_code(a.store, study),
         f"Seeds: {seeds}; cells and seeds done: "
         + ", ".join(f"{c} {sorted(s)}" for c, s in sorted(scores.items())) + "\n",
         *(sdtp_calibration(a.store, study, scores) if method == "sdtp" else calibration(scores, method)),
