@@ -362,3 +362,18 @@ def test_floating_point_residue_prints_as_zero():
 
     assert _signed(2.220446049250313e-17, {}) == "+0" and fmt(-1e-15, {}) == "0"
     assert fmt(0.0156, {}) == "0.0156" and _signed(-0.00459, {}) == "-0.00459"
+
+
+def test_a_refuted_collapse_is_not_called_the_opposite_direction():
+    """Seed 004's 'No RoPE index fix -> Model crashes': runs that finish slightly worse refute the
+    collapse; the sentence must not say the variant went the opposite way of what was expected."""
+    from types import SimpleNamespace
+
+    from prunelab.ablation.report import _interpretation
+
+    c = paired({0: 18.8, 1: 18.9, 2: 18.9}, {0: 18.9, 1: 19.0, 2: 18.95})
+    ln = SimpleNamespace(expectation=Expectation("performance", 1, crash=True), comparison=c, verdict="refuted",
+                         metric={"key": "perplexity", "higher_is_better": False})
+    v = SimpleNamespace(cell={"option": "off"}, done=[0, 1, 2])
+    text = _interpretation(ln, {"ablated_part": "RoPE index fix"}, v, {"metric": "perplexity", "delta": "+0.08 (+0.4%)"}, 0)
+    assert "predicted a collapse" in text and "+0.08 (+0.4%) only" in text and "opposite" not in text

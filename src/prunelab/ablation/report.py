@@ -489,6 +489,10 @@ def _interpretation(ln: Line, abl: dict, v, r: dict, k: int) -> str:
             return f"So swapping in `{opt}` is harmless here: {part} can be changed this way without a measurable cost."
         return (f"This confirms the plan for `{opt}`: {part} matters, and "
                 f"{'keeping' if not better else 'changing'} it is what gives the better {r['metric']}.")
+    if kind == "refuted" and ln.expectation and ln.expectation.crash:
+        # the plan predicted a collapse: the finished runs refute that, whatever the sign of a small Δ
+        return (f"The result for `{opt}` refutes the plan's claim about {part}: it predicted a collapse, and "
+                f"{r['metric']} moved by {r['delta']} only.")
     if kind == "refuted":
         return (f"The result for `{opt}` refutes the plan's claim about {part}: the ablated variant is "
                 f"{'better' if better else 'worse'} on {r['metric']}, the opposite of what was expected.")
