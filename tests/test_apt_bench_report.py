@@ -1,24 +1,13 @@
 """benchmarks/apt.py's accuracy-gap section on made-up runs (no training): every control gets
 its paired row and its line in the controls table, with numbers computed from the runs."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from paths import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))          # apt.py imports its sibling `common`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_apt", BENCH / "apt.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_benchmark("apt")
 
 
 def _rows(scores: dict, mem: dict) -> dict:

@@ -1,22 +1,16 @@
 """benchmarks/sdtp.py's report on made-up numbers (no model): a row for every selector, and
 notes that follow the numbers instead of a fixed story."""
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
+from paths import load_benchmark
 from prunelab.methods.sdtp.config import SELECTORS
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "sdtp.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_sdtp", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("sdtp")
 
 
 def _quality(bench, nll_extra: dict, windows=8, M=32, final=None):

@@ -1,25 +1,15 @@
 """benchmarks/study.py's SDTP calibration on made-up numbers (no training): the study's windows
 are picked out of the long-run check's per-window NLLs, and the ratio reads lower-is-better."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from paths import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def study():
-    sys.path.insert(0, str(BENCH))          # study.py imports its sibling `common`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_study", BENCH / "study.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_benchmark("study")
 
 
 def _check(cont=64):
