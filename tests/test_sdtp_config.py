@@ -128,4 +128,3 @@ def test_registered_with_method_registry():
     assert m.components["rope_fix"].overrides("off") == {"rope_fix": False}
     with pytest.raises(PrunelabError):
         m.make_config({"selection": "nucleus"})
-
