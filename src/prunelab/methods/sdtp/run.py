@@ -195,15 +195,15 @@ def run_sdtp(config: SDTPConfig, model_name: str = "smollm2-135m", data_dir: str
     return out
 
 
-def _quality(model, cfg: SDTPConfig, test: torch.Tensor, kw, key_extra: dict, root: Path | None = None) -> dict:
+def _quality(model, cfg: SDTPConfig, test: torch.Tensor, kw, key_extra: dict, root: Path) -> dict:
     """Continuation perplexity and teacher-forced agreement; kept counts, FLOPs, comm at eval_ctx_len."""
     N, M = cfg.eval_ctx_len, cfg.eval_cont_len
     win = chunks(test, cfg.eval_samples, N + M)
     # the dense reference depends on the model, data and windows, not the run's seed: memoised in
     # the process and cached on disk, so every cell of a study (one process each) reuses it
     dkey = (tuple(sorted((k, v) for k, v in key_extra.items() if k != "seed")), N, M, cfg.eval_samples, cfg.dtype)
-    path = root / "dense" / f"{hashlib.sha1(repr(dkey).encode()).hexdigest()[:16]}.pt" if root else None
-    if dkey not in _DENSE_MEMO and path is not None and path.exists():
+    path = root / "dense" / f"{hashlib.sha1(repr(dkey).encode()).hexdigest()[:16]}.pt"
+    if dkey not in _DENSE_MEMO and path.exists():
         _DENSE_MEMO[dkey] = torch.load(path, weights_only=True)
     if dkey not in _DENSE_MEMO:
         nll, cnt, argmax = 0.0, 0, []
@@ -213,11 +213,10 @@ def _quality(model, cfg: SDTPConfig, test: torch.Tensor, kw, key_extra: dict, ro
             nll, cnt = nll + a, cnt + b
             argmax.append(lg.argmax(-1))
         _DENSE_MEMO[dkey] = {"nll": nll, "count": cnt, "argmax": argmax}
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")     # whole file or none: parallel cells
-            torch.save(_DENSE_MEMO[dkey], tmp)
-            os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")     # whole file or none: parallel cells
+        torch.save(_DENSE_MEMO[dkey], tmp)
+        os.replace(tmp, path)
     dense = _DENSE_MEMO[dkey]
     nll, cnt, agree, kept, tokens = 0.0, 0, [], [], []
     for i, w in enumerate(win):
