@@ -8,7 +8,8 @@ their means in the long-run benchmark (benchmarks/results/apt.json, 500 steps on
 data), so a reader can see whether the budget is long enough for the verdicts to mean anything.
 
     python benchmarks/study.py 000 --seeds 5 --workers 2     # seed plan 000 (APT)
-    python benchmarks/study.py 000 --report-only              # re-render from the store
+    python benchmarks/study.py 000 --report-only              # re-render from the store (or from the
+                                                              # committed runs.jsonl when the store lacks it)
 
 Nothing in the output directory is edited by hand; a note belongs in this script.
 """
@@ -176,7 +177,13 @@ def main(argv=None):
     Path(a.store).parent.mkdir(parents=True, exist_ok=True)
     seeds = a.seeds if a.seeds == "auto" else int(a.seeds)
     rc = 0
-    if not a.report_only:
+    if a.report_only:
+        from prunelab.ablation.studies import import_runs, list_studies
+
+        raw = out_dir / "runs.jsonl"      # the committed raw runs: re-render without the original store
+        if study not in list_studies(a.store) and raw.exists():
+            import_runs(raw, a.store)
+    else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         rc = acli.ablate(str(path), preset=a.preset, seeds=seeds, workers=a.workers, store=a.store, study=study)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +203,8 @@ def main(argv=None):
         *(sdtp_calibration(a.store, study, scores) if method == "sdtp" else calibration(scores, method)),
         *([BUDGET_NOTES[method]] if method in BUDGET_NOTES else []),
         "Files: `report.md` (tables, paired tests, power, verdicts, then the paper section), `section.md` "
-        "(the filled-in section alone), `report.tex`, `results.csv`, `figures/`, `report.html`.\n",
+        "(the filled-in section alone), `report.tex`, `results.csv`, `figures/`, `report.html`, `runs.jsonl` (every "
+        "run's config, metrics, curve and environment: `--report-only` renders the report from it).\n",
     ]
     (out_dir / "README.md").write_text("\n".join(readme) + "\n")
     print("\n".join(readme))

@@ -319,7 +319,7 @@ def test_no_bootstrap_interval_below_three_paired_seeds_in_any_report_file(tmp_p
     section = (out / "section.md").read_text()
     prose = section.split("```latex")[0]
     kd_par, rnd_par = prose.split("#### 6.1")[1].split("#### 6.2")
-    assert "95% CI [" in kd_par and "95% CI" not in rnd_par and "n = 2 paired seeds" in rnd_par
+    assert "95% CI [" in kd_par and "95% CI" not in rnd_par and ", 2 paired seeds" in rnd_par
     assert "where at least 3 paired seeds exist" in prose
     for tex in ("section.tex", "report.tex"):
         text = (out / tex).read_text()

@@ -126,6 +126,15 @@ class Store:
                  json.dumps(metrics or {}, default=_jsonable), time.time(), log, run_id),
             )
 
+    def put(self, row: dict) -> None:
+        """Write a run row as it was stored elsewhere (a study's runs.jsonl): no claim, no clock."""
+        cols = ("id", "method", "model", "task", "seed", "status", "error", "config", "metrics", "curve", "env",
+                "pid", "host", "started", "finished", "attempts")
+        vals = [json.dumps(row.get(k), sort_keys=True, default=_jsonable)
+                if k in ("config", "metrics", "curve", "env") and row.get(k) is not None else row.get(k) for k in cols]
+        with self._connect() as c:
+            c.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
+
     def log_path(self, run_id: str) -> Path:
         return log_dir(self.path) / f"{run_id}.log"
 

@@ -10,8 +10,11 @@ Fewer than 2 pairs: inconclusive.
 Expectations come from the plan's Expected Effect ('Performance ↓, Speed ≈'), else from
 its Hypothesis ('Ranking loss is important' -> performance drops without it), else, for
 REMOVE/REPLACE, from the implied claim that the full method is better (marked implied).
-'No change' is confirmed when the bootstrap CI of the difference stays within 2% of the
-baseline mean, or when the difference is small (<= 2%) and not significant.
+'No change' is an equivalence claim, tested as two one-sided t-tests (TOST): it is confirmed
+when the 90% paired t interval of the difference lies within +-2% of the baseline mean, refuted
+when the difference is significant and larger than that band, and inconclusive otherwise (a
+small, non-significant difference from a few noisy seeds is absence of evidence, not evidence
+of no change).
 """
 from __future__ import annotations
 
@@ -139,6 +142,8 @@ class Comparison:
     significant: bool
     mde: float | None = None     # minimum detectable |difference| (paired t, alpha 0.05, power 0.8)
     null: str = ""               # for a non-significant result: 'underpowered' or 'no_effect'
+    tost: tuple | None = None    # 90% paired t interval: equivalence (TOST at alpha 0.05) when inside the band
+    sd: float | None = None      # std of the paired differences (seeds needed for an effect: seeds_needed)
 
 
 def paired(baseline: dict[int, float], variant: dict[int, float], seed: int = 0) -> Comparison:
@@ -160,7 +165,32 @@ def paired(baseline: dict[int, float], variant: dict[int, float], seed: int = 0)
         null = "underpowered" if not base_mean or mde > EQUIV_REL * abs(base_mean) else "no_effect"
     # below 3 seeds a bootstrap 'interval' is only the range of the pairs: none is reported
     ci = bootstrap_ci(diffs, seed=seed) if n >= MIN_BOOTSTRAP_SEEDS else None
-    return Comparison(n, mean, rel, p, ci, "t-test", p is not None and p < ALPHA, mde, null)
+    sd = statistics.stdev(diffs)
+    return Comparison(n, mean, rel, p, ci, "t-test", p is not None and p < ALPHA, mde, null,
+                      t_interval(mean, sd, n, 1 - 2 * ALPHA), sd)
+
+
+def t_interval(mean: float, sd: float, n: int, level: float) -> tuple[float, float]:
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def seeds_needed(cmp: Comparison, effect: float | None = None, cap: int = 100) -> int | None:
+    """Paired seeds a two-sided t-test at ALPHA needs to detect `effect` (default: the observed
+    mean difference) with POWER, at the observed spread; None when there is nothing to go on."""
+    effect = abs(effect if effect is not None else (cmp.mean_diff or 0.0))
+    if not effect or cmp.sd is None:
+        return None
+    if cmp.sd == 0:
+        return 2
+    from scipy import stats
+
+    for n in range(2, cap + 1):
+        if (stats.t.ppf(1 - ALPHA / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * cmp.sd / math.sqrt(n) <= effect:
+            return n
+    return None
 
 
 def min_detectable_effect(diffs: list[float], power: float = POWER) -> float | None:
@@ -226,11 +256,11 @@ def verdict(exp: Expectation | None, cmp: Comparison, baseline_mean: float | Non
         return "refuted"
     margin = EQUIV_REL * abs(baseline_mean) if baseline_mean else 0.0
     if exp.direction == 0:
-        if cmp.ci is not None and -margin <= cmp.ci[0] and cmp.ci[1] <= margin:
+        if cmp.tost is not None and -margin <= cmp.tost[0] and cmp.tost[1] <= margin:
             return "confirmed"
         if cmp.significant and abs(cmp.mean_diff) > margin:
             return "refuted"
-        return "confirmed" if abs(cmp.mean_diff) <= margin and not cmp.significant else "inconclusive"
+        return "inconclusive"
     if not cmp.significant:
         return "inconclusive"
     return "confirmed" if (cmp.mean_diff > 0) == (exp.direction > 0) else "refuted"

@@ -236,6 +236,8 @@ class SDTPConfig:
     dtype: str = "float32"
 
     PRESETS: ClassVar[dict] = {}        # filled by presets.py (registry reads config_cls.PRESETS)
+    # the paper's pruner training (reference/SDTP.md section 5), for reports that set a budget beside it
+    PAPER_BUDGET: ClassVar[str] = "2 epochs over databricks-dolly-15k with the backbone frozen"
 
     def __post_init__(self):
         _choice("SDTP pruner", self.pruner, PRUNERS)
@@ -346,6 +348,15 @@ class SDTPConfig:
         else:
             del d["train_extra_lens"]   # one training length: the key (and cached pruners) of before
         return d
+
+    def budget_text(self) -> str:
+        """The pruner-training budget in words (threats-to-validity paragraphs)."""
+        n = self.train_sequences or self.train_steps * self.train_batch_size
+        lens = " / ".join(f"{x:,}" for x in self.train_lengths())
+        how = ("pruners fitted to the saliency of cached dense stage inputs, no LM term" if self.train_mode == "cached"
+               else "masked forward passes of the frozen backbone")
+        return (f"{self.train_steps} pruner-training steps of batch {self.train_batch_size} over {n} sequences of "
+                f"{lens} tokens ({how})")
 
     def train_lengths(self) -> tuple[int, ...]:
         """Training sequence lengths (context + continuation): train_seq_len, then train_extra_lens."""
