@@ -13,6 +13,8 @@ cached on disk), eval-length sequences (1024 context + 64 continuation) from the
 pruned prefill of 1024 tokens then the next 64 tokens scored through the pruned caches
 (inference.continuation_logits), presets "paper" and "seed". Recency = keep the protected
 tokens plus the most recent ones (scores = position), the same counts as the learned pruner.
+Truncate = the dense model on the last k context tokens only, k chosen so that its prefill FLOPs
+match the learned schedule's (select.truncate_count): the cheapest alternative at equal cost.
 --prior-weight / --prior-curve (default: SDTPConfig's): the learned pruner's keep logit is that
 weight x a recency prior plus the MLP, whose last layer starts at zero (so it starts as exactly
 the recency ranking); --prior-weight 0 is the paper's pruner (the MLP alone).
@@ -143,7 +145,8 @@ def main():
         row = {"train": info}
         recency = torch.arange(a.ctx, dtype=torch.float32)[None, None].expand(1, len(stack.stage_layers), -1) / a.ctx
         fixed = dataclasses.replace(cfg, pruner="saliency")     # a given score per stage and token
-        options = [("learned", cfg, lambda w: {"pruners": stack}), ("recency", fixed, lambda w: {"saliency": recency})]
+        options = [("learned", cfg, lambda w: {"pruners": stack}), ("recency", fixed, lambda w: {"saliency": recency}),
+                   ("truncate", dataclasses.replace(cfg, selector="truncate"), lambda w: {"pruners": stack})]
         if a.oracles:
             # Ceilings, not deployable: they read the window's true continuation. `target` is
             # the attention-to-future saliency the pruners are trained on; `label` is the
@@ -175,9 +178,10 @@ def main():
                          "per_window": {"nll": nlls, "kl": kls, "agreement": agrees}}
             logging.info("%s %s: ppl %.3f rise %+.2f%% KL %.4f agree %.3f kept %s", preset, name, ppl,
                          100 * row[name]["ppl_rise"], row[name]["kl"], row[name]["agreement"], kept)
-        for o in (name for name, _, _ in options if name != "recency"):    # learned, then any ceilings
-            row[f"{o}_minus_recency"] = {k: paired_t(row[o]["per_window"][k], row["recency"]["per_window"][k])
-                                         for k in ("nll", "kl", "agreement")}
+        for o in (name for name, _, _ in options if name not in ("recency", "truncate")):   # learned, ceilings
+            for ref in ("recency", "truncate"):
+                row[f"{o}_minus_{ref}"] = {k: paired_t(row[o]["per_window"][k], row[ref]["per_window"][k])
+                                           for k in ("nll", "kl", "agreement")}
         logging.info("%s learned - recency (mean, 95%% t-interval over windows): %s", preset,
                      row["learned_minus_recency"])
         res["presets"][preset] = row
@@ -218,28 +222,36 @@ def render(res: dict, a) -> str:
              "",
              "| preset | selector | ppl rise | KL(dense, pruned) | top-1 agreement | tokens after the last stage |",
              "|---|---|---|---|---|---|"]
-    names = {"learned": "learned", "recency": "recency", "target": "ceiling: saliency target of the true continuation",
+    names = {"learned": "learned", "recency": "recency",
+             "truncate": "truncate (the last tokens only from layer 0, same prefill FLOPs)",
+             "target": "ceiling: saliency target of the true continuation",
              "label": "ceiling: training label (target rank + prior x position)"}
     for preset, row in res["presets"].items():
         for name in (n for n in names if n in row):
             r = row[name]
             lines.append(f"| {preset} | {names[name]} | {100 * r['ppl_rise']:+.2f}% | {r['kl']:.4f} | {r['agreement']:.3f} "
                          f"| {r['kept_per_stage'][-1]} |")
-    lines += ["", "Learned (and each ceiling) minus recency, paired by window (mean, 95% t-interval; n windows). It "
-              "is better than recency where nll and KL are below 0 and agreement above 0:\n",
-              "| preset | continuation nll (nats per window) | KL | top-1 agreement | config hash |", "|---|---|---|---|---|"]
-    for preset, row in res["presets"].items():
-        for o in (o for o in ("learned", "target", "label") if f"{o}_minus_recency" in row):
-            d = row[f"{o}_minus_recency"]
-            cell = {k: f"{d[k]['mean']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}] (n {d[k]['n']})"
-                    if d[k]["ci"] else f"{d[k]['mean']:+.4f}" for k in d}
-            label = preset if o == "learned" else f"{preset}, {names[o]}"
-            lines.append(f"| {label} | {cell['nll']} | {cell['kl']} | {cell['agreement']} | "
-                         f"{row['train'].get('config_hash')} |")
+    for ref in ("recency", "truncate"):
+        if not any(f"learned_minus_{ref}" in row for row in res["presets"].values()):
+            continue      # results written before the truncate row existed
+        lines += ["", f"Learned (and each ceiling) minus {ref}, paired by window (mean, 95% t-interval; n windows). "
+                  f"It is better than {ref} where nll and KL are below 0 and agreement above 0:\n",
+                  "| preset | continuation nll (nats per window) | KL | top-1 agreement | config hash |",
+                  "|---|---|---|---|---|"]
+        for preset, row in res["presets"].items():
+            for o in (o for o in ("learned", "target", "label") if f"{o}_minus_{ref}" in row):
+                d = row[f"{o}_minus_{ref}"]
+                cell = {k: f"{d[k]['mean']:+.4f} [{d[k]['ci'][0]:+.4f}, {d[k]['ci'][1]:+.4f}] (n {d[k]['n']})"
+                        if d[k]["ci"] else f"{d[k]['mean']:+.4f}" for k in d}
+                label = preset if o == "learned" else f"{preset}, {names[o]}"
+                lines.append(f"| {label} | {cell['nll']} | {cell['kl']} | {cell['agreement']} | "
+                             f"{row['train'].get('config_hash')} |")
     if any("target" in row for row in res["presets"].values()):
         lines += ["", "The two ceilings read each window's true continuation (not deployable): how much a token "
                   "choice at these stage layers and keep counts could gain at best from knowing what the "
-                  "continuation reads. If even they stay above a target, no pruner of this kind reaches it."]
+                  "continuation reads. If even they stay above a target, no pruner of this kind reaches it; "
+                  "if they lose to truncation, the stage layers and keep counts (the schedule), not the token "
+                  "choice, are what loses at this cost."]
     return "\n".join(lines) + "\n"
 
 
