@@ -453,3 +453,19 @@ def test_a_report_renders_again_from_its_runs_jsonl(tmp_path):
     bad.write_text('{"cell": "x"}\n')
     with pytest.raises(PrunelabError, match="not a study export"):
         import_runs(bad, str(tmp_path / "other.db"))
+
+
+def test_a_sweep_without_the_full_methods_setting_still_lists_every_value(tmp_path, monkeypatch):
+    found = glob.glob(f"{SEEDS}/004_*.txt")
+    if not found:
+        pytest.skip("seed 004 not found")
+    from prunelab.ablation import section
+    from prunelab.ablation.report import to_section
+
+    res = resolve_plan(load_plan(found[0]), "fake_sdtp")
+    m = build_matrix(res, base_config("tiny", "fake_sdtp"), [0, 1, 2], study="sweep")
+    store = _fake_study(m, tmp_path / "runs.db")
+    monkeypatch.setattr(section, "base_value", lambda res, comp: None)
+    sweep = to_section(analyze(store, "sweep")).split("#### 6.3")[1].split("#### ")[0]
+    assert "Setting ratio to 0.3, 0.5, 0.8 gives perplexity" in sweep and "against" in sweep
+    assert sweep.count("paired seeds") == 1 and " at 0.3" in sweep and " at 0.8" in sweep
