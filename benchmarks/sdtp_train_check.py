@@ -97,6 +97,9 @@ def main():
     ap.add_argument("--oracles", action="store_true",
                     help="also score two non-deployable ceilings that read the true continuation: the "
                          "pruners' saliency target and their training label")
+    ap.add_argument("--layers", default=None,
+                    help="stage layers instead of the preset's (SDTPConfig.layers: a schedule name or '1' / '3,6,9')")
+    ap.add_argument("--keep-ratio", type=float, default=None, help="instead of the preset's (SDTPConfig.keep_ratio)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--name", default=None, help="write benchmarks/results/NAME.json/.md (committed code only)")
     ap.add_argument("--allow-dirty", action="store_true")
@@ -137,11 +140,15 @@ def main():
                           **({} if a.target_top is None else {"target_top": a.target_top}),
                           **({} if a.prior_curve is None else {"prior_curve": a.prior_curve}),
                           **({} if a.target_prior is None else {"target_prior": a.target_prior}),
+                          **({} if a.layers is None else {"layers": a.layers}),
+                          **({} if a.keep_ratio is None else {"keep_ratio": a.keep_ratio}),
                           eval_ctx_len=a.ctx, eval_cont_len=a.cont)
         t = time.perf_counter()
         stack, info = get_pruners(model, cfg, tok, a.data_dir, key_extra, 0, root)
         info["wall_s"] = time.perf_counter() - t
         info["scoring"] = {k: getattr(cfg, k) for k in ("prior_weight", "prior_curve", "target_prior", "target_top")}
+        info["schedule"] = {"stage_layers": stack.stage_layers, "keep_ratio": cfg.keep_ratio,
+                            "keep_ratio_mode": cfg.keep_ratio_mode}
         row = {"train": info}
         recency = torch.arange(a.ctx, dtype=torch.float32)[None, None].expand(1, len(stack.stage_layers), -1) / a.ctx
         fixed = dataclasses.replace(cfg, pruner="saliency")     # a given score per stage and token
@@ -219,6 +226,9 @@ def render(res: dict, a) -> str:
                f"labels rank(saliency) + {sc['target_prior']:g} x position, top {sc['target_top']:g} first; config hash "
                f"{row['train'].get('config_hash')}"
                for preset, row in res["presets"].items() if (sc := row["train"].get("scoring"))),
+             *(f"- {preset} schedule: stage layers {sch['stage_layers']}, keep ratio {sch['keep_ratio']:g} "
+               f"({sch['keep_ratio_mode']})" + (" (set by --layers / --keep-ratio)" if a.layers or a.keep_ratio else "")
+               for preset, row in res["presets"].items() if (sch := row["train"].get("schedule"))),
              "",
              "| preset | selector | ppl rise | KL(dense, pruned) | top-1 agreement | tokens after the last stage |",
              "|---|---|---|---|---|---|"]
