@@ -20,6 +20,7 @@ import glob
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -156,6 +157,25 @@ def calibration(scores: dict, method: str) -> list[str]:
             "| cell | this study | long run | ratio |", "|---|---|---|---|", *lines, ""]
 
 
+def written_by(command: str, rc: int, previous_readme: Path | None = None) -> str:
+    """The README's first line. A re-render (--report-only) keeps the command that ran the cells,
+    read from the README that command wrote, and says that only the report was rendered again."""
+    def status(code) -> str:
+        return f"rc {code}" + (": a cell failed; the report says which and why" if str(code) == "1" else "")
+
+    runs = None
+    if previous_readme is not None and previous_readme.exists():
+        for pat in (r"^Runs by `([^`]+)` \(rc (\d+)", r"^Written by `([^`]+)` \(rc (\d+)"):
+            m = re.search(pat, previous_readme.read_text(), re.M)
+            if m and "--report-only" not in m.group(1):
+                runs = m.groups()
+                break
+    if runs is None:
+        return f"Written by `{command}` ({status(rc)}); nothing here is edited by hand.  "
+    return (f"Runs by `{runs[0]}` ({status(runs[1])}); the report rendered again by `{command}` from "
+            f"`runs.jsonl`; nothing here is edited by hand.  ")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("plan", help="seed plan number, e.g. 000")
@@ -192,7 +212,7 @@ def main(argv=None):
     scores = cell_scores(a.store, study, method)
     readme = [
         f"# Seed plan {a.plan} ({method}), preset `{a.preset}`\n",
-        f"Written by `{prov['command']}` (rc {rc}); nothing here is edited by hand.  ",
+        written_by(prov["command"], rc, out_dir / "README.md" if a.report_only else None),
         f"Plan: `../shared/seeds/{path.name}`  ",
         f"Date: {prov['date']}  ",
         f"git: {prov['git_sha']} (each run's row in the store records its own SHA, versions, seed and config)  ",

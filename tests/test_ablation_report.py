@@ -352,7 +352,11 @@ def test_trivial_baselines_run_beside_the_plan_and_get_their_own_table(tmp_path)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Trivial baselines (not in the plan)" in md
     assert "| trivial baseline: recency (first 4 + most recent tokens) | 3 |" in md
-    assert "trivial" not in (tmp_path / "out" / "section.md").read_text()
+    # the section reads them in a subsection of their own, after the plan's
+    section = (tmp_path / "out" / "section.md").read_text()
+    plan_part, _, cheap = section.partition("#### Against the cheapest alternatives (not in the plan)")
+    assert "trivial" not in section and "recency (first 4 + most recent tokens) gives perplexity" in cheap
+    assert "recency" not in plan_part.split("#### 6.1", 1)[1] and "#### Threats to validity" in cheap
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
     triv_rows = [r for r in rows if r["cell"] == "trivial/recency"]
     assert {r["metric"] for r in triv_rows} == {m["key"] for m in r.all_metrics()}

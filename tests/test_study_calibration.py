@@ -35,3 +35,18 @@ def test_sdtp_calibration_refuses_windows_it_cannot_match(study):
     assert "Not comparable" in text and "| cell |" not in text
     args = {"eval_samples": 12, "eval_ctx_len": 1024, "eval_cont_len": 64}
     assert "Not comparable" in "\n".join(study.sdtp_calibration_lines(args, _check(), {"baseline": {0: 10.0}}))
+
+
+def test_a_rerender_keeps_the_command_that_ran_the_cells(tmp_path):
+    study = load_benchmark("study")
+    first = study.written_by("python benchmarks/study.py 004 --seeds 3 --workers 2", 1)
+    assert first.startswith("Written by `python benchmarks/study.py 004 --seeds 3 --workers 2` (rc 1: a cell failed")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n" + first + "\n")
+    again = study.written_by("python benchmarks/study.py 004 --report-only", 0, readme)
+    assert again.startswith("Runs by `python benchmarks/study.py 004 --seeds 3 --workers 2` (rc 1")
+    assert "rendered again by `python benchmarks/study.py 004 --report-only` from `runs.jsonl`" in again
+    readme.write_text(again + "\n")      # a second re-render still names the run
+    assert "Runs by `python benchmarks/study.py 004 --seeds 3" in study.written_by("x --report-only", 0, readme)
+    # no earlier README: the re-render is all there is to say
+    assert study.written_by("y --report-only", 0, tmp_path / "none.md").startswith("Written by `y --report-only` (rc 0)")

@@ -351,13 +351,17 @@ def _sweep(res: StudyResult, items: list[tuple]) -> list[str]:
         r = numbers(a, v, ln)
         claim = _claim(a.ablation, ln)
         key = outcome(ln) if ln.comparison.n >= 2 else "inconclusive"
+        if key == "effect" and ln.expectation is not None and ln.expectation.direction == 0:
+            key = "inside_band"
         what = f"{v.cell['value']:g}" + (f" ({claim})" if claim else "")
         if key in ("underpowered", "no_effect"):
             what += f", {r['power']}"
         groups.setdefault(key, []).append(what)
     said = {"confirmed": "The plan's predictions hold at {}", "refuted": "The plan's predictions fail at {}",
             "underpowered": "Too few seeds to tell at {}", "no_effect": "No effect at {}",
-            "effect": "A change the plan did not predict at {}", "inconclusive": "Inconclusive at {}"}
+            "effect": "A change the plan did not predict at {}", "inconclusive": "Inconclusive at {}",
+            "inside_band": f"A significant change, yet inside the {BAND} band a “no change” allows (so that claim "
+                           "is neither confirmed nor refuted), at {}"}
     claims = [said[k].format(_and(ws)) for k, ws in groups.items()]
     out.append("; ".join(c if i == 0 else c[:1].lower() + c[1:] for i, c in enumerate(claims)) + ".")
     # secondary metrics as curves too
@@ -477,9 +481,47 @@ def to_section(res: StudyResult) -> str:
         if "gpu" in (s.get("note") or "").lower() or "communication" in title.lower():
             out.append(_comm_sentence(res))
         out.append("")
+    cheap = _cheapest(res)
+    if cheap:
+        out += ["#### Against the cheapest alternatives (not in the plan)", "", cheap, ""]
     out += ["#### Threats to validity", "", threats_paragraph(res), ""]
     out += [f"Table {_table_ref(res)} lists the same numbers.", "", "```latex", section_latex(res).rstrip(), "```", ""]
     return "\n".join(x for x in out if x is not None).rstrip() + "\n"
+
+
+def _cheapest(res: StudyResult) -> str:
+    """The method's trivial baselines (presets.TRIVIAL: recency, FLOPs-matched truncation) against
+    the full method on its first metric: does the method beat the cheapest way to do the same?"""
+    t = res.trivial
+    if t is None or not t.variants:
+        return ""
+    method = _method_name(res)
+    wins, losses, ties, parts = [], [], [], []
+    for v in t.variants:
+        ln = next((x for x in t.lines if x.cell is v and x.value[0] is not None), None)
+        if ln is None:
+            continue
+        r = numbers(t, v, ln)
+        name = f"{v.cell.get('option')} ({v.cell.get('text')})" if v.cell.get("text") else f"{v.cell.get('option')}"
+        parts.append(f"{name} gives {r['metric']} {r['value']}{_u(r)} ({_stats(r, seeds=False)})")
+        if not ln.comparison.significant:
+            ties.append(v.cell.get("option"))
+        elif _better(ln):
+            losses.append(v.cell.get("option"))
+        else:
+            wins.append(v.cell.get("option"))
+    if not parts:
+        return ""
+    r0 = numbers(t, t.variants[0], next(x for x in t.lines if x.cell is t.variants[0]))
+    verdict = []
+    if wins:
+        verdict.append(f"{method} beats {_and(wins)}")
+    if losses:
+        verdict.append(f"loses to {_and(losses)}" if verdict else f"{method} loses to {_and(losses)}")
+    if ties:
+        verdict.append(f"cannot be told apart from {_and(ties)} with these seeds")
+    return (f"Against the full {method}'s {r0['base']}{_u(r0)}, " + "; ".join(parts) + ". So " + ", ".join(verdict)
+            + f" on {r0['metric']} at equal cost.")
 
 
 def _ci_clause(res: StudyResult) -> str:
