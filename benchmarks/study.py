@@ -203,6 +203,10 @@ def main(argv=None):
         raw = out_dir / "runs.jsonl"      # the committed raw runs: re-render without the original store
         if study not in list_studies(a.store) and raw.exists():
             import_runs(raw, a.store)
+        if study in list_studies(a.store):      # the seeds the study ran, not this command's default
+            from prunelab.ablation.studies import load_study
+
+            seeds = len(load_study(a.store, study).get("seeds") or [])
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         rc = acli.ablate(str(path), preset=a.preset, seeds=seeds, workers=a.workers, store=a.store, study=study)
