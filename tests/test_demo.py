@@ -63,7 +63,7 @@ def test_demo_smoke_runs_all_three_parts(data_dir, tmp_path):
     for label in ("none", "fixed"):
         assert re.search(rf"\b{label}\s+0\.\d{{3}}\s+0\.\d{{3}}\s+(confirmed|refuted|inconclusive)", out), label
     assert "6 run(s) done" in out       # baseline + 2 variants x 2 seeds, no FT reference cell
-    assert "  | ### 6. Ablation Studies" in out and "n = 2 paired seeds" in out and "Threats to validity" in out
+    assert "  | ### 6. Ablation Studies" in out and ", 2 paired seeds" in out and "Threats to validity" in out
     html = re.search(r"HTML report: (\S+report\.html)", out).group(1)
     assert Path(html).stat().st_size > 1000
 
