@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -61,7 +62,8 @@ def git_state() -> tuple[str, bool]:
 def provenance(argv=None, seeds=None) -> dict:
     sha, dirty = git_state()
     sha = os.environ.get("PRUNELAB_GIT_SHA") or sha
-    out = {"command": " ".join(["python", *(sys.argv if argv is None else argv)]),
+    # shell-quoted, so the printed command runs as printed (an empty argument stays '')
+    out = {"command": shlex.join(["python", *(sys.argv if argv is None else argv)]),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "git_sha": sha + ("-dirty" if dirty else ""), "git_dirty": dirty, "machine": machine()}
     if seeds is not None:
