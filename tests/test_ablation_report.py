@@ -406,6 +406,16 @@ def test_no_change_needs_an_equivalence_interval_not_a_non_significant_test():
     assert seeds_needed(paired(base, {0: 18.70, 1: 19.30, 2: 19.10})) < n_noisy
 
 
+def _fake_004(tmp_path, study: str, seeds=(0, 1, 2)):
+    """Seed plan 004 run by the fake SDTP runner: a store with every cell done."""
+    found = glob.glob(f"{SEEDS}/004_*.txt")
+    if not found:
+        pytest.skip("seed 004 not found")
+    res = resolve_plan(load_plan(found[0]), "fake_sdtp")
+    return _fake_study(build_matrix(res, base_config("tiny", "fake_sdtp"), list(seeds), study=study),
+                       tmp_path / "runs.db")
+
+
 def _skeleton(sentence: str, parts: list[str]) -> str:
     import re
 
@@ -419,17 +429,11 @@ def _skeleton(sentence: str, parts: list[str]) -> str:
 def test_section_does_not_read_as_one_template(tmp_path):
     """Seed 004's section (11 variants): with names, numbers, quotes and parentheses stripped, no
     sentence shape may come back more than twice (the old writer repeated four shapes per variant)."""
-    found = glob.glob(f"{SEEDS}/004_*.txt")
-    if not found:
-        pytest.skip("seed 004 not found")
     from collections import Counter
 
     from prunelab.ablation.report import to_section
 
-    res = resolve_plan(load_plan(found[0]), "fake_sdtp")
-    m = build_matrix(res, base_config("tiny", "fake_sdtp"), [0, 1, 2], study="sdtp-shape")
-    store = _fake_study(m, tmp_path / "runs.db")
-    r = analyze(store, "sdtp-shape")
+    r = analyze(_fake_004(tmp_path, "sdtp-shape"), "sdtp-shape")
     prose = to_section(r).split("#### Threats")[0].split("#### ", 1)[1]
     parts = [a.ablation["ablated_part"] for a in r.ablations]
     shapes = Counter(_skeleton(s, parts) for line in prose.splitlines() if not line.startswith("#")
@@ -460,15 +464,10 @@ def test_a_report_renders_again_from_its_runs_jsonl(tmp_path):
 
 
 def test_a_sweep_without_the_full_methods_setting_still_lists_every_value(tmp_path, monkeypatch):
-    found = glob.glob(f"{SEEDS}/004_*.txt")
-    if not found:
-        pytest.skip("seed 004 not found")
     from prunelab.ablation import section
     from prunelab.ablation.report import to_section
 
-    res = resolve_plan(load_plan(found[0]), "fake_sdtp")
-    m = build_matrix(res, base_config("tiny", "fake_sdtp"), [0, 1, 2], study="sweep")
-    store = _fake_study(m, tmp_path / "runs.db")
+    store = _fake_004(tmp_path, "sweep")
     monkeypatch.setattr(section, "base_value", lambda res, comp: None)
     sweep = to_section(analyze(store, "sweep")).split("#### 6.3")[1].split("#### ")[0]
     assert "Setting ratio to 0.3, 0.5, 0.8 gives perplexity" in sweep and "against" in sweep

@@ -12,9 +12,11 @@ import io
 import re
 from pathlib import Path
 
-from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, Line, StudyResult, analyze, disturbed_timings
+from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, StudyResult, analyze, disturbed_timings
 from prunelab.ablation.adaptive import STOP_TEXT
-from prunelab.ablation.section import OUTCOME_TEXT, outcome, section_latex, section_rows, to_section  # noqa: F401
+from prunelab.ablation.fmt import cell_name, fmt, fmt_delta, fmt_ms, fmt_p  # noqa: F401
+from prunelab.ablation.fmt import exp_text as _exp_text, signed as _signed, tex as _tex  # noqa: F401
+from prunelab.ablation.section import section_latex, section_rows, to_section  # noqa: F401 (section_rows: API)
 from prunelab.ablation.stats import MIN_BOOTSTRAP_SEEDS, null_text
 from prunelab.store import Store
 
@@ -23,54 +25,11 @@ VERDICT_MARK = {"confirmed": "confirmed", "refuted": "REFUTED", "inconclusive": 
 
 # ----------------------------------------------------------------------------- formatting
 
-def fmt(x: float | None, metric: dict, digits: int = 4) -> str:
-    if x is None:
-        return "--"
-    v = x * metric.get("scale", 1.0)
-    if abs(v) < 1e-12:      # floating-point residue (a bootstrap bound of exactly 0 came out as 2.2e-17)
-        return "0"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
-
-
-def fmt_ms(mean, std, metric) -> str:
-    if mean is None:
-        return "--"
-    return fmt(mean, metric) + (f" ± {fmt(std, metric, 2)}" if std is not None else "")
-
-
-def fmt_delta(line: Line) -> str:
-    c = line.comparison
-    if c.mean_diff is None:
-        return "--"
-    sign = "+" if c.mean_diff >= 0 else "-"
-    rel = f" ({c.rel_diff:+.1%})" if c.rel_diff is not None else ""
-    return f"{sign}{fmt(abs(c.mean_diff), line.metric)}{rel}"
-
-
-def fmt_p(p) -> str:
-    return "--" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
-
-
 def metric_header(m: dict) -> str:
     text = m.get("text") or m["label"]
     unit = f" ({m['unit']})" if m.get("unit") and f"({m['unit'].lower()})" not in text.lower() else ""
     arrow = " ↑" if m.get("higher_is_better", True) else " ↓"
     return f"{text}{unit}{arrow}"
-
-
-def cell_name(c) -> str:
-    cell = c.cell
-    if cell.get("kind") == "baseline":
-        return "baseline (full method)"
-    if cell.get("kind") == "reference":
-        return "reference (FT)"
-    if cell.get("kind") == "trivial":
-        return f"trivial baseline: {cell.get('option')} ({cell.get('text')})"
-    opt = cell.get("option") if cell.get("option") is not None else f"{cell.get('component')}={cell.get('value'):g}"
-    text = cell.get("text") or ""
-    return f"{opt}" + (f" ({text})" if text and text != "REMOVE" and text != opt else "")
 
 
 def status_note(c) -> str:
@@ -177,14 +136,6 @@ def _summary_md(res: StudyResult) -> list[str]:
             "|---|---|---|---|---|---|", *rows, ""]
 
 
-def _exp_text(ln: Line) -> str:
-    e = ln.expectation
-    if e is None:
-        return ""
-    arrow = {1: "↑", -1: "↓", 0: "≈"}[e.direction] * (e.strength if e.direction else 1)
-    return ("crash" if e.crash else arrow) + (" (implied)" if e.implied else "")
-
-
 def _ablation_md(res: StudyResult, a: AblationResult) -> list[str]:
     abl = a.ablation
     head = f"## {abl.get('id') + ': ' if abl.get('id') else ''}{a.name}"
@@ -230,10 +181,6 @@ def _ablation_md(res: StudyResult, a: AblationResult) -> list[str]:
             out.append(f"- `{cell_name(v)}` failed: {e}")
     out.append("")
     return out
-
-
-def _signed(x: float, metric: dict) -> str:
-    return ("-" if x < 0 else "+") + fmt(abs(x), metric, 3)
 
 
 def _ms(cell, metric):
@@ -294,13 +241,6 @@ def _tex_ms(ms, m) -> str:
     return fmt(mean, m) + (rf" $\pm$ {fmt(std, m, 2)}" if std is not None else "")
 
 
-def _tex(s: str) -> str:
-    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$",
-           "↓": r"$\downarrow$", "±": r"$\pm$", "≈": r"$\approx$", "→": r"$\rightarrow$", "Δ": r"$\Delta$"}
-    return "".join(rep.get(ch, ch) for ch in str(s))
-
-
 CSV_FIELDS = ["study", "ablation", "id", "action", "ablated_part", "cell", "component", "option", "value", "metric",
               "metric_text", "unit", "n_base", "base_mean", "base_std", "n", "mean", "std", "delta", "rel_delta",
               "ci_lo", "ci_hi", "p_value", "test", "mde", "null", "expected", "verdict", "failed", "pending"]
@@ -352,7 +292,3 @@ def write_report(study: str, store: Store | str, out_dir: str | Path | None = No
     paths += pngs
     paths.append(figures.write_html(res, out / "report.html", pngs))
     return paths
-
-
-def _p_eq(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, Line, StudyResult, disturbed_timings
+from prunelab.ablation.fmt import cell_name, exp_text, fmt, fmt_delta, fmt_ms, fmt_p, signed, tex
 from prunelab.ablation.stats import EQUIV_REL, MIN_BOOTSTRAP_SEEDS, null_text, seeds_needed
 
 ALPHA_TEXT = "α = 0.05"
@@ -27,16 +28,6 @@ BAND = f"±{EQUIV_REL:.0%}"
 
 
 # ----------------------------------------------------------------------------- numbers
-
-def _fmt(x, metric, digits=4):
-    from prunelab.ablation.report import fmt
-
-    return fmt(x, metric, digits)
-
-
-def _signed(x: float, metric: dict) -> str:
-    return ("-" if x < 0 else "+") + _fmt(abs(x), metric, 3)
-
 
 def outcome(ln: Line) -> str:
     """confirmed | refuted | underpowered | no_effect | effect | inconclusive."""
@@ -54,23 +45,15 @@ OUTCOME_TEXT = {"confirmed": "confirmed", "refuted": "refuted", "underpowered": 
                 "no_effect": "no effect", "effect": "effect (no expectation)", "inconclusive": "inconclusive"}
 
 
-def cell_name(v) -> str:
-    from prunelab.ablation.report import cell_name as name
-
-    return name(v)
-
-
 def numbers(a: AblationResult, v, ln: Line) -> dict:
     """The formatted strings of one (variant, metric): shared by the prose and the LaTeX table."""
-    from prunelab.ablation.report import fmt_delta, fmt_ms, fmt_p
-
     m, c = ln.metric, ln.comparison
     ci = c.ci
     return {"ablation": a.name, "variant": cell_name(v), "metric": m["label"].lower(),
             "unit": m.get("unit") or "", "base": fmt_ms(*ln.base[:2], m), "value": fmt_ms(*ln.value[:2], m),
             "n": c.n, "delta": fmt_delta(ln) if c.mean_diff is not None else "--",
-            "ci": f"[{_signed(ci[0], m)}, {_signed(ci[1], m)}]" if ci else "--",
-            "p": _fmt_p(fmt_p(c.p_value)), "power": null_text(c, lambda x, m=m: _fmt(abs(x), m, 3)),
+            "ci": f"[{signed(ci[0], m)}, {signed(ci[1], m)}]" if ci else "--",
+            "p": _fmt_p(fmt_p(c.p_value)), "power": null_text(c, lambda x, m=m: fmt(abs(x), m, 3)),
             "outcome": outcome(ln) if c.n >= 2 else "inconclusive"}
 
 
@@ -253,7 +236,7 @@ def _secondary(a: AblationResult, v, lines: list[Line], k: int) -> str:
         if r["power"] and not ln.comparison.significant:
             txt += f"; {r['power']}"
         if ln.verdict:
-            txt += f"; expected {_exp(ln)}: {ln.verdict}"
+            txt += f"; expected {exp_text(ln)}: {ln.verdict}"
         parts.append(txt + ")")
     lead = ("It also", "In addition it", "At the same time it")[k % 3]
     return f"{lead} {_and(parts)}."
@@ -298,19 +281,27 @@ def _sweep_items(ablations: list[AblationResult]) -> list[tuple] | None:
     return sorted(items, key=lambda av: av[1].cell["value"])
 
 
-def base_value(res: StudyResult, component: str) -> float | None:
-    """The full method's own setting of a numeric component (its method config), if it can be read."""
+def method_config(res: StudyResult):
+    """The full method's config object (its preset, then the study's method_args), or None."""
     try:
-        from prunelab.methods.registry import components, get_method
+        from prunelab.methods.registry import get_method
 
-        comp = components(res.method)[component]
+        cls = get_method(res.method).config_cls
         args = dict((res.meta.get("base") or {}).get("method_args") or {})
         preset = args.pop("preset", None)
-        cls = get_method(res.method).config_cls
         full = dict((getattr(cls, "PRESETS", {}) or {}).get(preset, {}))
         full.update(args)
-        val = full[comp.numeric] if comp.numeric in full else getattr(cls(**full), comp.numeric)
-        return float(val)
+        return cls(**full)
+    except Exception:  # noqa: BLE001 - the section reads on without it
+        return None
+
+
+def base_value(res: StudyResult, component: str) -> float | None:
+    """The full method's own setting of a numeric component, if it can be read."""
+    try:
+        from prunelab.methods.registry import components
+
+        return float(getattr(method_config(res), components(res.method)[component].numeric))
     except Exception:  # noqa: BLE001 - the sweep reads without the full method's value
         return None
 
@@ -373,18 +364,12 @@ def _sweep(res: StudyResult, items: list[tuple]) -> list[str]:
             if ln is not None:
                 r = numbers(a, v, ln)
                 seq.append(f"{r['value']} at {v.cell['value']:g} ({_stats(r, seeds=False)}"
-                           + (f"; expected {_exp(ln)}: {ln.verdict}" if ln.verdict else "") + ")")
+                           + (f"; expected {exp_text(ln)}: {ln.verdict}" if ln.verdict else "") + ")")
         r0 = numbers(a0, v0, ln0)
         out.append(f"{r0['metric'][:1].upper() + r0['metric'][1:]} is {r0['base']}{_u(r0)} for the full method and "
                    f"{'; '.join(seq)}.")
     out.append(_sweep_reading(res, mains, main_key, bval, part))
     return out
-
-
-def _exp(ln: Line) -> str:
-    from prunelab.ablation.report import _exp_text
-
-    return _exp_text(ln)
 
 
 def _and(xs: list[str]) -> str:
@@ -572,22 +557,12 @@ LONG_RUN_PARTS = {"apt": "schedules, rank growth, distillation",
 
 
 def _method_budget(res: StudyResult) -> tuple[str, str] | None:
-    """(this study's budget, the paper's) from the method's config when it trains on its own
-    budget (SDTP: pruners fitted to cached features), else None."""
-    try:
-        from prunelab.methods.registry import get_method
-
-        cls = get_method(res.method).config_cls
-        args = dict((res.meta.get("base") or {}).get("method_args") or {})
-        preset = args.pop("preset", None)
-        full = dict((getattr(cls, "PRESETS", {}) or {}).get(preset, {}))
-        full.update(args)
-        cfg = cls(**full)
-    except Exception:  # noqa: BLE001 - fall back to the run config's budget
-        return None
+    """(this study's budget, the paper's) when the method trains on a budget of its own (SDTP:
+    pruners fitted to cached features), else None: the run config's steps are the budget."""
+    cfg = method_config(res)
     if not hasattr(cfg, "budget_text"):
         return None
-    return cfg.budget_text(), getattr(cls, "PAPER_BUDGET", "the paper's budget")
+    return cfg.budget_text(), getattr(type(cfg), "PAPER_BUDGET", "the paper's budget")
 
 
 def threats_paragraph(res: StudyResult) -> str:
@@ -651,8 +626,7 @@ def _table_ref(res: StudyResult) -> str:
 
 def section_latex(res: StudyResult) -> str:
     """The section's numbers as a booktabs table: the same strings as the prose (section_rows)."""
-    from prunelab.ablation.report import _tex as esc
-
+    esc = tex
     method = _method_name(res)
     out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{lllllllll}", r"\toprule",
            rf"Ablation & Variant & Metric & Full {esc(method)} & Variant & $\Delta$ & 95\% CI & $p$ & Outcome \\",
