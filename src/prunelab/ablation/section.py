@@ -316,7 +316,6 @@ def _sweep(res: StudyResult, items: list[tuple]) -> list[str]:
         mains.append((a, v, lines))
     if any(not lines for _, _, lines in mains):
         return [s for a, v in items for s in _variant(res, a, v, 0)]
-    main_key = mains[0][2][0].metric["key"]
     ref = numbers(a0, v0, mains[0][2][0])
     bval = base_value(res, v0.cell.get("component"))
     vals = [v.cell["value"] for _, v, _ in mains]
@@ -368,7 +367,7 @@ def _sweep(res: StudyResult, items: list[tuple]) -> list[str]:
         r0 = numbers(a0, v0, ln0)
         out.append(f"{r0['metric'][:1].upper() + r0['metric'][1:]} is {r0['base']}{_u(r0)} for the full method and "
                    f"{'; '.join(seq)}.")
-    out.append(_sweep_reading(res, mains, main_key, bval, part))
+    out.append(_sweep_reading(mains, bval, part))
     return out
 
 
@@ -376,47 +375,49 @@ def _and(xs: list[str]) -> str:
     return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
 
-def _sweep_reading(res: StudyResult, mains, main_key: str, bval, part: str) -> str:
+def _curve(mains, key: str, bval) -> list[tuple]:
+    """(setting, mean, line) of one metric over the sweep, in setting order; the full method's
+    own setting (line None) in its place when known."""
+    pts = []
+    for _, v, lines in mains:
+        ln = next((x for x in lines if x.metric["key"] == key), None)
+        if ln is not None:
+            pts.append((v.cell["value"], ln.value[0], ln))
+    if bval is not None and pts:
+        pts.append((bval, pts[0][2].base[0], None))
+    return sorted(pts, key=lambda p: p[0])
+
+
+def _direction(pts: list[tuple]) -> str | None:
+    """'up' / 'down' when the means never fall / never rise along the setting, else None."""
+    ys = [p[1] for p in pts]
+    if all(y2 >= y1 for y1, y2 in zip(ys, ys[1:])):
+        return "up"
+    if all(y2 <= y1 for y1, y2 in zip(ys, ys[1:])):
+        return "down"
+    return None
+
+
+def _sweep_reading(mains, bval, part: str) -> str:
     """The one interpretation of a sweep: is the main metric monotone in the setting, and what
     does the first secondary metric gain for it."""
-    pts = []
-    for a, v, lines in mains:
-        ln = lines[0]
-        pts.append((v.cell["value"], ln.value[0], ln))
-    base_mean = mains[0][2][0].base[0]
-    if bval is not None:
-        pts.append((bval, base_mean, None))
-    pts.sort(key=lambda p: p[0])
-    ys = [p[1] for p in pts]
     metric = mains[0][2][0].metric
     hib = metric.get("higher_is_better", True)
     name = metric["label"].lower()
-    up = all(y2 >= y1 for y1, y2 in zip(ys, ys[1:]))
-    down = all(y2 <= y1 for y1, y2 in zip(ys, ys[1:]))
-    if not (up or down):
+    pts = _curve(mains, metric["key"], bval)
+    way = _direction(pts)
+    if way is None:
         best = max(pts, key=lambda p: p[1] if hib else -p[1])
         return (f"{name[:1].upper() + name[1:]} is not monotone in {part}: it is best at {best[0]:g} among the "
                 f"settings run, so the full method's setting is {'the best' if best[2] is None else 'not the best'} "
                 f"one here.")
-    better_when = "larger" if (up == hib) else "smaller"
+    better_when = "larger" if ((way == "up") == hib) else "smaller"
     trade = ""
-    sec = [ln for ln in mains[0][2][1:]]
-    if sec:
-        skey = sec[0].metric["key"]
-        s_pts = []
-        for a, v, lines in mains:
-            ln = next((x for x in lines if x.metric["key"] == skey), None)
-            if ln is not None:
-                s_pts.append((v.cell["value"], ln.value[0]))
-        if bval is not None:
-            s_pts.append((bval, sec[0].base[0]))
-        s_pts.sort()
-        sys_ = [p[1] for p in s_pts]
-        s_hib = sec[0].metric.get("higher_is_better", True)
-        s_up = all(y2 >= y1 for y1, y2 in zip(sys_, sys_[1:]))
-        s_down = all(y2 <= y1 for y1, y2 in zip(sys_, sys_[1:]))
-        if (s_up or s_down) and (s_up == s_hib) != (better_when == "larger"):
-            trade = (f", and {sec[0].metric['label'].lower()} moves the other way, so {part} is a trade-off "
+    if mains[0][2][1:]:
+        sec = mains[0][2][1].metric
+        s_way = _direction(_curve(mains, sec["key"], bval))
+        if s_way and ((s_way == "up") == sec.get("higher_is_better", True)) != (better_when == "larger"):
+            trade = (f", and {sec['label'].lower()} moves the other way, so {part} is a trade-off "
                      f"rather than a setting to maximise")
     return f"{name[:1].upper() + name[1:]} improves steadily as {part} gets {better_when}{trade}."
 
