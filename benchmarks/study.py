@@ -181,6 +181,8 @@ def main(argv=None):
     ap.add_argument("plan", help="seed plan number, e.g. 000")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--seeds", default="5", help="a count, or 'auto' (prunelab ablate --seeds)")
+    ap.add_argument("--max-seeds", type=int, default=None, help="with --seeds auto: the cap (prunelab ablate --max-seeds)")
+    ap.add_argument("--ci-width", default=None, help="with --seeds auto: the interval width (prunelab ablate --ci-width)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--store", default=str(ROOT / "runs" / "studies" / "study.db"))
     ap.add_argument("--report-only", action="store_true")
@@ -209,7 +211,8 @@ def main(argv=None):
             seeds = len(load_study(a.store, study).get("seeds") or [])
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        rc = acli.ablate(str(path), preset=a.preset, seeds=seeds, workers=a.workers, store=a.store, study=study)
+        rc = acli.ablate(str(path), preset=a.preset, seeds=seeds, workers=a.workers, store=a.store, study=study,
+                         max_seeds=a.max_seeds, ci_width=a.ci_width)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = acli.report(study, store=a.store, out_dir=str(out_dir))
     method = resolve_plan(load_plan(str(path)), None).method
