@@ -157,6 +157,26 @@ def test_timing_words_tell_schedule_options_apart(apt):
                                                     "once"]) == [("schedule", "last_quarter")]
 
 
+def test_misspelt_words_are_read_as_the_components_words(apt, sdtp):
+    from prunelab.ablation.semantic import known_words
+    from prunelab.ablation.text import fix_spelling
+
+    vocab = {"protection", "tokens", "salience", "distillation"}
+    assert fix_spelling("protecton of first/last tokns", vocab) == "protection of first/last tokens"
+    # a real word (the sentence model has a token for it) and a name far from every word stay
+    assert fix_spelling("learning Adafactor", vocab | {"learned", "factor"}, known_words()) == "learning Adafactor"
+    assert one(sdtp, "protecton of first/last tokns", "REMOVE") == [("head_tail_preserve", "off")]
+    assert one(apt, "salence score", "REPLACE", ["weight magnitdue"]) == [("salience", "magnitude")]
+
+
+def test_an_abbreviation_the_components_never_use_is_expanded(apt):
+    from prunelab.ablation.text import expand_abbreviations
+
+    assert expand_abbreviations("no KD", {"distillation"}) == "no knowledge distillation (KD)"
+    assert expand_abbreviations("no KD", {"kd"}) == "no KD"      # the method's own word stays as written
+    assert one(apt, "KD", "REMOVE") == [("distillation", "none")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

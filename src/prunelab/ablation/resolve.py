@@ -26,12 +26,15 @@ registered method's components (detect_method_from_content).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
 from prunelab.ablation.metrics import MetricRef, default_metrics, resolve_metric
 from prunelab.ablation.plan import Ablation, Action, Plan
-from prunelab.ablation.text import norm, phrase_similarity, similarity, stem, tokens
+from prunelab.ablation.semantic import known_words
+from prunelab.ablation.text import (expand_abbreviations, fix_spelling, norm, phrase_similarity, similarity, stem,
+                                    tokens, vocabulary)
 from prunelab.errors import PrunelabError
 
 # Scores are 0..1: the higher of the lexical match (text.phrase_similarity against names and
@@ -223,8 +226,8 @@ def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool
         raise PrunelabError(f"method {method!r} declares no ablatable components yet")
     matcher = Matcher(components)
     # embed every text of the plan in batches up front (one model call per 64 texts)
-    matcher.sim.prepare([t for a in plan.ablations for t, _ in _part_texts(a)] +
-                        [t for a in plan.ablations for t in a.replacement])
+    cleaned = [matcher.clean(a) for a in plan.ablations]
+    matcher.sim.prepare([t for a in cleaned for t, _ in _part_texts(a)] + [t for a in cleaned for t in a.replacement])
     res = Resolution(plan=plan, method=method)
     for abl in plan.ablations:
         choices, metrics = [], []
@@ -356,6 +359,18 @@ class Matcher:
             for w in {t for x in component_names(c) for t in tokens(x)}:
                 seen[w] = seen.get(w, 0) + 1
         self._shared_words = {w for w, k in seen.items() if k > 1}
+        self.vocab = vocabulary(every + [n for n in components])
+        self.known = known_words()
+
+    def clean(self, abl: Ablation) -> Ablation:
+        """The ablation with misspelt words and unknown abbreviations fixed (text.fix_spelling,
+        text.expand_abbreviations): what the matcher scores. The plan itself is not changed."""
+        def fix(t):
+            return t if t is None else fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
+        new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
+        if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
+            return abl
+        return dataclasses.replace(abl, name=new[0], ablated_part=new[1], replacement=new[2], variable=new[3])
 
     def match(self, text: str, names: list[str], descs: list[str] = (), phrase: bool = True) -> float:
         key = (text, tuple(names), tuple(descs), phrase)
@@ -574,6 +589,7 @@ def _closest(scores: list[tuple[float, str]], n: int = 3) -> str:
 
 def resolve_ablation(abl: Ablation, components: dict, *, matcher: Matcher | None = None) -> list[Choice]:
     m = matcher or Matcher(components)
+    abl = m.clean(abl)
     scores = m.rank(abl)
     if abl.action is Action.REMOVE:
         return [_remove(abl, m, scores)]

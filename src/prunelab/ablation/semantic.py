@@ -118,6 +118,25 @@ def get_embedder() -> Embedder | None:
         return _STATE["embedder"]
 
 
+def known_words() -> frozenset:
+    """The whole words of the sentence model's WordPiece vocabulary (read from its vocab.txt, the
+    model is not loaded): a word the model has one token for is taken as spelt right. Empty when
+    the model package is missing."""
+    if "known" not in _STATE:
+        words: frozenset = frozenset()
+        try:
+            from prunelab.models.load import minilm_dir
+
+            vocab = minilm_dir() / "vocab.txt"
+            if vocab.is_file():
+                words = frozenset(w for w in vocab.read_text(encoding="utf-8").split()
+                                  if w.isalpha() and not w.startswith("##"))
+        except Exception:  # no model package: spelling is then judged by the method's own words
+            pass
+        _STATE["known"] = words
+    return _STATE["known"]
+
+
 def why_disabled() -> str | None:
     if not enabled():
         return "PRUNELAB_SEMANTIC=0"

@@ -193,3 +193,55 @@ def split_list(text: str) -> list[str]:
             cur.append(ch)
     out.append("".join(cur))
     return [s.strip() for s in out if s.strip()]
+
+
+# ----------------------------------------------------------------------------- spelling and abbreviations
+#
+# The sentence model reads a misspelt word as WordPiece fragments ('protecton' -> 'protect', '##on')
+# and an unknown abbreviation as letters, so 'protecton of first/last tokns' and 'KD' used to come out
+# as out of scope. Both fixes look only at words the method's own texts do not use.
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z']*")
+# abbreviations planners write for things the components describe in words; expanded only when
+# the method's names and descriptions do not use the abbreviation themselves
+ABBREVIATIONS = {
+    "KD": "knowledge distillation", "FT": "fine-tuning", "LR": "learning rate", "FFN": "feed-forward neurons",
+    "MHA": "attention heads", "LM": "language modelling", "MSE": "mean squared error", "KL": "KL divergence",
+    "KV": "key-value", "RoPE": "rotary position embedding", "PE": "position embedding", "BOS": "first token",
+    "EOS": "last token", "PEFT": "parameter-efficient fine-tuning",
+}
+
+
+def vocabulary(texts) -> set[str]:
+    """Lower-case words of the given texts (a method's component and option texts)."""
+    return {w.lower() for t in texts for w in _WORD.findall(str(t))}
+
+
+def expand_abbreviations(text: str, vocab: set[str]) -> str:
+    """'no KD' -> 'no knowledge distillation (KD)' when the method's texts never say 'KD'."""
+    def sub(m: re.Match) -> str:
+        w = m.group(0)
+        full = ABBREVIATIONS.get(w)
+        if full is None or w.lower() in vocab or full.lower() == w.lower():
+            return w
+        return f"{full} ({w})"
+    return re.sub(r"\b[A-Za-z][A-Za-z]*\b", sub, text)
+
+
+def fix_spelling(text: str, vocab: set[str], known: frozenset | set = frozenset(), cutoff: float = 0.85) -> str:
+    """Replace each word of 4+ letters that neither the method's texts (vocab) nor the sentence
+    model's vocabulary (known: words it has a whole token for) contain by the closest vocab word,
+    when one is close enough ('protecton' -> 'protection', 'tokns' -> 'tokens'). Known words are
+    never touched, so 'learning' does not become 'learned'. A typo rarely hits the first letter or
+    changes the length by more than two, so candidates must keep both ('Adafactor' stays)."""
+    pool = sorted(w for w in vocab if len(w) >= 3)
+
+    def sub(m: re.Match) -> str:
+        w = m.group(0)
+        low = w.lower()
+        if len(low) < 4 or low in vocab or low in known or low.rstrip("s") in known or low.rstrip("s") in vocab:
+            return w
+        near = [v for v in pool if v[0] == low[0] and abs(len(v) - len(low)) <= 2]
+        best = difflib.get_close_matches(low, near, n=1, cutoff=cutoff)
+        return best[0] if best else w
+    return _WORD.sub(sub, text)
