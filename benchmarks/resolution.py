@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -44,8 +45,18 @@ EXTRA_SETS = [
      "written after round four by a separate helper that saw only a catalogue of what each component and "
      "option means (not the resolver, its aliases or the other item sets): terse, verbose, reviewer-like, "
      "informal and misspelt wordings, numbers in several phrasings, replacements that start with 'remove'/'no' "
-     "but name another option, out-of-scope items. First measured by the run that wrote this file; nothing in "
-     "the resolver was changed on its account before that run."),
+     "but name another option, out-of-scope items. Its first measurement (at 5c758f0) was 50 of 70 right "
+     "(71.4%), 2 flagged, 5 silently wrong (2 of them this script's scoring: 'pipeline_devices.2' is "
+     "'pipeline_devices=2'), 13 unresolved. Round five was written after reading those misses: filler words "
+     "around values, 'density' for sparsity, a REMOVE of a sub-part is the option that leaves it out, an ADD of "
+     "an off-by-default component is its enabling option, one unclear replacement no longer costs the "
+     "ablation's other cells, question framing and purpose clauses set aside, descriptions for the selector "
+     "options. The rules are general, but read this set's number now as optimistic."),
+    ("heldout4", ROOT / "benchmarks" / "resolution" / "heldout4.jsonl",
+     "written after round five by a second helper that saw only the component catalogue (not the resolver, "
+     "its aliases or the other sets), as five kinds of author: a formal LM planner, a terse engineer, a "
+     "sceptical reviewer, a non-native speaker, a typist making typos. First measured by the run that wrote "
+     "this file; nothing in the resolver was changed on its account before that run."),
 ]
 OOS = "OUT_OF_SCOPE"
 
@@ -77,6 +88,10 @@ def same(got: str, expected: str, components: dict, method: str | None = None) -
     (SDTP's `losses.lm_only` is `saliency_supervision.off`)."""
     if got == expected:
         return True
+    # a numeric component's listed value is an option named by its number: 'pipeline_devices.2' is '=2'
+    got, expected = (re.sub(r"^(\w+)\.(\d+(?:\.\d+)?)$", r"\1=\2", x) for x in (got, expected))
+    if got == expected:
+        return True
     if "." in got and "." in expected and "=" not in got + expected:
         (gc, go), (ec, eo) = got.split(".", 1), expected.split(".", 1)
         try:
@@ -101,7 +116,7 @@ def _config(method: str, overrides: dict):
 
 def evaluate(items: list[dict]) -> list[dict]:
     from prunelab.ablation.plan import Ablation
-    from prunelab.ablation.resolve import Matcher, resolve_ablation
+    from prunelab.ablation.resolve import Matcher, resolve_cells
     from prunelab.errors import PrunelabError
 
     matchers: dict[str, Matcher] = {}
@@ -113,24 +128,29 @@ def evaluate(items: list[dict]) -> list[dict]:
         abl = Ablation(name=it["name"], ablated_part=it["ablated_part"], action=it["action"],
                        replacement=it.get("replacement") or [])
         expected = it["expected"]
+        # each cell on its own (resolve_cells): one unclear replacement does not cost the others
         try:
-            choices = resolve_ablation(abl, m.components, matcher=m)
-            err, kind = None, None
+            cells = resolve_cells(abl, m.components, matcher=m)
         except PrunelabError as e:
-            choices, err, kind = [], str(e), getattr(e, "kind", "error")
+            cells = [e] * len(expected)
+        errors = [c for c in cells if isinstance(c, PrunelabError)]
+        choices = [c for c in cells if not isinstance(c, PrunelabError)]
         for k, exp in enumerate(expected):
             row = {"id": it["id"], "split": it["split"], "method": it["method"], "expected": exp,
                    "part": it["ablated_part"], "text": (it.get("replacement") or ["REMOVE"])[min(k, len(it.get("replacement") or [1]) - 1)]}
-            if err is not None:
+            cell = cells[k] if len(cells) == len(expected) else None
+            if isinstance(cell, PrunelabError) or (cell is None and errors):
+                e = cell if cell is not None else errors[0]
+                kind = getattr(e, "kind", "error")
                 row["got"] = kind
                 row["outcome"] = "right" if exp == OOS and kind == "out_of_scope" else "unresolved"
-                row["detail"] = err
-            elif len(choices) != len(expected):
+                row["detail"] = str(e)
+            elif len(cells) != len(expected):
                 row["got"] = " + ".join(label(c) for c in choices)
                 row["outcome"] = "flagged" if any(c.flag for c in choices) else "wrong"
                 row["detail"] = f"{len(choices)} cells for {len(expected)} expected"
             else:
-                ch = choices[k]
+                ch = cell
                 row["got"] = label(ch)
                 row["score"] = round(ch.score, 3)
                 row["flag"] = ch.flag

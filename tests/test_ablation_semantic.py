@@ -177,6 +177,51 @@ def test_an_abbreviation_the_components_never_use_is_expanded(apt):
     assert one(apt, "KD", "REMOVE") == [("distillation", "none")]
 
 
+def test_removing_a_sub_part_is_the_option_that_leaves_it_out(apt):
+    # the layer-wise term is one option of distillation (no_layer_loss), not distillation as a whole
+    assert one(apt, "the per-layer hidden-state term of the distillation objective", "REMOVE") == \
+        [("distillation", "no_layer_loss")]
+    # ...while removing distillation itself stays its remove option
+    assert one(apt, "self-distillation", "REMOVE") == [("distillation", "none")]
+
+
+def test_adding_a_component_that_is_off_by_default_is_its_enabling_option(sdtp):
+    got = resolve_ablation(Ablation(name="x", ablated_part="distillation from the unpruned model", action="ADD",
+                                    replacement=["match the full network's next-token distribution"]), sdtp)
+    assert [(c.component, c.option) for c in got] == [("distillation", "on")]
+    assert got[0].flag                                  # the replacement's words did not decide it: said so
+
+
+def test_one_unclear_replacement_does_not_cost_the_others(apt):
+    plan = Plan("p", "apt", [Ablation(name="salience", ablated_part="importance score", action="REPLACE",
+                                      replacement=["random scores", "a blue elephant", "weight magnitude"])])
+    with pytest.raises(PrunelabError, match="blue elephant"):
+        resolve_plan(plan)                             # without --skip-unresolved nothing runs
+    res = resolve_plan(plan, skip_unresolved=True)
+    assert [c.option for item in res.items for c in item.choices] == ["random", "magnitude"]
+    assert len(res.unresolved) == 1 and "blue elephant" in res.unresolved[0].reason
+
+
+def test_values_wrapped_in_filler_words(apt, sdtp):
+    assert one(apt, "pruning budget", "REPLACE", ["keep just 30% of the parameters"]) == [("sparsity", 0.7)]
+    assert one(apt, "model density", "REPLACE", ["density 0.5"]) == [("sparsity", 0.5)]
+    assert one(sdtp, "share of prompt tokens dropped", "REPLACE", ["what about only tossing 20% of the tokens"]) == \
+        [("keep_ratio", 0.8)]
+
+
+def test_question_framing_and_purpose_clauses_are_set_aside():
+    from prunelab.ablation.resolve import question_body
+
+    assert question_body("Is it really necessary to protect the first tokens?") == "protect the first tokens"
+    assert question_body("Does protecting the first tokens actually matter?") == "protecting the first tokens"
+
+
+def test_a_long_replacement_is_read_by_what_it_does_before_its_purpose(apt):
+    assert one(apt, "per-layer freedom in the number of heads and neurons", "REPLACE",
+               ["Every layer must keep identical head and FFN-neuron counts so that the exported checkpoint is "
+                "an ordinary model anyone can load"]) == [("layout", "uniform")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

@@ -67,6 +67,7 @@ NEG_MATCH = 0.08           # option negates what the text negates ('ranking drop
 NEG_MISMATCH = 0.12        # option negates what the text keeps, or keeps what the text negates
 NEGATED_DEFAULT = 0.06     # a text that removes something is not the unchanged default (extra penalty)
 WEAK_COMPONENT_LEAD = 0.08  # a REMOVE part below COMPONENT_MIN (>= OUT_OF_SCOPE) this far ahead: chosen, flagged
+SUB_OPTION_MIN = 0.65       # REMOVE of a sub-part: "without <part>" must match one option this well (_removed_option)
 
 _NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
 _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
@@ -77,11 +78,20 @@ _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep",
                  "prompt", "input", "weights", "weight", "model", "its", "their", "and", "or", "with", "use", "try",
                  "sweep", "over", "about", "approximately", "roughly", "around", "total", "overall", "budget",
                  "compression", "sequence", "context", "non", "embedding", "is", "are", "be", "in", "each", "per",
-                 "setting", "run", "variant", "instead", "equal", "equals", "count", "number", "gpus", "devices"}
+                 "setting", "run", "variant", "instead", "equal", "equals", "count", "number", "gpus", "devices",
+                 # filler and verbs of keeping / dropping that planners wrap a value in ('what about only
+                 # tossing 20% of the tokens', 'keep just 30% of the parameters')
+                 "just", "what", "how", "if", "we", "us", "then", "so", "it", "this", "that", "from", "into",
+                 "across", "down", "away", "out", "toss", "tossing", "tossed", "throw", "throwing", "thrown",
+                 "cut", "cutting", "trim", "trimming", "trimmed", "shave", "shaving", "lose", "losing", "evict",
+                 "evicting", "leave", "leaving", "left", "survive", "surviving", "preserve", "preserved",
+                 "original", "size", "full", "whole", "entire", "share", "portion", "more", "less", "fewer",
+                 "gpu", "accelerator", "accelerators", "cards", "stages", "pipeline", "split", "over", "sparse"}
 _KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
-                         r"density|preserve|preserved)\b", re.IGNORECASE)
+                         r"density|preserve|preserved|leave|leaving|left)\b", re.IGNORECASE)
 _REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
-                            r"cut|sparsity|sparse|zeroed|eliminated?)\b", re.IGNORECASE)
+                            r"cut|cutting|sparsity|sparse|zeroed|eliminated?|toss|tossed|tossing|throw|thrown|throwing|"
+                            r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted)\b", re.IGNORECASE)
 _REMOVE_TEXT = re.compile(r"^\s*(?:none|off|disabled?|removed?|remove|removing|no|without|w/o|drop(?:ped)?|"
                           r"turn(?:ed)? off|switch(?:ed)? off|skip(?:ped)?)\b\s*(.*)$", re.IGNORECASE)
 _CLAUSE = re.compile(r"\s(?:that|which|who|where|whose|using|uses|used|informed|based|driven|guided|with|via|by|"
@@ -232,14 +242,19 @@ def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool
     for abl in plan.ablations:
         choices, metrics = [], []
         try:
-            choices = resolve_ablation(abl, components, matcher=matcher)
+            cells = resolve_cells(abl, components, matcher=matcher)
         except PlanValueError as e:
             raise PlanValueError(f"{_where(plan, abl)}: {e}") from None
         except PrunelabError as e:
+            cells = [e]
+        for cell in cells:
+            if isinstance(cell, Choice):
+                choices.append(cell)
+                continue
             if not skip_unresolved:
-                raise PrunelabError(f"{_where(plan, abl)}: {e}") from None
-            kind = getattr(e, "kind", "unresolved")
-            res.unresolved.append(Unresolved(abl.name, abl.ablated_part, str(e), kind))
+                raise PrunelabError(f"{_where(plan, abl)}: {cell}") from None
+            # with --skip-unresolved the ablation's other cells still run; this one is listed
+            res.unresolved.append(Unresolved(abl.name, abl.ablated_part, str(cell), getattr(cell, "kind", "unresolved")))
         for text in abl.metrics or default_metrics(method):
             try:
                 metrics.append(resolve_metric(text, method))
@@ -550,25 +565,38 @@ _WITHOUT = re.compile(r"\b(?:without|w/o|no longer|minus)\s+(.+?)(?:\s+(?:from|w
                       r"[?.,;:]|$)", re.IGNORECASE)
 
 
+_FRAMING = re.compile(r"^\s*(?:it|this|that)\s+(?:really\s+|actually\s+|truly\s+|even\s+)?(?:necessary|needed|"
+                      r"important|required|essential|useful|worth it|worthwhile|helpful)\s+(?:to\s+|that\s+)?",
+                      re.IGNORECASE)
+
+
 def question_body(text: str) -> str | None:
     """A reviewer's question about a part: 'Does protecting the first tokens actually matter?' ->
-    'protecting the first tokens'."""
+    'protecting the first tokens'; 'Is it really necessary to shield the first tokens?' -> 'shield
+    the first tokens'."""
     m = _QUESTION.match(text)
-    return m.group("body").strip() if m and len(norm(m.group("body")).split()) >= 2 else None
+    body = m.group("body").strip() if m else None
+    if body is None:
+        m2 = re.match(r"^\s*(?:is|was|would it be)\s+(?P<body>.+?)\s*\??\s*$", text, re.IGNORECASE)
+        body = m2.group("body") if m2 and _FRAMING.match(m2.group("body")) else None
+    if body:
+        body = _FRAMING.sub("", body).strip()
+    return body if body and len(norm(body).split()) >= 2 else None
 
 
 def _part_texts(abl: Ablation) -> list[tuple[str, float]]:
     texts = [(abl.ablated_part, 1.0)]
     body = question_body(abl.ablated_part)
+    # a question's head clause is its framing ('Is it really necessary'): the body's head is the part
+    head = head_clause(body) if body else head_clause(abl.ablated_part)
+    if head:
+        texts = [(head, 1.0), (abl.ablated_part, 0.92)]
     if body:
         texts.append((body, 1.0))
     # 'would the gains hold without distilling from the teacher?': what the sentence removes
     gone = _WITHOUT.search(abl.ablated_part)
     if gone and norm(gone.group(1)) != norm(abl.ablated_part):
         texts.append((gone.group(1), 1.0))
-    head = head_clause(abl.ablated_part)
-    if head:
-        texts = [(head, 1.0), (abl.ablated_part, 0.92)]
     if abl.variable:
         m = re.match(r"^\s*([^=:]+?)\s*[=:]", abl.variable)
         texts.append((m.group(1) if m else abl.variable, 0.9))
@@ -588,16 +616,57 @@ def _closest(scores: list[tuple[float, str]], n: int = 3) -> str:
 # ----------------------------------------------------------------------------- ablation
 
 def resolve_ablation(abl: Ablation, components: dict, *, matcher: Matcher | None = None) -> list[Choice]:
+    """Every cell of the ablation, or the first reason one has none (Unclear)."""
+    cells = resolve_cells(abl, components, matcher=matcher)
+    for c in cells:
+        if isinstance(c, Unclear):
+            raise c
+    return cells
+
+
+def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = None) -> list:
+    """One entry per cell (one per replacement value; one for a REMOVE): its Choice, or the Unclear
+    saying why it has none, so one unclear replacement does not cost the ablation its other cells."""
     m = matcher or Matcher(components)
     abl = m.clean(abl)
     scores = m.rank(abl)
     if abl.action is Action.REMOVE:
-        return [_remove(abl, m, scores)]
+        try:
+            return [_remove(abl, m, scores)]
+        except Unclear as e:
+            return [e]
     out = []
     for text in abl.replacement:
         for part in expand_values(text):
-            out.append(_replacement(abl, part, m, scores))
+            try:
+                out.append(_replacement(abl, part, m, scores))
+            except Unclear as e:
+                added = _added(abl, part, m, scores)
+                out.append(e if added is None else added)
     return out
+
+
+def _added(abl: Ablation, text: str, m: Matcher, scores) -> Choice | None:
+    """ADD of a component that is off by default is its one enabling option, as a REMOVE is its
+    remove option: 'ADD distillation from the unpruned model: KL between pruned and full outputs'
+    -> distillation.on, when the part clearly names that component and the replacement's words
+    did not settle it. Flagged, since the replacement text was not matched."""
+    if abl.action is not Action.ADD or not scores:
+        return None
+    top, name = scores[0]
+    second = scores[1][0] if len(scores) > 1 else 0.0
+    comp = m.components[name]
+    if top < COMPONENT_MIN or top - second < COMPONENT_FIRST or comp.remove is None or comp.numeric:
+        return None
+    if comp.options[comp.default] != comp.options[comp.remove]:
+        return None                      # on by default: adding it changes nothing
+    enabling = [o for o in comp.options if comp.options[o] != comp.options[comp.default]]
+    if len(enabling) != 1:
+        return None
+    opt = enabling[0]
+    flag = (f"weak match: the replacement {text!r} matches no option well; ADD of {name} (off by default) "
+            f"taken as its one enabling option {name}.{opt}")
+    return Choice(name, opt, None, comp.overrides(opt), text, top, flag)
 
 
 def _distinct(components, a: tuple[str, str], b: tuple[str, str]) -> bool:
@@ -620,6 +689,9 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
         raise Unclear(f"ablated part {abl.ablated_part!r} is out of scope: no component covers it; closest: "
                       f"{_closest(scores)}", "out_of_scope")
     comp = components[name]
+    sub = _removed_option(abl, m, name)
+    if sub is not None:
+        return sub
     rivals = [(s, n) for s, n in scores[1:] if not _same_removal(comp, components[n])]
     gap = top - rivals[0][0] if rivals else 1.0
     weak = top < COMPONENT_MIN
@@ -640,6 +712,27 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
                f"({rivals[0][0] if rivals else 0.0:.2f}) but is below {COMPONENT_MIN}"
     return Choice(name, comp.remove, None, comp.overrides(comp.remove), "REMOVE", top, flag,
                   [(round(s, 3), n) for s, n in rivals[:2]])
+
+
+def _removed_option(abl: Ablation, m: Matcher, name: str) -> Choice | None:
+    """REMOVE of a sub-part that one option of the component leaves out ('the hidden-state term of
+    the KD loss' -> distillation.no_layer_loss, not distillation.none): 'without <part>' read against
+    the component's options, and a non-default option that matches it clearly better than the
+    component's own remove option wins."""
+    comp = m.components[name]
+    if comp.remove is None:
+        return None
+    phrase = f"without {abl.ablated_part}"
+    scored = sorted(((m.option_score(name, o, phrase), o) for o in comp.options
+                     if o != comp.default and comp.options[o] != comp.options[comp.default]), reverse=True)
+    if not scored:
+        return None
+    best, opt = scored[0]
+    removal = max((s for s, o in scored if comp.options[o] == comp.options[comp.remove]), default=0.0)
+    if comp.options[opt] == comp.options[comp.remove] or best < SUB_OPTION_MIN or best - removal < LOW_MARGIN:
+        return None
+    return Choice(name, opt, None, comp.overrides(opt), "REMOVE", best, None,
+                  [(round(removal, 3), f"{name}.{comp.remove}")])
 
 
 def _same_removal(a, b) -> bool:
@@ -783,6 +876,7 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
 
 # ----------------------------------------------------------------------------- replacement
 
+_PURPOSE = re.compile(r"\s(?:so that|so|because|since|in order to|which means|such that)\s|[;\u2014]|\s-\s", re.IGNORECASE)
 _NAME_NUMBER = re.compile(r"\b([A-Za-z][A-Za-z]+)-(\d+(?:\.\d+)?)\b(?!\s*%)")
 
 
@@ -792,6 +886,9 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     said, text = text, _NAME_NUMBER.sub(r"\1\2", text)
     comp_score = {n: s for s, n in scores}
     texts = [text]
+    purpose = _PURPOSE.search(text)
+    if purpose and len(norm(text).split()) >= 12 and len(norm(text[:purpose.start()]).split()) >= 3:
+        texts.append(text[:purpose.start()])   # a long replacement with a purpose clause: what it does comes first
     if abl.variable and len(abl.replacement) == 1:
         texts.append(abl.variable)       # matrix rows: 'loss=LM+MSE' may be an option alias itself
     cands = []                           # (joint, component, option, option score, how)
@@ -827,7 +924,11 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
         if opts and rems:
             bo = max(opts, key=lambda c: c[3])
             if bo[3] >= OPTION_MIN and bo[3] >= max(c[3] for c in rems) - 0.05:
-                cands = [c for c in cands if c[4] == "option" or c[1] == bo[1]]
+                # ...even over the REMOVE of its own component: 'No LoRA updates; only the classifier is
+                # trained' is tuning.none, which says more than tuning's generic removal
+                same = [c for c in rems if c[1] == bo[1]]
+                keep_rem = not same or same[0][3] > bo[3]
+                cands = [c for c in cands if c[4] == "option" or (c[1] == bo[1] and keep_rem)]
     best_option = max((c for c in cands), key=lambda c: c[3], default=None)
 
     number = _NUMBER.search(words_to_numbers(text))

@@ -42,7 +42,8 @@ COMPONENTS: dict[str, dict] = {
                     "last_2": {"layers": "last2"}},
         "remove": "single_layer_4",
         "aliases": ["layer-wise pruning", "layer-wise dynamic pruning scheme", "multi-layer pruning schedule",
-                    "pruning layers", "multi-layer pruning", "10 layers", "layer schedule"],
+                    "pruning layers", "multi-layer pruning", "10 layers", "layer schedule", "multi-stage pruning",
+                    "progressive pruning", "hierarchical pruning", "pruning stages"],
         "option_aliases": {"schedule_10": ["10 layers", "10-layer schedule", "layer-wise pruning"],
                            "single_layer_4": ["single-layer pruning", "only prune layer 4", "prune only L4",
                                               "single layer", "layer 4", "one layer only", "a single layer"],
@@ -280,11 +281,19 @@ SELECTOR_COMPONENT = {
     "remove": "recency",
     "aliases": ["selector", "token selector", "baselines", "pruner baselines", "token choice"],
     "option_aliases": {"recency": ["streamingllm", "sinks + recent", "attention sinks", "first 4 + most recent"],
-                       "truncate": ["truncation", "keep last tokens"],
+                       "truncate": ["truncation", "truncate to the last tokens", "cut off the start of the prompt"],
                        "attention": ["snapkv", "h2o", "attention scores", "last-query attention"],
                        "oracle": ["saliency oracle", "per-prompt saliency"]},
     "description": "which tokens the pruning stages keep: the learned MLPs or a baseline at the same keep "
                    "counts (truncate: same prefill FLOPs), same protected tokens",
+    "option_descriptions": {
+        "learned": ["the learned MLP pruners choose the kept tokens"],
+        "recency": ["keep the first few tokens and the most recent ones, drop the oldest middle of the prompt"],
+        "truncate": ["cut the prompt: run the dense model on only its last tokens, as many as give the same "
+                     "prefill FLOPs", "shorten the input by dropping its beginning before the first layer"],
+        "attention": ["keep the tokens the last queries attend to most (attention scores, SnapKV / H2O style)"],
+        "oracle": ["an upper bound: rank tokens by their true per-prompt gradient saliency on the continuation"],
+    },
 }
 if "selector" in {f.name for f in dataclasses.fields(SDTPConfig)}:
     COMPONENTS["selector"] = SELECTOR_COMPONENT
