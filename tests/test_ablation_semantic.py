@@ -222,6 +222,25 @@ def test_a_long_replacement_is_read_by_what_it_does_before_its_purpose(apt):
                 "an ordinary model anyone can load"]) == [("layout", "uniform")]
 
 
+def test_number_words_and_shorthand(apt, sdtp):
+    from prunelab.ablation.resolve import words_to_numbers
+
+    assert words_to_numbers("retain two fifths of the prompt") == "retain 40% of the prompt"
+    assert words_to_numbers("keep one token in every four") == "keep 25%"
+    assert words_to_numbers("a four-way split") == "a 4-way split"
+    assert words_to_numbers("prune at one layer") == "prune at one layer"     # no unit: not a count
+    assert one(apt, "target sparsity", "REPLACE", ["three quarters of the weights gone"]) == [("sparsity", 0.75)]
+    assert one(sdtp, "keep ratio", "REPLACE", ["halve the prompt"]) == [("keep_ratio", 0.5)]
+    assert one(sdtp, "number of GPUs in the pipeline", "REPLACE", ["two GPUs"]) == [("pipeline_devices", 2)]
+    assert one(sdtp, "attn mask update for dropped toks", "REPLACE",
+               ["zero the dropped toks, still attendable"]) == [("attention_mask_update", "off")]
+
+
+def test_removing_what_an_option_alias_names_is_not_that_option(apt):
+    # 'per-layer widths' is an alias of layout.free: removing them is the uniform layout
+    assert one(apt, "heterogeneous per-layer widths", "REMOVE") == [("layout", "uniform")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

@@ -68,6 +68,7 @@ NEG_MISMATCH = 0.12        # option negates what the text keeps, or keeps what t
 NEGATED_DEFAULT = 0.06     # a text that removes something is not the unchanged default (extra penalty)
 WEAK_COMPONENT_LEAD = 0.08  # a REMOVE part below COMPONENT_MIN (>= OUT_OF_SCOPE) this far ahead: chosen, flagged
 SUB_OPTION_MIN = 0.65       # REMOVE of a sub-part: "without <part>" must match one option this well (_removed_option)
+SUB_OPTION_LEAD = 0.03      # ...and beat the component's own removal by this much (flagged below LOW_MARGIN)
 
 _NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
 _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
@@ -86,12 +87,13 @@ _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep",
                  "cut", "cutting", "trim", "trimming", "trimmed", "shave", "shaving", "lose", "losing", "evict",
                  "evicting", "leave", "leaving", "left", "survive", "surviving", "preserve", "preserved",
                  "original", "size", "full", "whole", "entire", "share", "portion", "more", "less", "fewer",
-                 "gpu", "accelerator", "accelerators", "cards", "stages", "pipeline", "split", "over", "sparse"}
+                 "gpu", "accelerator", "accelerators", "cards", "stages", "pipeline", "split", "over", "sparse",
+                 "way", "gone", "his", "her", "until", "compress", "compressed", "halve", "halved", "every"}
 _KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
-                         r"density|preserve|preserved|leave|leaving|left)\b", re.IGNORECASE)
+                         r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 _REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
                             r"cut|cutting|sparsity|sparse|zeroed|eliminated?|toss|tossed|tossing|throw|thrown|throwing|"
-                            r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted)\b", re.IGNORECASE)
+                            r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted|gone)\b", re.IGNORECASE)
 _REMOVE_TEXT = re.compile(r"^\s*(?:none|off|disabled?|removed?|remove|removing|no|without|w/o|drop(?:ped)?|"
                           r"turn(?:ed)? off|switch(?:ed)? off|skip(?:ped)?)\b\s*(.*)$", re.IGNORECASE)
 _CLAUSE = re.compile(r"\s(?:that|which|who|where|whose|using|uses|used|informed|based|driven|guided|with|via|by|"
@@ -374,7 +376,8 @@ class Matcher:
             for w in {t for x in component_names(c) for t in tokens(x)}:
                 seen[w] = seen.get(w, 0) + 1
         self._shared_words = {w for w, k in seen.items() if k > 1}
-        self.vocab = vocabulary(every + [n for n in components])
+        # the method's own words, and the words values are said in ('precent' -> 'percent')
+        self.vocab = vocabulary(every + [n for n in components]) | _NUMBER_WORDS | {"percent", "percentage"}
         self.known = known_words()
 
     def clean(self, abl: Ablation) -> Ablation:
@@ -526,6 +529,10 @@ def component_texts(comp) -> tuple[list[str], list[str]]:
     # text blur what each sentence says)
     descs = [x.strip() for d in _as_list(comp.description) for x in re.split(r"(?<=[\w)])\.\s+(?=[A-Z])", d)
              if x.strip()]
+    # ...and so is each clause of a sentence ('the fraction of prompt tokens kept after pruning (1 minus the
+    # fraction dropped); how aggressively the sequence is shortened'), with its asides left out
+    clauses = [re.sub(r"\s*\([^)]*\)", "", c).strip() for d in descs for c in re.split(r"\s*[;:]\s+", d)]
+    descs += [c for c in clauses if len(c.split()) >= 3 and c not in descs]
     return component_names(comp), descs
 
 
@@ -679,8 +686,10 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
     # "no ranking loss" may be an option alias of a loss component (unless a component is pinned)
     phrase = f"no {abl.ablated_part}"
     pinned = any(f"`{n}`" in abl.ablated_part for n in components)
-    best_opt = max(((max(similarity(phrase, t) for t in option_texts(c, o)[0]), name, o)
-                    for name, c in components.items() for o in c.options), default=(0, None, None))
+    # only a negated alias can be 'no <part>' ('no layer loss'); 'per-layer widths', an alias of layout.free,
+    # is what 'no heterogeneous per-layer widths' removes, not what it asks for
+    best_opt = max(((max((similarity(phrase, t) for t in option_texts(c, o)[0] if _NEG_CUE.search(t)), default=0.0),
+                     name, o) for name, c in components.items() for o in c.options), default=(0, None, None))
     if best_opt[0] >= 0.9 and not pinned:
         _, name, opt = best_opt
         return Choice(name, opt, None, components[name].overrides(opt), "REMOVE", best_opt[0])
@@ -729,9 +738,12 @@ def _removed_option(abl: Ablation, m: Matcher, name: str) -> Choice | None:
         return None
     best, opt = scored[0]
     removal = max((s for s, o in scored if comp.options[o] == comp.options[comp.remove]), default=0.0)
-    if comp.options[opt] == comp.options[comp.remove] or best < SUB_OPTION_MIN or best - removal < LOW_MARGIN:
+    if comp.options[opt] == comp.options[comp.remove] or best < SUB_OPTION_MIN or best - removal < SUB_OPTION_LEAD:
         return None
-    return Choice(name, opt, None, comp.overrides(opt), "REMOVE", best, None,
+    flag = None
+    if best - removal < LOW_MARGIN:
+        flag = f"low margin: {name}.{opt} ({best:.2f}) vs {name}.{comp.remove} ({removal:.2f}), the removal of all of {name}"
+    return Choice(name, opt, None, comp.overrides(opt), "REMOVE", best, flag,
                   [(round(removal, 3), f"{name}.{comp.remove}")])
 
 
@@ -765,15 +777,39 @@ def expand_values(text: str) -> list[str]:
     return out
 
 
-_WORD_FRACTIONS = {"half": "50%", "a half": "50%", "one half": "50%", "a third": "33.3333%", "one third": "33.3333%",
-                   "two thirds": "66.6667%", "a quarter": "25%", "one quarter": "25%", "three quarters": "75%"}
-_WORD_FRACTION = re.compile(r"\b(" + "|".join(sorted(_WORD_FRACTIONS, key=len, reverse=True)) + r")\b(\s+of)?",
-                            re.IGNORECASE)
+_CARDINAL = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+             "ten": 10, "twelve": 12, "sixteen": 16, "twenty": 20, "thirty-two": 32, "a": 1, "an": 1}
+_DENOMINATOR = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
+                "fourths": 4, "fifth": 5, "fifths": 5, "tenth": 10, "tenths": 10}
+_WORD_FRACTION = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if k.isalpha() and len(k) > 1 or k in ("a",))
+                            + r"|an|one)[\s-]+(" + "|".join(_DENOMINATOR) + r")\b(\s+of)?", re.IGNORECASE)
+_BARE_HALF = re.compile(r"\b(?:half|halve[ds]?|halving)\b(\s+of)?", re.IGNORECASE)
+_ONE_IN = re.compile(r"\b(one|1)\s+(?:\w+\s+)?(?:in|out of)\s+(?:every\s+)?(two|three|four|five|ten|\d+)\b",
+                     re.IGNORECASE)
+# a count only where a unit says it is one ('two GPUs', 'eight-way split'): 'prune at one layer' stays words
+_COUNT = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if len(k) > 2) + r")(?=[\s-]+(?:way|gpus?|devices?|"
+                    r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.4g}%"
 
 
 def words_to_numbers(text: str) -> str:
-    """'prune half the weights' -> 'prune 50% the weights'."""
-    return _WORD_FRACTION.sub(lambda m: _WORD_FRACTIONS[m.group(1).lower()] + (" of" if m.group(2) else ""), text)
+    """Number words where they are a value: 'prune half the weights' -> 'prune 50% the weights', 'two
+    fifths of the tokens' -> '40% of the tokens', 'one token in every four' -> '25%', 'two GPUs' ->
+    '2 GPUs'."""
+    def frac(m):
+        return _pct(_CARDINAL[m.group(1).lower()] / _DENOMINATOR[m.group(2).lower()]) + (" of" if m.group(3) else "")
+
+    def one_in(m):
+        d = m.group(2).lower()
+        n = _CARDINAL.get(d) or float(d)
+        return _pct(1 / n) if n else m.group(0)
+    text = _WORD_FRACTION.sub(frac, text)
+    text = _ONE_IN.sub(one_in, text)
+    text = _BARE_HALF.sub(lambda m: "50%" + (" of" if m.group(1) else ""), text)
+    return _COUNT.sub(lambda m: str(_CARDINAL[m.group(1).lower()]), text)
 
 
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:

@@ -212,6 +212,14 @@ ABBREVIATIONS = {
 }
 
 
+# shorthand written in lower case (notes, terse plans): replaced outright, not glossed
+SHORTHAND = {"attn": "attention", "toks": "tokens", "tok": "token", "seq": "sequence", "seqs": "sequences",
+             "ctx": "context", "params": "parameters", "param": "parameter", "clf": "classifier", "thr": "threshold",
+             "sched": "schedule", "emb": "embedding", "embs": "embeddings", "approx": "approximately",
+             "prob": "probability", "probs": "probabilities", "hparams": "hyperparameters", "w": "weights",
+             "grad": "gradient", "grads": "gradients", "distill": "distillation", "rnd": "random", "rand": "random"}
+
+
 def vocabulary(texts) -> set[str]:
     """Lower-case words of the given texts (a method's component and option texts)."""
     return {w.lower() for t in texts for w in _WORD.findall(str(t))}
@@ -221,6 +229,8 @@ def expand_abbreviations(text: str, vocab: set[str]) -> str:
     """'no KD' -> 'no knowledge distillation (KD)' when the method's texts never say 'KD'."""
     def sub(m: re.Match) -> str:
         w = m.group(0)
+        if w.islower() and w in SHORTHAND and w not in vocab and len(w) > 1:
+            return SHORTHAND[w]
         full = ABBREVIATIONS.get(w)
         if full is None or w.lower() in vocab or full.lower() == w.lower():
             return w

@@ -126,8 +126,10 @@ COMPONENTS: dict[str, dict] = {
             "self_copy": ["the teacher is a separate full frozen copy of the model rather than sharing weights with the student"],
             "self_snapshot": ["the teacher keeps an unpruned snapshot of the dense weights and the adapters, refreshed when "
                               "the dev score improves"],
-            "ft_teacher": ["distil from a separately fully fine-tuned teacher model", "a conventional static teacher trained beforehand"],
-            "lora_teacher": ["distil from a separately LoRA-tuned teacher model"],
+            "ft_teacher": ["distil from a separately fully fine-tuned teacher model", "a conventional static teacher trained beforehand",
+                           "a separate teacher trained by updating all of its weights (full fine-tuning)"],
+            "lora_teacher": ["distil from a separately LoRA-tuned teacher model",
+                             "a separate teacher trained with low-rank adapters only, its base weights frozen"],
         },
     },
     "teacher_sharing": {

@@ -76,7 +76,8 @@ COMPONENTS: dict[str, dict] = {
         "options": {"on": {"protect": True}, "off": {"protect": False}},
         "remove": "off",
         "aliases": ["head/tail preserve", "head/tail token preserving strategy", "head/tail preservation",
-                    "first 4 / last 16", "first 4 + last 16", "no head/tail", "preservation strategy"],
+                    "first 4 / last 16", "first 4 + last 16", "no head/tail", "preservation strategy",
+                    "protected tokens", "leading and trailing tokens", "start and end tokens"],
         "option_aliases": {"off": ["no head/tail", "remove head/tail preservation", "first and last tokens can be pruned", "no head/tail protection"]},
         "description": ("always keep the first few and the last tokens of the prompt (beginning and end of the sequence) regardless of their scores. "
                         "Protection of the start and end of the input (first 4 and last 16 tokens) from being pruned"),
@@ -233,7 +234,8 @@ COMPONENTS: dict[str, dict] = {
         "default": "on",
         "options": {"on": {"pipeline_prune_before_boundary": True}, "off": {"pipeline_prune_before_boundary": False}},
         "remove": "off",
-        "aliases": ["multi-gpu pruning", "cross-gpu pre-pruning", "pre-pruning", "communication"],
+        "aliases": ["multi-gpu pruning", "cross-gpu pre-pruning", "pre-pruning", "communication",
+                    "pruning before the device boundary", "pre-boundary pruning"],
         "description": "in a multi-GPU pipeline, drop tokens before sending hidden states to the next device to cut communication",
         "option_descriptions": {
             "off": ["send the full masked sequence between devices, no pruning before the boundary"],
@@ -288,7 +290,8 @@ SELECTOR_COMPONENT = {
                    "counts (truncate: same prefill FLOPs), same protected tokens",
     "option_descriptions": {
         "learned": ["the learned MLP pruners choose the kept tokens"],
-        "recency": ["keep the first few tokens and the most recent ones, drop the oldest middle of the prompt"],
+        "recency": ["keep the first few tokens and the most recent ones, drop the oldest middle of the prompt",
+                    "keep only the latest tokens at each pruning stage (plus the attention sinks)"],
         "truncate": ["cut the prompt: run the dense model on only its last tokens, as many as give the same "
                      "prefill FLOPs", "shorten the input by dropping its beginning before the first layer"],
         "attention": ["keep the tokens the last queries attend to most (attention scores, SnapKV / H2O style)"],
