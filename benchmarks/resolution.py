@@ -55,8 +55,17 @@ EXTRA_SETS = [
     ("heldout4", ROOT / "benchmarks" / "resolution" / "heldout4.jsonl",
      "written after round five by a second helper that saw only the component catalogue (not the resolver, "
      "its aliases or the other sets), as five kinds of author: a formal LM planner, a terse engineer, a "
-     "sceptical reviewer, a non-native speaker, a typist making typos. First measured by the run that wrote "
-     "this file; nothing in the resolver was changed on its account before that run."),
+     "sceptical reviewer, a non-native speaker, a typist making typos. Its first measurement (at 23316c7) was "
+     "57 of 75 right (76.0%), 6 flagged, 3 silently wrong, 9 unresolved. Round six was written after reading "
+     "those misses: number words where a unit or fraction makes them values, lower-case shorthand (attn, toks), "
+     "'percent' in the spelling vocabulary, description clauses matched one by one, only a negated alias can "
+     "read as 'no <part>', better teacher and protected-token wording. Read this set's number now as optimistic."),
+    ("heldout5", ROOT / "benchmarks" / "resolution" / "heldout5.jsonl",
+     "written by a third helper that saw only the component catalogue (not the resolver, its aliases or the "
+     "other sets), as five other kinds of author: lab-notebook fragments, a paper's ablation-table row labels, "
+     "a programme-committee reviewer, a planner wording hypotheses, an engineer writing config changes. First "
+     "measured by the run that wrote this file, after round six; nothing in the resolver was changed on its "
+     "account before that run."),
 ]
 OOS = "OUT_OF_SCOPE"
 
