@@ -241,6 +241,27 @@ def test_removing_what_an_option_alias_names_is_not_that_option(apt):
     assert one(apt, "heterogeneous per-layer widths", "REMOVE") == [("layout", "uniform")]
 
 
+def test_what_follows_no_x_colon_is_the_replacement(apt):
+    # 'No X: Y' says what replaces X; a comma does not split ('..., then fine-tune' goes on about X)
+    assert one(apt, "how new adapter rank is spread over layers", "REPLACE",
+               ["No favouring of important layers: every adapter gains rank at the same speed"]) == \
+        [("tuning", "uniform")]
+    assert one(apt, "Pruning timing", "REPLACE", ["Remove every pruned structure at step 0, then fine-tune"]) == \
+        [("schedule", "init")]
+
+
+def test_slash_fractions_and_values_inside_long_sentences(apt):
+    assert one(apt, "target sparsity", "REPLACE", ["cut 1/5 of the layer weights"]) == [("sparsity", 0.2)]
+    assert one(apt, "target sparsity", "REPLACE",
+               ["a harsh regime in which only one tenth of the weights survive"]) == [("sparsity", 0.9)]
+
+
+def test_negated_words_do_not_count_for_an_option_that_keeps_them(sdtp):
+    # 'LM + MSE + Ranking' shares every word with the text, but the text drops ranking
+    assert one(sdtp, "pruner loss terms", "REPLACE", ["LM + MSE, without the ranking term"]) == \
+        [("losses", "no_rank")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

@@ -64,7 +64,7 @@ DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely 
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
 WHEN_MATCH = 0.06          # option happens when the text says it does (start / throughout / end of training)
 NEG_MATCH = 0.08           # option negates what the text negates ('ranking dropped' ~ 'no ranking loss')
-NEG_MISMATCH = 0.12        # option negates what the text keeps, or keeps what the text negates
+NEG_MISMATCH = 0.12       # option negates what the text keeps, or keeps what the text negates
 NEGATED_DEFAULT = 0.06     # a text that removes something is not the unchanged default (extra penalty)
 WEAK_COMPONENT_LEAD = 0.08  # a REMOVE part below COMPONENT_MIN (>= OUT_OF_SCOPE) this far ahead: chosen, flagged
 SUB_OPTION_MIN = 0.65       # REMOVE of a sub-part: "without <part>" must match one option this well (_removed_option)
@@ -88,7 +88,8 @@ _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep",
                  "evicting", "leave", "leaving", "left", "survive", "surviving", "preserve", "preserved",
                  "original", "size", "full", "whole", "entire", "share", "portion", "more", "less", "fewer",
                  "gpu", "accelerator", "accelerators", "cards", "stages", "pipeline", "split", "over", "sparse",
-                 "way", "gone", "his", "her", "until", "compress", "compressed", "halve", "halved", "every"}
+                 "way", "gone", "his", "her", "until", "compress", "compressed", "halve", "halved", "every",
+                 "which", "where", "in", "survive", "survives", "remains", "kept", "non-embedding"}
 _KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 _REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
@@ -154,6 +155,13 @@ def negation_scope(text: str) -> tuple[list[frozenset], set[str]]:
     negated = set().union(*phrases) if phrases else set()
     affirmed = {t for t in tokens(text) if t not in negated and t not in _CUE_WORDS and t not in _NEG_STOP}
     return phrases, affirmed
+
+
+def affirmed_text(text: str) -> str:
+    """The text without its negated phrases: 'LM + MSE, without the ranking term' -> 'LM + MSE,'."""
+    out = _NEG_PREFIX.sub(" ", text)
+    out = _NEG_POSTFIX.sub(" ", out)
+    return re.sub(r"\s+", " ", out).strip()
 
 
 class PlanValueError(PrunelabError):
@@ -437,12 +445,24 @@ class Matcher:
             return 1.0
         names, descs = self._otexts[(name, option)]
         raw = self.match(text, names, descs, phrase=False)
+        said = affirmed_text(text)
+        if said != text and not self._negates(name, option) and tokens(said):
+            # 'LM + MSE, without the ranking term' does not say 'ranking' for an option that keeps it
+            # ('LM + MSE + Ranking'): its words are matched without what the text negates
+            raw = min(raw, self.match(said, names, descs, phrase=False))
         base = raw + DISTINCT_WEIGHT * self.distinct(name, option, text)
         if self.sim.embedder is not None and len(self.components[name].options) >= 2:
             base = (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text))
         if raw < 0.97:      # an exact name or alias is taken as said
             base += self.polarity(name, option, text) + self.timing(name, option, text)
         return max(0.0, min(1.0, base))
+
+    def _negates(self, name: str, option: str) -> bool:
+        """Whether any of the option's own texts negates something ('no ranking loss')."""
+        key = ("negates", name, option)
+        if key not in self._memo:
+            self._memo[key] = any(negation_scope(t)[0] for t in sum(self._otexts[(name, option)], []))
+        return self._memo[key]
 
     def timing(self, name: str, option: str, text: str) -> float:
         """+ when the option happens when the text says (start / throughout / end of training), - when
@@ -762,6 +782,7 @@ def expand_values(text: str) -> list[str]:
 
     Only when every piece carries exactly one number (so 'first 2 layers vs last 2 layers'
     stays one text unless each piece is a value of its own)."""
+    text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)   # not a list
     parts = [p for p in _LIST_SPLIT.split(text) if p.strip()]
     if len(parts) < 2 or len(_NUMBER.findall(text)) != len(parts):
         return [text]
@@ -791,6 +812,9 @@ _COUNT = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if len(k) > 2) + r")(
                     r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
 
 
+_SLASH_FRACTION = re.compile(r"(?<![\w=./])([1-9])\s*/\s*([2-9]|10)\s+of\b")    # '1/5 of the weights'
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.4g}%"
 
@@ -806,6 +830,7 @@ def words_to_numbers(text: str) -> str:
         d = m.group(2).lower()
         n = _CARDINAL.get(d) or float(d)
         return _pct(1 / n) if n else m.group(0)
+    text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)
     text = _WORD_FRACTION.sub(frac, text)
     text = _ONE_IN.sub(one_in, text)
     text = _BARE_HALF.sub(lambda m: "50%" + (" of" if m.group(1) else ""), text)
@@ -825,10 +850,18 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
         for n in component_names(comp) + [comp.numeric or ""]:
             allowed.update(tokens(n))
             allowed.update(norm(n).split())
-    rest_tokens = [t for t in norm(rest).replace("=", " ").split() if t not in ("%", ".", "~", "x")]
-    if any(t not in allowed and t.rstrip("s") not in allowed and not any(
-            t.startswith(a) for a in allowed if len(a) >= 4) for t in rest_tokens):
-        return None
+    def plain(words: str) -> bool:
+        rest_tokens = [t for t in norm(words).replace("=", " ").split() if t not in ("%", ".", "~", "x")]
+        return not any(t not in allowed and t.rstrip("s") not in allowed and not any(
+            t.startswith(a) for a in allowed if len(a) >= 4) for t in rest_tokens)
+    if not plain(rest):
+        # a long sentence around the value ('an aggressive setting in which only 10% of the weights
+        # survive'): the words next to the number decide (3 before it, 6 after)
+        m = _NUMBER.search(text)
+        before = text[:m.start()].split()[-3:]
+        after = text[m.end():].split()[:6]
+        if len(text.split()) <= len(before) + len(after) + 1 or not plain(" ".join(before + after)):
+            return None
     value = float(num)
     return (value / 100.0, True) if pct else (value, False)
 
@@ -927,6 +960,15 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
         texts.append(text[:purpose.start()])   # a long replacement with a purpose clause: what it does comes first
     if abl.variable and len(abl.replacement) == 1:
         texts.append(abl.variable)       # matrix rows: 'loss=LM+MSE' may be an option alias itself
+    removal = _REMOVE_TEXT.match(text)
+    if removal:
+        # 'No preference for salient layers: all adapters gain rank at one pace': what follows the
+        # colon (or dash, semicolon) says what replaces the removed thing, and is matched as such. Not a
+        # comma: 'Remove every pruned structure at step 0, then fine-tune' goes on about the same thing
+        tail = re.split(r"\s*(?:[:;\u2014]|\s-\s)\s*", removal.group(1), maxsplit=1)
+        if len(tail) == 2 and len(norm(tail[1]).split()) >= 3:
+            texts = [tail[1]]
+            removal = None
     cands = []                           # (joint, component, option, option score, how)
     for name, comp in components.items():
         cs = comp_score[name]
@@ -935,7 +977,6 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
             # replacing a component by its own default changes nothing: only when nothing else fits
             pen = DEFAULT_PENALTY if opt == comp.default and f"`{opt}`" not in text else 0.0
             cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * os_ - pen, name, opt, os_, "option"))
-    removal = _REMOVE_TEXT.match(text)
     if removal:
         # 'no X' / 'without X': the REMOVE option of the component X names (or of the part itself)
         rest = removal.group(1).strip()

@@ -77,7 +77,8 @@ COMPONENTS: dict[str, dict] = {
         "remove": "off",
         "aliases": ["head/tail preserve", "head/tail token preserving strategy", "head/tail preservation",
                     "first 4 / last 16", "first 4 + last 16", "no head/tail", "preservation strategy",
-                    "protected tokens", "leading and trailing tokens", "start and end tokens"],
+                    "protected tokens", "leading and trailing tokens", "start and end tokens",
+                    "opening and closing tokens"],
         "option_aliases": {"off": ["no head/tail", "remove head/tail preservation", "first and last tokens can be pruned", "no head/tail protection"]},
         "description": ("always keep the first few and the last tokens of the prompt (beginning and end of the sequence) regardless of their scores. "
                         "Protection of the start and end of the input (first 4 and last 16 tokens) from being pruned"),
