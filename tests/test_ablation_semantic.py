@@ -262,6 +262,20 @@ def test_negated_words_do_not_count_for_an_option_that_keeps_them(sdtp):
         [("losses", "no_rank")]
 
 
+def test_ticket_shorthand_leading_dot_values_and_field_labels(apt, sdtp):
+    assert one(apt, "sal", "REPLACE", ["mag"]) == [("salience", "magnitude")]
+    assert one(apt, "target sparsity", "REPLACE", [".3"]) == [("sparsity", 0.3)]
+    # a planner's bold field label is layout, not content
+    assert one(sdtp, "**Ablated Part:** keeping the original rotary position ids of surviving tokens", "REPLACE",
+               ["**Variant:** renumber the remaining tokens 0..n-1"]) == [("rope_fix", "off")]
+
+
+def test_the_fine_tuning_regime_is_not_the_tuning_component(apt):
+    # 'during the fine-tuning' says when, not which adapters: pruning is what is removed
+    assert one(apt, "the structured pruning of heads and neurons during the fine-tuning", "REMOVE") == \
+        [("pruning", "off")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

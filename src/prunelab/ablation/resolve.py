@@ -70,7 +70,7 @@ WEAK_COMPONENT_LEAD = 0.08  # a REMOVE part below COMPONENT_MIN (>= OUT_OF_SCOPE
 SUB_OPTION_MIN = 0.65       # REMOVE of a sub-part: "without <part>" must match one option this well (_removed_option)
 SUB_OPTION_LEAD = 0.03      # ...and beat the component's own removal by this much (flagged below LOW_MARGIN)
 
-_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d+)?|\.\d+))\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
 _NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
                  "density", "level", "set", "to", "of", "at", "remain", "remaining", "param", "parameter",
                  "parameters", "fraction", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers",
@@ -362,6 +362,12 @@ class Unclear(PrunelabError):
         self.kind = kind
 
 
+_FIELD = re.compile(r"^\s*(?:\*\*|__)(?:ablated part|part|variant|replacement|ablation|change|action|item|"
+                    r"description|component)\s*:(?:\*\*|__)", re.IGNORECASE)
+_FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
+                          re.IGNORECASE)
+
+
 class Matcher:
     """Scores free text against components and options: lexical and embedding similarity."""
 
@@ -392,7 +398,13 @@ class Matcher:
         """The ablation with misspelt words and unknown abbreviations fixed (text.fix_spelling,
         text.expand_abbreviations): what the matcher scores. The plan itself is not changed."""
         def fix(t):
-            return t if t is None else fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
+            if t is None:
+                return t
+            # a planner's field labels ('**Variant:** ...') are layout, not content
+            t = re.sub(r"^\s*(?:\*\*|__)?[A-Z][\w ]{0,24}:(?:\*\*|__)?\s+(?=\S)", "", t) if _FIELD.match(t) else t
+            # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
+            t = _FINE_TUNING.sub("training", t)
+            return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
         new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
         if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
             return abl

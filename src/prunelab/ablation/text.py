@@ -217,7 +217,9 @@ SHORTHAND = {"attn": "attention", "toks": "tokens", "tok": "token", "seq": "sequ
              "ctx": "context", "params": "parameters", "param": "parameter", "clf": "classifier", "thr": "threshold",
              "sched": "schedule", "emb": "embedding", "embs": "embeddings", "approx": "approximately",
              "prob": "probability", "probs": "probabilities", "hparams": "hyperparameters", "w": "weights",
-             "grad": "gradient", "grads": "gradients", "distill": "distillation", "rnd": "random", "rand": "random"}
+             "grad": "gradient", "grads": "gradients", "distill": "distillation", "rnd": "random", "rand": "random",
+             "sal": "salience", "mag": "magnitude", "unif": "uniform", "kd": "knowledge distillation",
+             "prec": "precision", "cfg": "config", "init": "initialisation", "pos": "position"}
 
 
 def vocabulary(texts) -> set[str]:

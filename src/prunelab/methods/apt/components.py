@@ -34,7 +34,8 @@ COMPONENTS: dict[str, dict] = {
         "remove": "standard",
         "aliases": ["Outlier-aware salience scoring mechanism", "Outlier-aware salience scoring function for pruning",
                     "Outlier-aware salience scoring", "outlier-aware salience", "salience scoring",
-                    "salience score", "salience", "kurtosis", "Standard Salience Score", "Salience Scoring Ablation"],
+                    "salience score", "salience", "kurtosis", "Standard Salience Score", "Salience Scoring Ablation",
+                    "importance score", "importance scoring", "importance estimate", "block importance"],
         "option_aliases": {
             "standard": ["Standard activation-gradient product salience", "activation-gradient product",
                          "standard salience", "w/o kurtosis", "without kurtosis", "no kurtosis", "activation x gradient", "no outlier term"],
@@ -109,7 +110,8 @@ COMPONENTS: dict[str, dict] = {
             "none": ["no distillation", "no knowledge distillation", "w/o self-distillation",
                      "without distillation", "w/o D_S", "no teacher", "task loss only"],
             "no_layer_loss": ["w/o L_layer", "no layer loss", "without layer distillation",
-                              "prediction-only distillation", "no layer distillation", "output-only distillation", "logits only"],
+                              "prediction-only distillation", "no layer distillation", "output-only distillation", "logits only",
+                              "no hidden-state loss", "without hidden-state alignment"],
             "self_copy": ["without parameter sharing", "no parameter sharing", "full frozen copy teacher",
                           "unshared teacher", "self-distillation without parameter sharing"],
             "self_snapshot": ["snapshot teacher", "copy-on-prune teacher", "unpruned snapshot teacher"],
@@ -122,7 +124,8 @@ COMPONENTS: dict[str, dict] = {
         "option_descriptions": {
             "self": ["self-distillation from a teacher that shares the student's frozen parameters"],
             "none": ["train with the task loss only, no teacher and no distillation loss"],
-            "no_layer_loss": ["distil only the output predictions, dropping the intermediate layer / hidden-state matching loss"],
+            "no_layer_loss": ["distil only the output predictions, dropping the intermediate layer / hidden-state matching loss",
+                              "without the hidden-state matching loss: the teacher supervises the outputs only"],
             "self_copy": ["the teacher is a separate full frozen copy of the model rather than sharing weights with the student"],
             "self_snapshot": ["the teacher keeps an unpruned snapshot of the dense weights and the adapters, refreshed when "
                               "the dev score improves"],
