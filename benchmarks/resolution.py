@@ -79,8 +79,11 @@ EXTRA_SETS = [
     ("heldout7", ROOT / "benchmarks" / "resolution" / "heldout7.jsonl",
      "written by a fifth helper that saw only the component catalogue (not the resolver, its aliases or the "
      "other sets): paper-vocabulary JSON planners, hurried students, a senior researcher's email, YAML-minded "
-     "engineers, writers who name the effect rather than the mechanism. First measured by the run that wrote "
-     "this file, after round eight; nothing in the resolver was changed on its account before that run."),
+     "engineers, writers who name the effect rather than the mechanism. Its first measurement (at 6675928, after "
+     "round eight) was 57 of 73 right (78.1%), 2 flagged, 3 silently wrong, 11 unresolved. Round nine was "
+     "written after reading those misses (the verb next to a value decides whether it is kept or removed when "
+     "a text says both, 'dropping tokens' is the method's own action rather than a negation, 'objective' "
+     "names the SDTP losses). Read this set's number now as optimistic."),
 ]
 OOS = "OUT_OF_SCOPE"
 

@@ -276,6 +276,17 @@ def test_the_fine_tuning_regime_is_not_the_tuning_component(apt):
         [("pruning", "off")]
 
 
+def test_the_verb_next_to_a_value_says_whether_it_is_kept(apt):
+    assert one(apt, "target sparsity", "REPLACE", ["keep just 30% of the weights and cut the rest"]) == \
+        [("sparsity", 0.7)]
+    assert one(apt, "target sparsity", "REPLACE", ["prune 40% of the original weights"]) == [("sparsity", 0.4)]
+
+
+def test_dropping_tokens_is_the_methods_action_not_a_negation(sdtp):
+    assert one(sdtp, "the layer schedule for dropping tokens", "REPLACE",
+               ["what about dropping tokens only in the last two layers?"]) == [("pruning_layers", "last_2")]
+
+
 def test_numbers_with_units_and_phrasing(apt, sdtp):
     assert one(apt, "compression", "ADD", ["80% of the layer parameters removed"]) == [("sparsity", 0.8)]
     assert one(apt, "sparsity", "ADD", ["keep 30% of the weights"]) == [("sparsity", 0.7)]

@@ -117,7 +117,9 @@ _CUE_WORDS = {stem(w) for w in ("no", "not", "without", "off", "drop", "dropped"
                                  "disabled", "never", "omit", "omitted", "skip", "zero", "zeroed", "ablated", "excluded",
                                  "deleted", "minus", "left", "out", "gone")}
 _NEG_STOP = {"loss", "losses", "term", "terms", "signal", "objective", "component", "step", "part", "at", "all",
-             "the", "any", "longer", "more", "special", "longer"}
+             "the", "any", "longer", "more", "special", "longer",
+             # what the methods themselves drop: 'dropping tokens only in the last layers' negates no component
+             "token", "prompt", "input", "block", "only"}
 
 
 # when in training something happens: 'once before training' (start), 'a little every step' (throughout),
@@ -899,14 +901,32 @@ def _fits(comp, text: str) -> bool:
         return False
 
 
+def _value_sense(text: str) -> tuple[bool, bool]:
+    """(kept, removed): what the text says its value measures. When it says both ('keep just 30% of
+    the parameters and cut the rest'), the verb right before the value decides (then the one right
+    after it: '30% of the weights removed')."""
+    kept, removed = bool(_KEPT_WORDS.search(text)), bool(_REMOVED_WORDS.search(text))
+    m = _NUMBER.search(words_to_numbers(text))
+    if not (kept and removed) or m is None:
+        return kept, removed
+    t = words_to_numbers(text)
+    before = [(w.end(), "kept") for w in _KEPT_WORDS.finditer(t[:m.start()])] + \
+             [(w.end(), "removed") for w in _REMOVED_WORDS.finditer(t[:m.start()])]
+    if before:
+        return (True, False) if max(before)[1] == "kept" else (False, True)
+    after = [(w.start(), "kept") for w in _KEPT_WORDS.finditer(t, m.end())] + \
+            [(w.start(), "removed") for w in _REMOVED_WORDS.finditer(t, m.end())]
+    first = min(after)[1]
+    return (True, False) if first == "kept" else (False, True)
+
+
 def _numeric_value(text: str, comp, parsed: tuple[float, bool]) -> float:
     """The value for the component, with the text's sense ('keep 40%' for a sparsity -> 0.6)."""
     value, was_pct = parsed
     sense = _sense(comp)
     lo, hi = comp.numeric_range or (float("-inf"), float("inf"))
     if sense and hi <= 1.0 and 0.0 <= value <= 1.0:
-        said_kept = bool(_KEPT_WORDS.search(text))
-        said_removed = bool(_REMOVED_WORDS.search(text))
+        said_kept, said_removed = _value_sense(text)
         if sense == "removed" and said_kept and not said_removed:
             value = round(1.0 - value, 6)
         elif sense == "kept" and said_removed and not said_kept and not re.search(r"\bratio\b", text, re.I):

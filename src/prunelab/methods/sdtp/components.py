@@ -109,7 +109,7 @@ COMPONENTS: dict[str, dict] = {
                     "lm_only": {"lm_weight": 1.0, "mse_weight": 0.0, "rank_weight": 0.0},
                     "no_lm": {"lm_weight": 0.0, "mse_weight": 1.0, "rank_weight": 1.0}},
         "remove": None,
-        "aliases": ["loss function", "losses", "loss"],
+        "aliases": ["loss function", "losses", "loss", "training objective", "pruner objective", "objective"],
         "option_aliases": {"lm_mse_rank": ["LM + MSE + Ranking", "full loss"],
                            "no_rank": ["loss=LM+MSE", "no ranking loss", "keep only MSE + LM loss", "LM + MSE only"],
                            "no_mse": ["loss=LM+Ranking", "no MSE loss", "use only ranking", "LM + ranking only"],
