@@ -14,8 +14,8 @@ matched first); a replacement that starts with 'no'/'remove'/'without' is a remo
 when that scores better than an option the text describes ('Remove every pruned structure
 at step 0' is schedule.init, not pruning.off). Numbers are parsed with their units and sense
 ('80% of the layer parameters removed' -> sparsity 0.8, 'keep 40% of the prompt' -> keep
-ratio 0.4, 'r=4, r=8, r=16' -> three cells); values out of a component's range are errors
-(PlanValueError, never rescaled and never skipped).
+ratio 0.4, 'r=4, r=8, r=16' -> three cells; ablation/values.py reads them); values out of a
+component's range are errors (PlanValueError, never rescaled and never skipped).
 
 Confidence: below COMPONENT_MIN / JOINT_MIN an item is unresolved with its closest
 candidates (below OUT_OF_SCOPE: out of scope); two answers closer than AMBIGUOUS_GAP are
@@ -33,8 +33,13 @@ from dataclasses import dataclass, field
 from prunelab.ablation.metrics import MetricRef, default_metrics, resolve_metric
 from prunelab.ablation.plan import Ablation, Action, Plan
 from prunelab.ablation.semantic import known_words
-from prunelab.ablation.text import (expand_abbreviations, fix_spelling, norm, phrase_similarity, similarity, stem,
-                                    tokens, vocabulary)
+from prunelab.ablation.text import (component_names, expand_abbreviations, fix_spelling, norm, phrase_similarity,
+                                    similarity, stem, tokens, vocabulary)
+# the value readers live in values.py (PlanValueError, expand_values, parse_number, words_to_numbers are
+# also imported from here by callers of resolve)
+from prunelab.ablation.values import (KEPT_WORDS, NUMBER, NUMBER_WORDS, REMOVED_WORDS, PlanValueError,  # noqa: F401
+                                      component_sense, expand_values, numeric_value, parse_number, value_fits,
+                                      words_to_numbers)
 from prunelab.errors import PrunelabError
 
 # Scores are 0..1: the higher of the lexical match (text.phrase_similarity against names and
@@ -70,31 +75,6 @@ WEAK_COMPONENT_LEAD = 0.08  # a REMOVE part below COMPONENT_MIN (>= OUT_OF_SCOPE
 SUB_OPTION_MIN = 0.65       # REMOVE of a sub-part: "without <part>" must match one option this well (_removed_option)
 SUB_OPTION_LEAD = 0.03      # ...and beat the component's own removal by this much (flagged below LOW_MARGIN)
 
-_NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d+)?|\.\d+))\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
-_NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
-                 "density", "level", "set", "to", "of", "at", "remain", "remaining", "param", "parameter",
-                 "parameters", "fraction", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers",
-                 "the", "a", "an", "all", "only", "kept", "retain", "retained", "keeping", "removed", "remove",
-                 "removing", "pruned", "drop", "dropped", "dropping", "discard", "discarded", "token", "tokens",
-                 "prompt", "input", "weights", "weight", "model", "its", "their", "and", "or", "with", "use", "try",
-                 "sweep", "over", "about", "approximately", "roughly", "around", "total", "overall", "budget",
-                 "compression", "sequence", "context", "non", "embedding", "is", "are", "be", "in", "each", "per",
-                 "setting", "run", "variant", "instead", "equal", "equals", "count", "number", "gpus", "devices",
-                 # filler and verbs of keeping / dropping that planners wrap a value in ('what about only
-                 # tossing 20% of the tokens', 'keep just 30% of the parameters')
-                 "just", "what", "how", "if", "we", "us", "then", "so", "it", "this", "that", "from", "into",
-                 "across", "down", "away", "out", "toss", "tossing", "tossed", "throw", "throwing", "thrown",
-                 "cut", "cutting", "trim", "trimming", "trimmed", "shave", "shaving", "lose", "losing", "evict",
-                 "evicting", "leave", "leaving", "left", "survive", "surviving", "preserve", "preserved",
-                 "original", "size", "full", "whole", "entire", "share", "portion", "more", "less", "fewer",
-                 "gpu", "accelerator", "accelerators", "cards", "stages", "pipeline", "split", "over", "sparse",
-                 "way", "gone", "his", "her", "until", "compress", "compressed", "halve", "halved", "every",
-                 "which", "where", "in", "survive", "survives", "remains", "kept", "non-embedding"}
-_KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
-                         r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
-_REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
-                            r"cut|cutting|sparsity|sparse|zeroed|eliminated?|toss|tossed|tossing|throw|thrown|throwing|"
-                            r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted|gone)\b", re.IGNORECASE)
 _REMOVE_TEXT = re.compile(r"^\s*(?:none|off|disabled?|removed?|remove|removing|no|without|w/o|drop(?:ped)?|"
                           r"turn(?:ed)? off|switch(?:ed)? off|skip(?:ped)?)\b\s*(.*)$", re.IGNORECASE)
 _CLAUSE = re.compile(r"\s(?:that|which|who|where|whose|using|uses|used|informed|based|driven|guided|with|via|by|"
@@ -164,11 +144,6 @@ def affirmed_text(text: str) -> str:
     out = _NEG_PREFIX.sub(" ", text)
     out = _NEG_POSTFIX.sub(" ", out)
     return re.sub(r"\s+", " ", out).strip()
-
-
-class PlanValueError(PrunelabError):
-    """A value in the plan that is wrong whatever it maps to (e.g. sparsity 1.5): never skipped."""
-
 
 
 @dataclass
@@ -393,7 +368,7 @@ class Matcher:
                 seen[w] = seen.get(w, 0) + 1
         self._shared_words = {w for w, k in seen.items() if k > 1}
         # the method's own words, and the words values are said in ('precent' -> 'percent')
-        self.vocab = vocabulary(every + [n for n in components]) | _NUMBER_WORDS | {"percent", "percentage"}
+        self.vocab = vocabulary(every + [n for n in components]) | NUMBER_WORDS | {"percent", "percentage"}
         self.known = known_words()
 
     def clean(self, abl: Ablation) -> Ablation:
@@ -582,10 +557,6 @@ def _as_list(v) -> list[str]:
     if isinstance(v, str):
         return [v]
     return [str(x) for x in v if x]
-
-
-def component_names(comp) -> list[str]:
-    return [comp.name, comp.name.replace("_", " ")] + list(comp.aliases)
 
 
 def head_clause(text: str) -> str | None:
@@ -786,159 +757,6 @@ def _same_removal(a, b) -> bool:
     return a.remove is not None and b.remove is not None and a.options[a.remove] == b.options[b.remove]
 
 
-# ----------------------------------------------------------------------------- numbers
-
-_LIST_SPLIT = re.compile(r"\s*(?:,|;|/|\bor\b|\band\b|\bvs\.?\b|\bversus\b)\s*", re.IGNORECASE)
-
-
-def expand_values(text: str) -> list[str]:
-    """'r=4, r=8, r=16' -> ['r=4', 'r=8', 'r=16']; '20%, 50% and 80% sparsity' -> three texts.
-
-    Only when every piece carries exactly one number (so 'first 2 layers vs last 2 layers'
-    stays one text unless each piece is a value of its own)."""
-    text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)   # not a list
-    parts = [p for p in _LIST_SPLIT.split(text) if p.strip()]
-    if len(parts) < 2 or len(_NUMBER.findall(text)) != len(parts):
-        return [text]
-    if not all(len(_NUMBER.findall(p)) == 1 for p in parts):
-        return [text]
-    if any(re.search(r"[a-z]", _NUMBER.sub(" ", p), re.IGNORECASE) and parse_number(p) is None for p in parts):
-        return [text]
-    # a shared unit or noun at the end ('20, 50 and 80 percent sparsity') goes to every piece
-    tail = _NUMBER.split(parts[-1])[-1].strip()
-    out = []
-    for p in parts:
-        out.append(p if _NUMBER.split(p)[-1].strip() or not tail else f"{p} {tail}")
-    return out
-
-
-_CARDINAL = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-             "ten": 10, "twelve": 12, "sixteen": 16, "twenty": 20, "thirty-two": 32, "a": 1, "an": 1}
-_DENOMINATOR = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
-                "fourths": 4, "fifth": 5, "fifths": 5, "tenth": 10, "tenths": 10}
-_WORD_FRACTION = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if k.isalpha() and len(k) > 1 or k in ("a",))
-                            + r"|an|one)[\s-]+(" + "|".join(_DENOMINATOR) + r")\b(\s+of)?", re.IGNORECASE)
-_BARE_HALF = re.compile(r"\b(?:half|halve[ds]?|halving)\b(\s+of)?", re.IGNORECASE)
-_ONE_IN = re.compile(r"\b(one|1)\s+(?:\w+\s+)?(?:in|out of)\s+(?:every\s+)?(two|three|four|five|ten|\d+)\b",
-                     re.IGNORECASE)
-# a count only where a unit says it is one ('two GPUs', 'eight-way split'): 'prune at one layer' stays words
-_COUNT = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if len(k) > 2) + r")(?=[\s-]+(?:way|gpus?|devices?|"
-                    r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
-
-
-_SLASH_FRACTION = re.compile(r"(?<![\w=./])([1-9])\s*/\s*([2-9]|10)\s+of\b")    # '1/5 of the weights'
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.4g}%"
-
-
-def words_to_numbers(text: str) -> str:
-    """Number words where they are a value: 'prune half the weights' -> 'prune 50% the weights', 'two
-    fifths of the tokens' -> '40% of the tokens', 'one token in every four' -> '25%', 'two GPUs' ->
-    '2 GPUs'."""
-    def frac(m):
-        return _pct(_CARDINAL[m.group(1).lower()] / _DENOMINATOR[m.group(2).lower()]) + (" of" if m.group(3) else "")
-
-    def one_in(m):
-        d = m.group(2).lower()
-        n = _CARDINAL.get(d) or float(d)
-        return _pct(1 / n) if n else m.group(0)
-    text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)
-    text = _WORD_FRACTION.sub(frac, text)
-    text = _ONE_IN.sub(one_in, text)
-    text = _BARE_HALF.sub(lambda m: "50%" + (" of" if m.group(1) else ""), text)
-    return _COUNT.sub(lambda m: str(_CARDINAL[m.group(1).lower()]), text)
-
-
-def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
-    """'0.2' -> (0.2, False); '50%' -> (0.5, True); 'keep ratio 0.5' -> (0.5, False); 'prune only L4' -> None."""
-    text = words_to_numbers(text)
-    found = _NUMBER.findall(text)
-    if len(found) != 1:
-        return None
-    num, pct = found[0]
-    rest = _NUMBER.sub(" ", text)
-    allowed = set(_NUMBER_WORDS)
-    if comp is not None:
-        for n in component_names(comp) + [comp.numeric or ""]:
-            allowed.update(tokens(n))
-            allowed.update(norm(n).split())
-    def plain(words: str) -> bool:
-        rest_tokens = [t for t in norm(words).replace("=", " ").split() if t not in ("%", ".", "~", "x")]
-        return not any(t not in allowed and t.rstrip("s") not in allowed and not any(
-            t.startswith(a) for a in allowed if len(a) >= 4) for t in rest_tokens)
-    if not plain(rest):
-        # a long sentence around the value ('an aggressive setting in which only 10% of the weights
-        # survive'): the words next to the number decide (3 before it, 6 after)
-        m = _NUMBER.search(text)
-        before = text[:m.start()].split()[-3:]
-        after = text[m.end():].split()[:6]
-        if len(text.split()) <= len(before) + len(after) + 1 or not plain(" ".join(before + after)):
-            return None
-    value = float(num)
-    return (value / 100.0, True) if pct else (value, False)
-
-
-def _sense(comp) -> str | None:
-    """'kept' for a keep ratio, 'removed' for a sparsity; None for other numbers."""
-    key = norm((comp.numeric or "") + " " + comp.name)
-    if re.search(r"\b(keep|density|retain)", key):
-        return "kept"
-    if re.search(r"\b(sparsity|prune|pruning|drop|compression)", key):
-        return "removed"
-    return None
-
-
-def _fits(comp, text: str) -> bool:
-    parsed = parse_number(text, comp)
-    if parsed is None:
-        return False
-    try:
-        _numeric_value(text, comp, parsed)
-        return True
-    except PlanValueError:
-        return False
-
-
-def _value_sense(text: str) -> tuple[bool, bool]:
-    """(kept, removed): what the text says its value measures. When it says both ('keep just 30% of
-    the parameters and cut the rest'), the verb right before the value decides (then the one right
-    after it: '30% of the weights removed')."""
-    kept, removed = bool(_KEPT_WORDS.search(text)), bool(_REMOVED_WORDS.search(text))
-    m = _NUMBER.search(words_to_numbers(text))
-    if not (kept and removed) or m is None:
-        return kept, removed
-    t = words_to_numbers(text)
-    before = [(w.end(), "kept") for w in _KEPT_WORDS.finditer(t[:m.start()])] + \
-             [(w.end(), "removed") for w in _REMOVED_WORDS.finditer(t[:m.start()])]
-    if before:
-        return (True, False) if max(before)[1] == "kept" else (False, True)
-    after = [(w.start(), "kept") for w in _KEPT_WORDS.finditer(t, m.end())] + \
-            [(w.start(), "removed") for w in _REMOVED_WORDS.finditer(t, m.end())]
-    first = min(after)[1]
-    return (True, False) if first == "kept" else (False, True)
-
-
-def _numeric_value(text: str, comp, parsed: tuple[float, bool]) -> float:
-    """The value for the component, with the text's sense ('keep 40%' for a sparsity -> 0.6)."""
-    value, was_pct = parsed
-    sense = _sense(comp)
-    lo, hi = comp.numeric_range or (float("-inf"), float("inf"))
-    if sense and hi <= 1.0 and 0.0 <= value <= 1.0:
-        said_kept, said_removed = _value_sense(text)
-        if sense == "removed" and said_kept and not said_removed:
-            value = round(1.0 - value, 6)
-        elif sense == "kept" and said_removed and not said_kept and not re.search(r"\bratio\b", text, re.I):
-            value = round(1.0 - value, 6)
-    if not lo <= value <= hi:
-        what = "a fraction" if hi <= 1.0 else "a value"
-        hint = " (write a fraction like 0.5, or a percentage like 50%)" if hi <= 1.0 and not was_pct else ""
-        raise PlanValueError(f"value {text!r} for {comp.name} is {value:g}, out of range [{lo:g}, {hi:g}]: "
-                             f"{comp.name} is {what}{hint}; values are never rescaled")
-    return value
-
-
 def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
     components = m.components
     numeric = [(s, n) for s, n in scores if components[n].numeric]
@@ -959,12 +777,12 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
         comp = components[name]
         # a value that only one numeric component can take, said as a kept/removed share, needs a
         # weaker match ('token budget: keep 40% of the prompt' -> keep_ratio), and is flagged
-        fits = [n for _, n in numeric if _fits(components[n], text)]
-        weak = fits == [name] and _sense(comp) and (_KEPT_WORDS.search(text) or _REMOVED_WORDS.search(text))
+        fits = [n for _, n in numeric if value_fits(components[n], text)]
+        weak = fits == [name] and component_sense(comp) and (KEPT_WORDS.search(text) or REMOVED_WORDS.search(text))
         if s < COMPONENT_MIN and not (weak and s >= NUMERIC_WEAK_MIN):
             raise Unclear(f"value {text!r}: ablated part {abl.ablated_part!r} matches no numeric component "
                           f"well; closest: {_closest(numeric)}")
-        value = round(_numeric_value(text, comp, parsed), 6)
+        value = round(numeric_value(text, comp, parsed), 6)
         flag = None
         if s < COMPONENT_MIN:
             flag = f"weak match: {name} ({s:.2f}) is the only numeric component taking {value:g}"
@@ -1040,7 +858,7 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
                 cands = [c for c in cands if c[4] == "option" or (c[1] == bo[1] and keep_rem)]
     best_option = max((c for c in cands), key=lambda c: c[3], default=None)
 
-    number = _NUMBER.search(words_to_numbers(text))
+    number = NUMBER.search(words_to_numbers(text))
     if number and (parse_number(text) is not None or any(components[n].numeric for _, n in scores)):
         strong = best_option is not None and best_option[3] >= 0.9 and best_option[4] == "option" \
             and (not components[best_option[1]].numeric

@@ -257,3 +257,7 @@ def fix_spelling(text: str, vocab: set[str], known: frozenset | set = frozenset(
         best = difflib.get_close_matches(low, near, n=1, cutoff=cutoff)
         return best[0] if best else w
     return _WORD.sub(sub, text)
+
+
+def component_names(comp) -> list[str]:
+    return [comp.name, comp.name.replace("_", " ")] + list(comp.aliases)
