@@ -340,7 +340,7 @@ class Unclear(PrunelabError):
 
 
 _FIELD = re.compile(r"^\s*(?:\*\*|__)(?:ablated part|part|variant|replacement|ablation|change|action|item|"
-                    r"description|component)\s*:(?:\*\*|__)", re.IGNORECASE)
+                    r"description|component)\s*:(?:\*\*|__)\s*", re.IGNORECASE)
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
 
@@ -378,7 +378,7 @@ class Matcher:
             if t is None:
                 return t
             # a planner's field labels ('**Variant:** ...') are layout, not content
-            t = re.sub(r"^\s*(?:\*\*|__)?[A-Z][\w ]{0,24}:(?:\*\*|__)?\s+(?=\S)", "", t) if _FIELD.match(t) else t
+            t = _FIELD.sub("", t)
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
