@@ -472,3 +472,67 @@ def test_a_sweep_without_the_full_methods_setting_still_lists_every_value(tmp_pa
     sweep = to_section(analyze(store, "sweep")).split("#### 6.3")[1].split("#### ")[0]
     assert "Setting ratio to 0.3, 0.5, 0.8 gives perplexity" in sweep and "against" in sweep
     assert sweep.count("paired seeds") == 1 and " at 0.3" in sweep and " at 0.8" in sweep
+
+
+def test_time_to_accuracy_counts_every_seed_never_a_mean_over_survivors(tmp_path):
+    """A seed that never reached 97% of FT has no tta_s: the report says how many seeds reached it
+    and compares nothing, rather than averaging the seeds that happened to get there."""
+    from prunelab.ablation.fmt import lower_label
+    from prunelab.ablation.report import to_latex, to_section
+
+    plan = Plan("tta plan", "fake_apt", [
+        Ablation(name="No KD", ablated_part="self-distillation", action="REMOVE",
+                 metrics=["accuracy", "time to accuracy"], expected_effect="Performance ↓", id="A1")])
+    m = build_matrix(resolve_plan(plan), base_config("tiny", "fake_apt"), [0, 1, 2], study="tta")
+    store = Store(tmp_path / "runs.db")
+    save_study(store.path, study_meta(m, "tiny"))
+    assert any(x["key"] == "tta_s" and x["censored"] for x in study_meta(m, "tiny")["metrics"]["No KD"])
+    for run in m.runs:
+        cell = run.links[0][0]
+        for c, s in run.links:
+            store.link(m.study, c, s, run.run_id)
+        store.start(run.run_id, run.config.to_dict(), {})
+        seed = run.config.seed
+        metrics = {"score": 0.9 + 0.01 * seed - (0.05 if cell != "baseline" else 0), "higher_is_better": True}
+        if cell == "baseline" or seed == 0:          # the variant reaches the target in one seed of three
+            metrics["tta_s"] = 60.0 * (1 + seed) if cell == "baseline" else 30.0
+        store.finish(run.run_id, metrics, [])
+    res = analyze(store, "tta")
+    tta = [ln for ln in res.ablations[0].lines if ln.metric["key"] == "tta_s"][0]
+    # no Δ from the one surviving seed (30 s would look 4x faster than the baseline's 120 s mean)
+    assert tta.comparison.mean_diff is None and tta.value[0] is None and tta.base[0] == pytest.approx(120.0)
+    md_path = [p for p in write_report("tta", store, tmp_path / "out") if p.name == "report.md"][0]
+    md = md_path.read_text()
+    assert "| none | 3 | 0.86 ± 0.01 (Δ -0.05 (-5.5%)) | 1/3 reached |" in md and "| 0.91 ± 0.01 | 2 ± 1 |" in md
+    section = to_section(res)
+    assert "Time to 97% of FT was reached within the budget by 3/3 seeds of the full method and 1/3" in section
+    assert "1/3 reached" in to_latex(res)
+    assert lower_label("Time to 97% of FT") == "time to 97% of FT"
+    # once every seed reaches it, it is an ordinary paired comparison
+    for run in m.runs:
+        if run.links[0][0] != "baseline":
+            store.finish(run.run_id, {"score": 0.85 + 0.01 * run.config.seed, "higher_is_better": True,
+                                      "tta_s": 50.0 + run.config.seed}, [])
+    tta = [ln for ln in analyze(store, "tta").ablations[0].lines if ln.metric["key"] == "tta_s"][0]
+    assert tta.comparison.mean_diff == pytest.approx(51.0 - 120.0)
+
+
+def test_a_censored_cell_prints_counts_and_a_median_once_most_seeds_reached():
+    from prunelab.ablation.analysis import CellResult
+    from prunelab.ablation.fmt import fmt_cell
+    from prunelab.ablation.metrics import SPECS, MetricRef
+
+    tta = MetricRef("tta", SPECS["tta_s"]).to_dict()
+
+    def cell(vals):
+        return CellResult({"label": "x"}, list(range(len(vals))),
+                          {s: {"status": "done", "metrics": {} if v is None else {"tta_s": v}}
+                           for s, v in enumerate(vals)})
+
+    assert fmt_cell(cell([None, None, None]), tta) == "not reached (0/3)"
+    assert fmt_cell(cell([60.0, None, None]), tta) == "1/3 reached"
+    assert fmt_cell(cell([60.0, 120.0, None]), tta).startswith("2/3 reached, median ")
+    assert fmt_cell(cell([60.0, 120.0, 180.0]), tta) == "2 ± 1"
+    # an uncensored metric with a missing value is just fewer numbers, not "not reached"
+    acc = MetricRef("acc", SPECS["score"]).to_dict()
+    assert "reached" not in fmt_cell(cell([None, None, None]), acc)

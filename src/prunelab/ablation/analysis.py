@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from prunelab.ablation.metrics import is_censored
 from prunelab.ablation.stats import (Comparison, Expectation, expected_sign, mean_std, paired,
                                      parse_expectations, verdict)
 from prunelab.ablation.studies import load_study
@@ -52,6 +53,22 @@ class CellResult:
             if v is not None:
                 out[s] = v
         return out
+
+    def reach(self, metric: dict) -> tuple[int, int]:
+        """(done seeds with a value, done seeds): for a censored metric the gap is the seeds that
+        never reached the target within the budget."""
+        return len(self.values(metric)), len(self.done)
+
+    def complete(self, metric: dict) -> bool:
+        """False when a censored metric was not reached by every done seed: no mean is honest then."""
+        k, n = self.reach(metric)
+        return not is_censored(metric) or k == n
+
+    def summary(self, metric: dict) -> tuple[float | None, float | None]:
+        """(mean, std) over the done seeds; (None, None) for a censored metric some seed never reached."""
+        if not self.complete(metric):
+            return None, None
+        return mean_std(list(self.values(metric).values()))
 
     def higher_is_better(self) -> bool:
         for s in self.done:
@@ -193,9 +210,12 @@ def _line(baseline: CellResult, cell: CellResult, metric: dict, exps: list[Expec
     if metric["key"] == "score":
         hib = baseline.higher_is_better()
     exp = expected_sign(exps, metric["key"], hib)
-    cmp = paired(b, v)
-    bm, bs = mean_std(list(b.values()))
-    vm, vs = mean_std(list(v.values()))
+    # a seed that never reached a time-to-accuracy target is not a missing value: comparing the
+    # seeds that reached it on both sides would drop exactly the runs that failed
+    both = baseline.complete(metric) and cell.complete(metric)
+    cmp = paired(b, v) if both else paired({}, {})
+    bm, bs = baseline.summary(metric)
+    vm, vs = cell.summary(metric)
     failed_all = not cell.done and bool(cell.failed) and not cell.pending
     return Line(cell, metric, (bm, bs, len(b)), (vm, vs, len(v)), cmp, exp,
                 verdict(exp, cmp, bm, variant_failed=failed_all))

@@ -40,25 +40,32 @@ def make_figures(res: StudyResult, out_dir: Path) -> list[Path]:
     return paths
 
 
+def _reach_note(cell, metric: dict) -> str:
+    if cell.complete(metric):
+        return ""
+    k, n = cell.reach(metric)
+    return f"reached by {k}/{n} seeds only"
+
+
 def _bars(res: StudyResult, metric: dict, path: Path) -> Path | None:
     labels, means, stds, colors, notes = [], [], [], [], []
     palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"]
-    base_mean, base_std = mean_std(list(res.baseline.values(metric).values()))
+    base_mean, base_std = res.baseline.summary(metric)     # None when some seed never reached a TTA
     labels.append("baseline")
     means.append(base_mean)
     stds.append(base_std)
     colors.append("#333333")
-    notes.append("")
+    notes.append(_reach_note(res.baseline, metric))
     for k, a in enumerate(res.ablations):
         if metric["key"] not in {m["key"] for m in a.metrics}:
             continue
         for v in a.variants:
-            mean, std = mean_std(list(v.values(metric).values()))
+            mean, std = v.summary(metric)
             labels.append(_short(f"{a.ablation.get('id') or a.name}: {v.cell.get('option') or v.cell.get('value')}"))
             means.append(mean)
             stds.append(std)
             colors.append(palette[k % len(palette)])
-            notes.append("failed" if v.failed and not v.done else ("pending" if not v.done else ""))
+            notes.append("failed" if v.failed and not v.done else ("pending" if not v.done else _reach_note(v, metric)))
     if all(x is None for x in means):
         return None
     plt = _plt()

@@ -21,6 +21,25 @@ def fmt_ms(mean, std, metric) -> str:
     return fmt(mean, metric) + (f" ± {fmt(std, metric, 2)}" if std is not None else "")
 
 
+def fmt_cell(cell, metric: dict) -> str:
+    """A cell's mean ± std; for a censored metric (time to accuracy) that some seed never reached
+    within the budget, how many reached it instead ('1/5 reached'; the median once most did)."""
+    if cell.complete(metric):
+        return fmt_ms(*cell.summary(metric), metric)
+    k, n = cell.reach(metric)
+    if k == 0:
+        return f"not reached ({k}/{n})"
+    from prunelab.derived import tta_aggregate
+
+    med = tta_aggregate(list(cell.values(metric).values()) + [None] * (n - k))["median"]
+    return f"{k}/{n} reached" + (f", median {fmt(med, metric)}" if med is not None else "")
+
+
+def lower_label(label: str) -> str:
+    """'Time to 97% of FT' -> 'time to 97% of FT': lower case inside a sentence, acronyms kept."""
+    return " ".join(w if len(w) > 1 and w.isupper() else w.lower() for w in str(label).split(" "))
+
+
 def fmt_delta(line: Line) -> str:
     c = line.comparison
     if c.mean_diff is None:

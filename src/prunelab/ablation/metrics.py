@@ -44,6 +44,9 @@ class MetricSpec:
     higher_is_better: bool = True
     keys: tuple = ()                     # keys tried in a row's metrics, first present wins
     needs_reference: bool = False        # derived from an FT reference run
+    # a done run without this value never reached it within the budget (time-to-accuracy): a mean
+    # over the runs that did would flatter a method that often fails, so tables say "k of n"
+    censored: bool = False
 
     def __post_init__(self):
         if not self.key or not self.label:
@@ -54,7 +57,8 @@ class MetricSpec:
             raise ValueError(f"metric {self.key}: scale must be > 0")
 
     def with_unit(self, unit: str, scale: float) -> "MetricSpec":
-        return MetricSpec(self.key, self.label, unit, scale, self.higher_is_better, self.keys, self.needs_reference)
+        return MetricSpec(self.key, self.label, unit, scale, self.higher_is_better, self.keys, self.needs_reference,
+                          self.censored)
 
 
 SPECS = {s.key: s for s in [
@@ -63,7 +67,8 @@ SPECS = {s.key: s for s in [
     MetricSpec("perplexity", "Perplexity", "", higher_is_better=False, keys=("perplexity", "ppl", "score")),
     MetricSpec("rel_acc", "Relative accuracy", "%", 100.0, needs_reference=True),
     MetricSpec("train_seconds", "Training time", "min", 1 / 60, higher_is_better=False),
-    MetricSpec("tta_s", "Time to 97% of FT", "min", 1 / 60, higher_is_better=False, needs_reference=True),
+    MetricSpec("tta_s", "Time to 97% of FT", "min", 1 / 60, higher_is_better=False, needs_reference=True,
+               censored=True),
     MetricSpec("train_peak_mem_mb", "Peak training memory", "GB", 1 / 1024, higher_is_better=False),
     MetricSpec("inf_peak_mem_mb", "Inference memory", "GB", 1 / 1024, higher_is_better=False,
                keys=("inf_peak_mem_mb", "peak_mem_mb")),
@@ -130,7 +135,16 @@ class MetricRef:
     def to_dict(self) -> dict:
         return {"text": self.text, "key": self.spec.key, "unit": self.spec.unit, "scale": self.spec.scale,
                 "label": self.spec.label, "higher_is_better": self.spec.higher_is_better,
-                "keys": list(self.spec.keys)}
+                "keys": list(self.spec.keys), "censored": self.spec.censored}
+
+
+def is_censored(metric: dict) -> bool:
+    """Whether a missing value of a done run means "not reached" (studies registered before the
+    flag was stored fall back to the metric's spec)."""
+    if "censored" in metric:
+        return bool(metric["censored"])
+    spec = SPECS.get(metric.get("key", ""))
+    return bool(spec and spec.censored)
 
 
 def resolve_metric(text: str, method: str | None = None) -> MetricRef:

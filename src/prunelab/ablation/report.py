@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, StudyResult, analyze, disturbed_timings
 from prunelab.ablation.adaptive import STOP_TEXT
-from prunelab.ablation.fmt import cell_name, fmt, fmt_delta, fmt_ms, fmt_p  # noqa: F401
+from prunelab.ablation.fmt import cell_name, fmt, fmt_cell, fmt_delta, fmt_ms, fmt_p  # noqa: F401
 from prunelab.ablation.fmt import exp_text as _exp_text, signed as _signed, tex as _tex  # noqa: F401
 from prunelab.ablation.section import section_latex, section_rows, to_section  # noqa: F401 (section_rows: API)
 from prunelab.ablation.stats import MIN_BOOTSTRAP_SEEDS, null_text
@@ -151,12 +151,12 @@ def _ablation_md(res: StudyResult, a: AblationResult) -> list[str]:
     out.append("|---|---|" + "---|" * len(cols))
     b = res.baseline
     for c in [b] + ([res.reference] if res.reference is not None and res.reference.done else []):
-        out.append(f"| {cell_name(c)} | {len(c.done)} | " + " | ".join(fmt_ms(*_ms(c, m), m) for m in cols) + " |")
+        out.append(f"| {cell_name(c)} | {len(c.done)} | " + " | ".join(fmt_cell(c, m) for m in cols) + " |")
     for v in a.variants:
         cells = []
         for m in cols:
             ln = a.line(v.label, m["key"])
-            txt = fmt_ms(ln.value[0], ln.value[1], m)
+            txt = fmt_cell(v, m)
             if ln.comparison.mean_diff is not None:
                 txt += f" (Δ {fmt_delta(ln)})"
             cells.append(txt)
@@ -183,12 +183,6 @@ def _ablation_md(res: StudyResult, a: AblationResult) -> list[str]:
     return out
 
 
-def _ms(cell, metric):
-    from prunelab.ablation.stats import mean_std
-
-    return mean_std(list(cell.values(metric).values()))
-
-
 # ----------------------------------------------------------------------------- LaTeX / CSV
 
 def to_latex(res: StudyResult) -> str:
@@ -200,7 +194,7 @@ def to_latex(res: StudyResult) -> str:
            "Setting & " + " & ".join(esc(metric_header(m)) for m in metrics) + r" \\", r"\midrule"]
     b = res.baseline
     out.append(esc(f"{res.method.upper()} (full)") + " & " + " & ".join(
-        _tex_ms(_ms(b, m), m) for m in metrics) + r" \\")
+        _tex_cell(b, m) for m in metrics) + r" \\")
     # the trivial baselines are not plan items, but a reader of the table needs them beside the
     # variants: they say whether the full method beats the cheapest alternative at all
     for a in res.ablations + ([res.trivial] if res.trivial else []):
@@ -213,7 +207,7 @@ def to_latex(res: StudyResult) -> str:
                 if ln is None:
                     cells.append("--")
                     continue
-                txt = _tex_ms(ln.value[:2], m)
+                txt = _tex_cell(v, m)
                 if ln.comparison.significant:
                     txt += r"$^{*}$"
                 cells.append(txt)
@@ -232,6 +226,10 @@ def _tex_adaptive(res: StudyResult) -> str:
     if not ad:
         return ""
     return " (chosen adaptively" + (f", stopped: {_tex(ad['stop'])}" if ad.get("stop") else ", not finished") + ")"
+
+
+def _tex_cell(cell, m) -> str:
+    return _tex_ms(cell.summary(m), m) if cell.complete(m) else _tex(fmt_cell(cell, m))
 
 
 def _tex_ms(ms, m) -> str:

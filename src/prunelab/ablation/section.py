@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 
 from prunelab.ablation.analysis import CONTENTION_LIMIT, AblationResult, Line, StudyResult, disturbed_timings
-from prunelab.ablation.fmt import cell_name, exp_text, fmt, fmt_delta, fmt_ms, fmt_p, signed, tex
+from prunelab.ablation.fmt import cell_name, exp_text, fmt, fmt_delta, fmt_ms, fmt_p, lower_label, signed, tex
+from prunelab.ablation.metrics import is_censored
 from prunelab.ablation.stats import EQUIV_REL, MIN_BOOTSTRAP_SEEDS, null_text, seeds_needed
 
 ALPHA_TEXT = "α = 0.05"
@@ -49,12 +50,34 @@ def numbers(a: AblationResult, v, ln: Line) -> dict:
     """The formatted strings of one (variant, metric): shared by the prose and the LaTeX table."""
     m, c = ln.metric, ln.comparison
     ci = c.ci
-    return {"ablation": a.name, "variant": cell_name(v), "metric": m["label"].lower(),
+    return {"ablation": a.name, "variant": cell_name(v), "metric": lower_label(m["label"]),
             "unit": m.get("unit") or "", "base": fmt_ms(*ln.base[:2], m), "value": fmt_ms(*ln.value[:2], m),
             "n": c.n, "delta": fmt_delta(ln) if c.mean_diff is not None else "--",
             "ci": f"[{signed(ci[0], m)}, {signed(ci[1], m)}]" if ci else "--",
             "p": _fmt_p(fmt_p(c.p_value)), "power": null_text(c, lambda x, m=m: fmt(abs(x), m, 3)),
             "outcome": outcome(ln) if c.n >= 2 else "inconclusive"}
+
+
+def _compared(ln: Line) -> bool:
+    """A line with numbers on both sides to compare (a time to accuracy that some seed of either
+    side never reached has no mean: it is told as counts by _unreached instead)."""
+    if is_censored(ln.metric):
+        return ln.base[0] is not None and ln.value[0] is not None
+    return ln.value[0] is not None
+
+
+def _unreached(res: StudyResult, v, lines: list[Line]) -> str:
+    """'Time to 97% of FT was reached within the budget by 1/5 seeds of full APT and 0/5 of this variant.'"""
+    parts = []
+    for ln in lines:
+        if is_censored(ln.metric) and not _compared(ln):
+            (kb, nb), (kv, nv) = res.baseline.reach(ln.metric), v.reach(ln.metric)
+            parts.append(f"{lower_label(ln.metric['label'])} was reached within the budget by {kb}/{nb} seeds of "
+                         f"the full method and {kv}/{nv} of this variant, so it has no mean to compare")
+    if not parts:
+        return ""
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "."
 
 
 def _fmt_p(p: str) -> str:
@@ -67,7 +90,7 @@ def section_rows(res: StudyResult) -> list[dict]:
     for a in res.ablations:
         for v in a.variants:
             for ln in a.lines:
-                if ln.cell is v and ln.value[0] is not None:
+                if ln.cell is v and _compared(ln):
                     rows.append(numbers(a, v, ln))
     return rows
 
@@ -254,7 +277,7 @@ def _variant(res: StudyResult, a: AblationResult, v, k: int, used: dict | None =
             tail = "as the plan predicted (a collapse)" if crash else "so it has no numbers"
             return [f"{change} made every run fail ({err}), {tail}."]
         return [f"{change}: results pending ({len(v.done)}/{len(v.seeds)} seeds finished)."]
-    lines = [ln for ln in a.lines if ln.cell is v and ln.value[0] is not None]
+    lines = [ln for ln in a.lines if ln.cell is v and _compared(ln)]
     if not lines:
         return [f"{change}: the requested metrics were not recorded."]
     main, rest = lines[0], lines[1:]
@@ -262,6 +285,9 @@ def _variant(res: StudyResult, a: AblationResult, v, k: int, used: dict | None =
     out = [f"{change} {_moves(main, r, k)} ({_stats(r)}){_stance(main, abl, r)}."]
     if rest:
         out.append(_secondary(a, v, rest, k))
+    unreached = _unreached(res, v, [ln for ln in a.lines if ln.cell is v])
+    if unreached:
+        out.append(unreached)
     kind = (abl["action"] if v.cell.get("value") is None else "value", outcome(main), _better(main))
     used = {} if used is None else used
     out.append(interpretation(main, abl, v, r, method, used.get(kind, 0)))
@@ -312,7 +338,7 @@ def _sweep(res: StudyResult, items: list[tuple]) -> list[str]:
     part = a0.ablation["ablated_part"]
     mains = []
     for a, v in items:
-        lines = [ln for ln in a.lines if ln.cell is v and ln.value[0] is not None]
+        lines = [ln for ln in a.lines if ln.cell is v and _compared(ln)]
         mains.append((a, v, lines))
     if any(not lines for _, _, lines in mains):
         return [s for a, v in items for s in _variant(res, a, v, 0)]
@@ -403,7 +429,7 @@ def _sweep_reading(mains, bval, part: str) -> str:
     does the first secondary metric gain for it."""
     metric = mains[0][2][0].metric
     hib = metric.get("higher_is_better", True)
-    name = metric["label"].lower()
+    name = lower_label(metric["label"])
     pts = _curve(mains, metric["key"], bval)
     way = _direction(pts)
     if way is None:
@@ -417,7 +443,7 @@ def _sweep_reading(mains, bval, part: str) -> str:
         sec = mains[0][2][1].metric
         s_way = _direction(_curve(mains, sec["key"], bval))
         if s_way and ((s_way == "up") == sec.get("higher_is_better", True)) != (better_when == "larger"):
-            trade = (f", and {sec['label'].lower()} moves the other way, so {part} is a trade-off "
+            trade = (f", and {lower_label(sec['label'])} moves the other way, so {part} is a trade-off "
                      f"rather than a setting to maximise")
     return f"{name[:1].upper() + name[1:]} improves steadily as {part} gets {better_when}{trade}."
 
@@ -484,7 +510,7 @@ def _cheapest(res: StudyResult) -> str:
     method = _method_name(res)
     wins, losses, ties, parts = [], [], [], []
     for v in t.variants:
-        ln = next((x for x in t.lines if x.cell is v and x.value[0] is not None), None)
+        ln = next((x for x in t.lines if x.cell is v and _compared(x)), None)
         if ln is None:
             continue
         r = numbers(t, v, ln)
