@@ -157,6 +157,20 @@ def calibration(scores: dict, method: str) -> list[str]:
             "| cell | this study | long run | ratio |", "|---|---|---|---|", *lines, ""]
 
 
+def seeds_ran(store: str, study: str) -> str:
+    """'5', or for a study that chose its seeds itself 'auto: 5 (start 3, cap 5, stopped at the cap)'."""
+    from prunelab.ablation.adaptive import STOP_TEXT
+    from prunelab.ablation.studies import load_study
+
+    meta = load_study(store, study)
+    n, ad = len(meta.get("seeds") or []), meta.get("adaptive")
+    if not ad:
+        return str(n)
+    stop = (re.sub(r"\s*\([^)]*\)$", "", f"stopped because {STOP_TEXT[ad['stop']]}") if ad.get("stop") in STOP_TEXT
+            else "not finished")
+    return f"auto: {n} (start {ad.get('start')}, cap {ad.get('max_seeds')}, {stop})"
+
+
 def written_by(command: str, rc: int, previous_readme: Path | None = None) -> str:
     """The README's first line. A re-render (--report-only) keeps the command that ran the cells,
     read from the README that command wrote, and says that only the report was rendered again."""
@@ -206,13 +220,12 @@ def main(argv=None):
         if study not in list_studies(a.store) and raw.exists():
             import_runs(raw, a.store)
         if study in list_studies(a.store):      # the seeds the study ran, not this command's default
-            from prunelab.ablation.studies import load_study
-
-            seeds = len(load_study(a.store, study).get("seeds") or [])
+            seeds = seeds_ran(a.store, study)
     else:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         rc = acli.ablate(str(path), preset=a.preset, seeds=seeds, workers=a.workers, store=a.store, study=study,
                          max_seeds=a.max_seeds, ci_width=a.ci_width)
+        seeds = seeds_ran(a.store, study)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = acli.report(study, store=a.store, out_dir=str(out_dir))
     method = resolve_plan(load_plan(str(path)), None).method

@@ -66,18 +66,31 @@ def _compared(ln: Line) -> bool:
     return ln.value[0] is not None
 
 
-def _unreached(res: StudyResult, v, lines: list[Line]) -> str:
-    """'Time to 97% of FT was reached within the budget by 1/5 seeds of full APT and 0/5 of this variant.'"""
+def _unreached(res: StudyResult, v, lines: list[Line], used: dict) -> str:
+    """'Time to 97% of FT was reached within the budget by 1/5 seeds of the full method and 0/5 of
+    this variant, so it has no mean to compare.' The first time in a section; after that shorter,
+    by which side reached the target more often."""
     parts = []
     for ln in lines:
-        if is_censored(ln.metric) and not _compared(ln):
-            (kb, nb), (kv, nv) = res.baseline.reach(ln.metric), v.reach(ln.metric)
-            parts.append(f"{lower_label(ln.metric['label'])} was reached within the budget by {kb}/{nb} seeds of "
-                         f"the full method and {kv}/{nv} of this variant, so it has no mean to compare")
-    if not parts:
-        return ""
-    text = "; ".join(parts)
-    return text[:1].upper() + text[1:] + "."
+        if not is_censored(ln.metric) or _compared(ln):
+            continue
+        (kb, nb), (kv, nv) = res.baseline.reach(ln.metric), v.reach(ln.metric)
+        label = lower_label(ln.metric["label"])
+        target = label[len("time to "):] if label.startswith("time to ") else label
+        i = used.get("unreached", 0)
+        used["unreached"] = i + 1
+        if i == 0:
+            parts.append(f"{label[:1].upper() + label[1:]} was reached within the budget by {kb}/{nb} seeds of "
+                         f"the full method and {kv}/{nv} of this variant, so it has no mean to compare.")
+        elif kv == kb:
+            parts.append(f"As many of its seeds reached {target} within the budget as the full method's "
+                         f"({kv}/{nv}).")
+        elif kv / max(nv, 1) < kb / max(nb, 1):
+            parts.append(f"Fewer of its seeds reached {target} within the budget ({kv}/{nv} against {kb}/{nb}).")
+        else:
+            parts.append(f"More of its seeds reached {target} within the budget than the full method's "
+                         f"({kv}/{nv} against {kb}/{nb}).")
+    return " ".join(parts)
 
 
 def _fmt_p(p: str) -> str:
@@ -285,11 +298,11 @@ def _variant(res: StudyResult, a: AblationResult, v, k: int, used: dict | None =
     out = [f"{change} {_moves(main, r, k)} ({_stats(r)}){_stance(main, abl, r)}."]
     if rest:
         out.append(_secondary(a, v, rest, k))
-    unreached = _unreached(res, v, [ln for ln in a.lines if ln.cell is v])
+    used = {} if used is None else used
+    unreached = _unreached(res, v, [ln for ln in a.lines if ln.cell is v], used)
     if unreached:
         out.append(unreached)
     kind = (abl["action"] if v.cell.get("value") is None else "value", outcome(main), _better(main))
-    used = {} if used is None else used
     out.append(interpretation(main, abl, v, r, method, used.get(kind, 0)))
     used[kind] = used.get(kind, 0) + 1
     return out
