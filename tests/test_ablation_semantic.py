@@ -457,3 +457,30 @@ def test_minimum_detectable_effect_labels_null_results():
     assert not tight.significant and tight.null == "no_effect"
     assert null_text(tight).startswith("no effect larger than ")
     assert tight.mde < 0.02 * 0.8
+
+
+def _cells(comps, part, action, repl=()):
+    from prunelab.ablation.resolve import resolve_cells
+
+    return resolve_cells(Ablation(name="x", ablated_part=part, action=action, replacement=list(repl)), comps)
+
+
+def test_a_technique_no_component_implements_is_out_of_scope(apt, sdtp):
+    """Sentence vectors put 'ALiBi' near rope_fix.off and 'prefix tuning' near the tuning options;
+    the technique's name says that no option is meant (scope.FOREIGN)."""
+    for comps, part, repl in [(sdtp, "rotary position embedding", "swap rope for alibi attention biases"),
+                              (apt, "PEFT method", "prefix tuning"),
+                              (sdtp, "saliency computation for the pruner targets",
+                               "integrated gradients instead of plain gradient saliency"),
+                              (sdtp, "Two-layer MLP importance predictor",
+                               "The MLP predictor is replaced by a lightweight bidirectional LSTM"),
+                              (apt, "Structured block-level pruning", "Unstructured pruning of individual weights")]:
+        (cell,) = _cells(comps, part, "REPLACE", [repl])
+        assert getattr(cell, "kind", None) == "out_of_scope", (repl, cell)
+        assert "which no component of this method implements" in str(cell)
+    # a passing mention does not override a clear option: the optimizer is context here
+    (cell,) = _cells(apt, "LoRA tuning", "REPLACE", ["lora.trainable_rank=0; optimizer only sees the classifier head"])
+    assert (cell.component, cell.option) == ("tuning", "none")
+    # what the text replaces is not what it asks for
+    (cell,) = _cells(apt, "salience", "REPLACE", ["magnitude scores instead of the learned gates"])
+    assert (cell.component, cell.option) == ("salience", "magnitude")

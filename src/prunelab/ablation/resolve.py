@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from prunelab.ablation.metrics import MetricRef, default_metrics, resolve_metric
 from prunelab.ablation.plan import Ablation, Action, Plan
+from prunelab.ablation.scope import foreign_technique
 from prunelab.ablation.semantic import known_words
 from prunelab.ablation.text import (component_names, expand_abbreviations, fix_spelling, norm, phrase_similarity,
                                     similarity, stem, tokens, vocabulary)
@@ -355,6 +356,8 @@ class Matcher:
         self.sim = Similarity(get_embedder())
         self._ctexts = {n: component_texts(c) for n, c in components.items()}
         self._otexts = {(n, o): option_texts(c, o) for n, c in components.items() for o in c.options}
+        # option names and aliases: a technique they name is in scope (scope.foreign_technique)
+        self.own_texts = [t for names, _ in self._otexts.values() for t in names]
         every = [t for names, descs in self._ctexts.values() for t in names + descs]
         every += [t for names, descs in self._otexts.values() for t in names + descs]
         self.sim.prepare(every)
@@ -640,22 +643,41 @@ def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = 
     """One entry per cell (one per replacement value; one for a REMOVE): its Choice, or the Unclear
     saying why it has none, so one unclear replacement does not cost the ablation its other cells."""
     m = matcher or Matcher(components)
-    abl = m.clean(abl)
+    raw, abl = abl, m.clean(abl)
     scores = m.rank(abl)
     if abl.action is Action.REMOVE:
+        # 'REMOVE dropout' asks for something no component sets (read on the raw text: the spelling
+        # fixer would turn 'alibi' into a word it knows)
         try:
-            return [_remove(abl, m, scores)]
+            cell = _remove(abl, m, scores)
         except Unclear as e:
-            return [e]
+            cell = e
+        return [_in_scope(cell, raw.ablated_part, m)]
     out = []
-    for text in abl.replacement:
+    for said, text in zip(raw.replacement, abl.replacement):
         for part in expand_values(text):
             try:
-                out.append(_replacement(abl, part, m, scores))
+                cell = _replacement(abl, part, m, scores)
             except Unclear as e:
                 added = _added(abl, part, m, scores)
-                out.append(e if added is None else added)
+                cell = e if added is None else added
+            out.append(_in_scope(cell, said, m))
     return out
+
+
+def _in_scope(cell, said: str, m: Matcher):
+    """The cell, or out of scope when the text asks for a technique no component implements
+    (scope.FOREIGN) and the cell is not a confident choice: an unflagged match of an option wins
+    over a passing mention ('rank 0; the optimizer only sees the classifier' is tuning.none)."""
+    if isinstance(cell, Choice) and cell.flag is None:
+        return cell
+    if isinstance(cell, Unclear) and cell.kind == "out_of_scope":
+        return cell
+    technique = foreign_technique(said, m.own_texts)
+    if technique is None:
+        return cell
+    return Unclear(f"{said!r} asks for {technique}, which no component of this method implements "
+                   f"(components: {', '.join(m.components)})", "out_of_scope")
 
 
 def _added(abl: Ablation, text: str, m: Matcher, scores) -> Choice | None:
