@@ -484,3 +484,19 @@ def test_a_technique_no_component_implements_is_out_of_scope(apt, sdtp):
     # what the text replaces is not what it asks for
     (cell,) = _cells(apt, "salience", "REPLACE", ["magnitude scores instead of the learned gates"])
     assert (cell.component, cell.option) == ("salience", "magnitude")
+
+
+def test_short_keys_shrink_phrasing_rank_words_and_option_settings(apt, sdtp):
+    """Round ten: 'sp=.4' / 'kr=.3' name the numeric component by its initials or a prefix; 'shrink to
+    75%' is what is kept; 'rank sixteen' is 16; a number that is one option's setting, said with words
+    describing that option's family, is that option ('static rank 20' is static_intermediate)."""
+    # (a listed value comes back as its option name, '0.4'; others as a number)
+    assert [(c, float(v)) for c, v in one(apt, "target sparsity", "REPLACE", ["sp=.4"])] == [("sparsity", 0.4)]
+    assert [(c, float(v)) for c, v in one(sdtp, "keep ratio - more agressive", "REPLACE", ["kr=.3"])] == \
+        [("keep_ratio", 0.3)]
+    assert one(apt, "how much is pruned away", "REPLACE", ["shrink to 3/4 of the original size"]) == [("sparsity", 0.25)]
+    assert one(apt, "adaptive rank growth of the lora adapters", "REPLACE", ["rank sixteen", "r=4 fixed"]) == \
+        [("tuning", 16.0), ("tuning", 4.0)]
+    assert one(apt, "adaptive tuning", "REPLACE", ["static rank 20 the whole time"]) == [("tuning", "static_intermediate")]
+    # a bare number stays the component's number, as in a sweep
+    assert one(apt, "adaptive tuning", "REPLACE", ["r=8", "r=16"]) == [("tuning", 8.0), ("tuning", 16.0)]

@@ -342,6 +342,7 @@ class Unclear(PrunelabError):
 
 _FIELD = re.compile(r"^\s*(?:\*\*|__)(?:ablated part|part|variant|replacement|ablation|change|action|item|"
                     r"description|component)\s*:(?:\*\*|__)\s*", re.IGNORECASE)
+_KEY_VALUE = re.compile(r"\b([A-Za-z]{1,4})(\s*[=:]\s*-?(?:\d|\.\d))")
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
 
@@ -384,11 +385,31 @@ class Matcher:
             t = _FIELD.sub("", t)
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
+            t = self.expand_keys(t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
         new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
         if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
             return abl
         return dataclasses.replace(abl, name=new[0], ablated_part=new[1], replacement=new[2], variable=new[3])
+
+    def expand_keys(self, text: str) -> str:
+        """'sp=.4' -> 'sparsity=.4', 'kr=.3' -> 'keep_ratio=.3': a short key before '=' and a number
+        that is the initials or a prefix of exactly one numeric component's name (or of its number's
+        name) is that component. Keys the method's texts use themselves ('r=8') are left alone."""
+        def sub(m: re.Match) -> str:
+            key = m.group(1).lower()
+            if key in self.vocab or key in self.components:
+                return m.group(0)
+            hits = set()
+            for name, comp in self.components.items():
+                if not comp.numeric:
+                    continue
+                for n in (name, comp.numeric):
+                    words = [w for w in re.split(r"[_\s]+", n.lower()) if w]
+                    if key == "".join(w[0] for w in words) and len(words) > 1 or (len(key) >= 2 and n.lower().startswith(key)):
+                        hits.add(name)
+            return f"{hits.pop()}{m.group(2)}" if len(hits) == 1 else m.group(0)
+        return _KEY_VALUE.sub(sub, text)
 
     def match(self, text: str, names: list[str], descs: list[str] = (), phrase: bool = True) -> float:
         key = (text, tuple(names), tuple(descs), phrase)
@@ -881,6 +902,9 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     best_option = max((c for c in cands), key=lambda c: c[3], default=None)
 
     number = NUMBER.search(words_to_numbers(text))
+    valued = _valued_option(text, m, scores) if number else None
+    if valued is not None:
+        return valued
     if number and (parse_number(text) is not None or any(components[n].numeric for _, n in scores)):
         strong = best_option is not None and best_option[3] >= 0.9 and best_option[4] == "option" \
             and (not components[best_option[1]].numeric
@@ -927,6 +951,37 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
                 f"{name}.{opt} chosen from the replacement text alone ({best[3]:.2f})")
     return Choice(name, opt, None, components[name].overrides(opt), said, best[0], flag,
                   [(round(c[0], 3), f"{c[1]}.{c[2]}") for c in rivals[:2]])
+
+
+def _valued_option(text: str, m: Matcher, scores) -> Choice | None:
+    """'static rank 20 the whole time' is tuning.static_intermediate (a static rank of 20), not an
+    initial rank of 20 that still grows: a number that is the setting of exactly one option of the
+    part's component is that option when the rest of the text describes its family (the options
+    that differ from it only in numbers: static_initial / _intermediate / _final) better than any
+    other option. A bare 'r=32' says nothing more and stays the component's number."""
+    top, name = scores[0]
+    comp = m.components[name]
+    parsed = parse_number(text, comp)
+    if top < COMPONENT_MIN or parsed is None or parsed[1]:
+        return None
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    holders = [o for o, ov in comp.options.items() if any(is_num(v) and v == parsed[0] for v in ov.values())]
+    if len(holders) != 1:
+        return None
+    opt = holders[0]
+    shape = {k: v for k, v in comp.options[opt].items() if not is_num(v) and v is not None}
+    family = [o for o, ov in comp.options.items() if all(ov.get(k) == v for k, v in shape.items())]
+    rest = re.sub(r"\b(?:r|rank)\b\s*=?", " ", NUMBER.sub(" ", words_to_numbers(text)))
+    if not tokens(rest):
+        return None
+    rated = {o: m.option_score(name, o, rest) for o in comp.options}
+    inside = max(rated[o] for o in family)
+    outside = max((v for o, v in rated.items() if o not in family), default=0.0)
+    if inside < OPTION_MIN or inside - outside < LOW_MARGIN:
+        return None
+    return Choice(name, opt, None, comp.overrides(opt), text, W_COMPONENT * top + (1 - W_COMPONENT) * inside)
 
 
 def _dedupe(components, cands):

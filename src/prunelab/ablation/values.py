@@ -31,12 +31,21 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  "original", "size", "full", "whole", "entire", "share", "portion", "more", "less", "fewer",
                  "gpu", "accelerator", "accelerators", "cards", "stages", "pipeline", "split", "over", "sparse",
                  "way", "gone", "his", "her", "until", "compress", "compressed", "halve", "halved", "every",
-                 "which", "where", "in", "survive", "survives", "remains", "kept", "non-embedding"}
+                 "which", "where", "in", "survive", "survives", "remains", "kept", "non-embedding",
+                 # 'shrink to 75% of the original size', 'r=32 const', 'rank 20 the whole time'
+                 "shrink", "shrunk", "shrinking", "reduce", "reduced", "reducing", "by", "const", "constant",
+                 "fixed", "static", "time", "throughout"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
                             r"cut|cutting|sparsity|sparse|zeroed|eliminated?|toss|tossed|tossing|throw|thrown|throwing|"
                             r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted|gone)\b", re.IGNORECASE)
+
+
+_SHRINK_TO = re.compile(r"\b(?:shrink\w*|shrunk|reduc\w*|compress\w*|cut|down|trim\w*)\s+(?:\w+\s+){0,3}?to\s+$",
+                        re.IGNORECASE)
+_SHRINK_BY = re.compile(r"\b(?:shrink\w*|shrunk|reduc\w*|compress\w*|cut|trim\w*)\s+(?:\w+\s+){0,3}?by\s+$",
+                        re.IGNORECASE)
 
 
 class PlanValueError(PrunelabError):
@@ -68,7 +77,8 @@ def expand_values(text: str) -> list[str]:
 
 
 _CARDINAL = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-             "ten": 10, "twelve": 12, "sixteen": 16, "twenty": 20, "thirty-two": 32, "a": 1, "an": 1}
+             "ten": 10, "twelve": 12, "sixteen": 16, "twenty": 20, "thirty-two": 32, "sixty-four": 64, "a": 1,
+             "an": 1}
 _DENOMINATOR = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
                 "fourths": 4, "fifth": 5, "fifths": 5, "tenth": 10, "tenths": 10}
 _WORD_FRACTION = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if k.isalpha() and len(k) > 1 or k in ("a",))
@@ -81,6 +91,9 @@ _COUNT = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if len(k) > 2) + r")(
                     r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
 
 
+# 'rank sixteen' is rank 16 ('rank one layer' stays words: only numbers a rank takes)
+_RANK_WORD = re.compile(r"\b(rank\s+|r\s*=\s*)(two|four|eight|twelve|sixteen|twenty|thirty-two|sixty-four)\b",
+                        re.IGNORECASE)
 _SLASH_FRACTION = re.compile(r"(?<![\w=./])([1-9])\s*/\s*([2-9]|10)\s+of\b")    # '1/5 of the weights'
 
 
@@ -103,6 +116,7 @@ def words_to_numbers(text: str) -> str:
     text = _WORD_FRACTION.sub(frac, text)
     text = _ONE_IN.sub(one_in, text)
     text = _BARE_HALF.sub(lambda m: "50%" + (" of" if m.group(1) else ""), text)
+    text = _RANK_WORD.sub(lambda m: m.group(1) + str(_CARDINAL[m.group(2).lower()]), text)
     return _COUNT.sub(lambda m: str(_CARDINAL[m.group(1).lower()]), text)
 
 
@@ -162,6 +176,13 @@ def text_sense(text: str) -> tuple[bool, bool]:
     after it: '30% of the weights removed')."""
     kept, removed = bool(KEPT_WORDS.search(text)), bool(REMOVED_WORDS.search(text))
     m = NUMBER.search(words_to_numbers(text))
+    if m is not None:
+        # 'shrink to 75%' is what is left, 'shrink by 25%' what goes
+        lead = words_to_numbers(text)[:m.start()]
+        if _SHRINK_TO.search(lead):
+            return True, False
+        if _SHRINK_BY.search(lead):
+            return False, True
     if not (kept and removed) or m is None:
         return kept, removed
     t = words_to_numbers(text)
