@@ -500,3 +500,15 @@ def test_short_keys_shrink_phrasing_rank_words_and_option_settings(apt, sdtp):
     assert one(apt, "adaptive tuning", "REPLACE", ["static rank 20 the whole time"]) == [("tuning", "static_intermediate")]
     # a bare number stays the component's number, as in a sweep
     assert one(apt, "adaptive tuning", "REPLACE", ["r=8", "r=16"]) == [("tuning", 8.0), ("tuning", 16.0)]
+
+
+def test_a_removed_part_that_describes_a_setting_is_chosen_and_flagged(apt, sdtp):
+    """A REMOVE whose part names no component but describes what goes or what is left is read as
+    that setting, never silently: the choice carries a flag saying how it was read."""
+    got = resolve_ablation(Ablation(name="x", action="REMOVE", ablated_part=(
+        "a variant with no trainable parameters added to the backbone at all: the LoRA adapters are gone")), apt)
+    assert [(c.component, c.option) for c in got] == [("tuning", "none")]
+    assert got[0].flag and "names no component" in got[0].flag
+    # something no component does stays out of scope, however it is worded
+    (cell,) = _cells(apt, "mixed-precision (bf16) training", "REMOVE")
+    assert getattr(cell, "kind", None) == "out_of_scope"

@@ -335,9 +335,10 @@ def _where(plan: Plan, abl: Ablation) -> str:
 # ----------------------------------------------------------------------------- ablation
 
 class Unclear(PrunelabError):
-    def __init__(self, msg: str, kind: str = "unresolved"):
+    def __init__(self, msg: str, kind: str = "unresolved", candidates: list[str] | None = None):
         super().__init__(msg)
         self.kind = kind
+        self.candidates = candidates or []      # the tied components of an ambiguous part
 
 
 _FIELD = re.compile(r"^\s*(?:\*\*|__)(?:ablated part|part|variant|replacement|ablation|change|action|item|"
@@ -672,7 +673,8 @@ def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = 
         try:
             cell = _remove(abl, m, scores)
         except Unclear as e:
-            cell = e
+            # an ambiguous part may be settled by what it describes, but only among the tied components
+            cell = _described(abl, m, scores, e.candidates if e.kind == "ambiguous" else None) or e
         return [_in_scope(cell, raw.ablated_part, m)]
     out = []
     for said, text in zip(raw.replacement, abl.replacement):
@@ -755,8 +757,9 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
     if weak and gap < WEAK_COMPONENT_LEAD:
         raise Unclear(f"ablated part {abl.ablated_part!r} matches no component well; closest: {_closest(scores)}")
     if gap < AMBIGUOUS_GAP:
+        tied = [name] + [n for s, n in rivals if top - s < LOW_MARGIN]
         raise Unclear(f"ablated part {abl.ablated_part!r} is ambiguous: {_closest([scores[0]] + rivals)}; name the "
-                      f"component in backticks, e.g. `{name}`", "ambiguous")
+                      f"component in backticks, e.g. `{name}`", "ambiguous", tied)
     if comp.remove is None:
         raise PrunelabError(f"component {name!r} cannot be removed; REPLACE it with one of: "
                             f"{', '.join(o for o in comp.options if o != comp.default)}")
@@ -769,6 +772,32 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
                f"({rivals[0][0] if rivals else 0.0:.2f}) but is below {COMPONENT_MIN}"
     return Choice(name, comp.remove, None, comp.overrides(comp.remove), "REMOVE", top, flag,
                   [(round(s, 3), n) for s, n in rivals[:2]])
+
+
+def _described(abl: Ablation, m: Matcher, scores, among: list[str] | None = None) -> Choice | None:
+    """A REMOVE whose part names no component but describes a setting: the variant ('the model keeps
+    all its heads and is only fine-tuned with the adapters' -> pruning.off) or what goes ('the extra
+    credit given to blocks with heavy-tailed outliers' -> salience.standard). The part is matched as
+    a replacement, as it is and as 'without <part>'; the better non-default choice is taken, always
+    flagged, since the plan never named what it removes."""
+    found = []
+    for text in (abl.ablated_part, f"without {abl.ablated_part}"):
+        try:
+            c = _replacement(abl, text, m, scores)
+        except Unclear:
+            continue
+        if c.option is not None and c.option != m.components[c.component].default and c.score >= JOINT_MIN \
+                and (among is None or c.component in among):
+            found.append(c)
+    if not found or (among is not None and (len(found) < 2 or len({(c.component, c.option) for c in found}) > 1)):
+        return None                   # an ambiguous part is settled only when both readings agree
+    best = max(found, key=lambda c: c.score)
+    if len({(c.component, c.option) for c in found}) > 1 and min(c.score for c in found) > best.score - LOW_MARGIN:
+        return None                   # the two readings disagree and neither is clearly better
+    best.text = "REMOVE"
+    best.flag = (f"the ablated part names no component; read as a description of {best.component}.{best.option} "
+                 f"({best.score:.2f})" + (f"; {best.flag}" if best.flag else ""))
+    return best
 
 
 def _removed_option(abl: Ablation, m: Matcher, name: str) -> Choice | None:

@@ -17,6 +17,8 @@ import re
 # (what to call it in the message, pattern over the raw plan text)
 FOREIGN = [
     ("quantization", r"\bquanti[sz]\w*|\bint[48]\b|\b[48]-?bits?\b|\bfp8\b|\bgptq\b|\bawq\b"),
+    ("another numeric precision (mixed precision, bf16, fp16)", r"\bmixed[- ]precision\b|\bbf16\b|\bfp(?:16|32)\b|"
+                                                              r"\bhalf[- ]precision\b|\bfloat16\b"),
     ("ALiBi position biases", r"\balibi\b"),
     ("RoPE scaling / position interpolation", r"\bntk\b|rope[_ ]scaling|\byarn\b|position interpolation"),
     ("prefix or prompt tuning", r"\bprefix[- ]?tun\w*|\bprompt[- ]tun\w*|\bp-tuning\b|virtual tokens"),
