@@ -512,3 +512,14 @@ def test_a_removed_part_that_describes_a_setting_is_chosen_and_flagged(apt, sdtp
     # something no component does stays out of scope, however it is worded
     (cell,) = _cells(apt, "mixed-precision (bf16) training", "REMOVE")
     assert getattr(cell, "kind", None) == "out_of_scope"
+
+
+def test_a_share_under_a_part_that_names_a_numberless_component(sdtp, apt):
+    """'token drop rate: discard 50%' names the pruner (no number); the share fits only the keep ratio,
+    which is taken and flagged. Also: 'act' is activation, and 'static' is shared by the static ranks."""
+    got = resolve_ablation(Ablation(name="x", ablated_part="token pruning rate", action="REPLACE",
+                                    replacement=["discard 50%"]), sdtp)
+    assert [(c.component, float(c.value if c.value is not None else c.option)) for c in got] == [("keep_ratio", 0.5)]
+    assert got[0].flag
+    assert one(apt, "salience score", "REPLACE", ["simple act*grad importance"]) == [("salience", "standard")]
+    assert one(apt, "rank growth", "REPLACE", ["static ranks at the final size"]) == [("tuning", "static_final")]

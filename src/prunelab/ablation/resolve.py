@@ -387,6 +387,8 @@ class Matcher:
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
             t = self.expand_keys(t)
+            # 'act*grad', 'activation×gradient': a product, as the options write it ('activation x gradient')
+            t = re.sub(r"(?<=[A-Za-z])\s*[*\u00d7\u00b7]\s*(?=[A-Za-z])", " x ", t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
         new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
         if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
@@ -842,22 +844,26 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
         parsed = parse_number(text, components[name])
         if parsed is None:
             continue
-        if top_name != name and top >= COMPONENT_MIN and s < top - 0.1 and text_scores[name] < COMPONENT_MIN:
-            raise Unclear(f"value {text!r}: {abl.ablated_part!r} matches component {top_name!r}, which takes "
-                          f"no number (options: {', '.join(components[top_name].options)}); numeric "
-                          f"components: {_closest(numeric)}")
         comp = components[name]
         # a value that only one numeric component can take, said as a kept/removed share, needs a
         # weaker match ('token budget: keep 40% of the prompt' -> keep_ratio), and is flagged
         fits = [n for _, n in numeric if value_fits(components[n], text)]
         weak = fits == [name] and component_sense(comp) and (KEPT_WORDS.search(text) or REMOVED_WORDS.search(text))
+        if top_name != name and top >= COMPONENT_MIN and s < top - 0.1 and text_scores[name] < COMPONENT_MIN \
+                and not (weak and s >= NUMERIC_WEAK_MIN):
+            # ('token pruning rate: drop 50%' names the pruner, which takes no number; the share can
+            # only be the keep ratio, so that one is taken, flagged, rather than asked about)
+            raise Unclear(f"value {text!r}: {abl.ablated_part!r} matches component {top_name!r}, which takes "
+                          f"no number (options: {', '.join(components[top_name].options)}); numeric "
+                          f"components: {_closest(numeric)}")
         if s < COMPONENT_MIN and not (weak and s >= NUMERIC_WEAK_MIN):
             raise Unclear(f"value {text!r}: ablated part {abl.ablated_part!r} matches no numeric component "
                           f"well; closest: {_closest(numeric)}")
         value = round(numeric_value(text, comp, parsed), 6)
         flag = None
-        if s < COMPONENT_MIN:
-            flag = f"weak match: {name} ({s:.2f}) is the only numeric component taking {value:g}"
+        if s < COMPONENT_MIN or (top_name != name and s < top - 0.1):
+            flag = f"weak match: {name} ({s:.2f}) is the only numeric component taking {value:g}" + \
+                (f" (the part names {top_name}, which takes no number)" if top_name != name else "")
         others = [(x, n) for x, n in numeric if n != name and parse_number(text, components[n]) is not None]
         if others and s - others[0][0] < LOW_MARGIN:
             flag = f"low margin: {name} ({s:.2f}) vs {others[0][1]} ({others[0][0]:.2f})"

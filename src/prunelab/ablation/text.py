@@ -219,7 +219,8 @@ SHORTHAND = {"attn": "attention", "toks": "tokens", "tok": "token", "seq": "sequ
              "prob": "probability", "probs": "probabilities", "hparams": "hyperparameters", "w": "weights",
              "grad": "gradient", "grads": "gradients", "distill": "distillation", "rnd": "random", "rand": "random",
              "sal": "salience", "mag": "magnitude", "unif": "uniform", "kd": "knowledge distillation",
-             "prec": "precision", "cfg": "config", "init": "initialisation", "pos": "position"}
+             "prec": "precision", "cfg": "config", "init": "initialisation", "pos": "position",
+             "act": "activation", "acts": "activations", "lyr": "layer", "lyrs": "layers"}
 
 
 def vocabulary(texts) -> set[str]:

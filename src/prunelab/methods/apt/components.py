@@ -74,8 +74,10 @@ COMPONENTS: dict[str, dict] = {
         "option_aliases": {
             "static_initial": ["Fixed initial rank", "static parameter allocation", "static rank", "fixed rank",
                                "w/o A_T", "without adaptive tuning", "starting rank throughout", "initial rank for the whole run", "no rank growth", "constant initial rank", "static tuning"],
-            "static_intermediate": ["Fixed intermediate rank", "intermediate rank", "middle rank", "medium rank", "r=20"],
-            "static_final": ["Fixed final rank", "final rank", "largest rank", "final rank from the start", "r=32"],
+            "static_intermediate": ["Fixed intermediate rank", "intermediate rank", "middle rank", "medium rank", "r=20",
+                                    "static intermediate rank"],
+            "static_final": ["Fixed final rank", "final rank", "largest rank", "final rank from the start", "r=32",
+                             "static final rank"],
             "uniform": ["uniform parameter addition", "uniform growth", "uniform rank growth",
                         "grow all adapters", "equal growth for all adapters", "evenly distributed ranks"],
             "none": ["frozen adapters", "head-only tuning", "zero adapter rank", "classifier head only", "no adapters"],
