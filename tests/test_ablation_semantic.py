@@ -523,3 +523,12 @@ def test_a_share_under_a_part_that_names_a_numberless_component(sdtp, apt):
     assert got[0].flag
     assert one(apt, "salience score", "REPLACE", ["simple act*grad importance"]) == [("salience", "standard")]
     assert one(apt, "rank growth", "REPLACE", ["static ranks at the final size"]) == [("tuning", "static_final")]
+
+
+def test_swapped_letters_bare_r_and_terse_loss_names(apt, sdtp):
+    from prunelab.ablation.text import fix_spelling
+
+    assert fix_spelling("keep only hlaf the tokens", {"half", "tokens", "keep", "only"}) == "keep only half the tokens"
+    assert one(apt, "rank growth", "REPLACE", ["no growth - each adapter stays at the r it began with"]) == \
+        [("tuning", "static_initial")]
+    assert one(sdtp, "next tok CE on the pruned fwd pass", "REMOVE") == [("lm_loss", "off")]

@@ -373,7 +373,8 @@ class Matcher:
                 seen[w] = seen.get(w, 0) + 1
         self._shared_words = {w for w, k in seen.items() if k > 1}
         # the method's own words, and the words values are said in ('precent' -> 'percent')
-        self.vocab = vocabulary(every + [n for n in components]) | NUMBER_WORDS | {"percent", "percentage"}
+        self.vocab = vocabulary(every + [n for n in components]) | NUMBER_WORDS | {
+            "percent", "percentage", "half", "third", "quarter", "fifth", "tenth", "thirds", "quarters", "fifths"}
         self.known = known_words()
 
     def clean(self, abl: Ablation) -> Ablation:
@@ -387,6 +388,8 @@ class Matcher:
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
             t = self.expand_keys(t)
+            # a bare 'r' ('stays at the r it started with') is the rank; 'r=8' is left to the value reader
+            t = re.sub(r"\br\b(?!\s*[=:]?\s*\d)(?!\s*[=:])", "rank", t)
             # 'act*grad', 'activation×gradient': a product, as the options write it ('activation x gradient')
             t = re.sub(r"(?<=[A-Za-z])\s*[*\u00d7\u00b7]\s*(?=[A-Za-z])", " x ", t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)

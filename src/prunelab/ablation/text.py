@@ -208,7 +208,7 @@ ABBREVIATIONS = {
     "KD": "knowledge distillation", "FT": "fine-tuning", "LR": "learning rate", "FFN": "feed-forward neurons",
     "MHA": "attention heads", "LM": "language modelling", "MSE": "mean squared error", "KL": "KL divergence",
     "KV": "key-value", "RoPE": "rotary position embedding", "PE": "position embedding", "BOS": "first token",
-    "EOS": "last token", "PEFT": "parameter-efficient fine-tuning",
+    "EOS": "last token", "PEFT": "parameter-efficient fine-tuning", "CE": "cross-entropy",
 }
 
 
@@ -220,7 +220,8 @@ SHORTHAND = {"attn": "attention", "toks": "tokens", "tok": "token", "seq": "sequ
              "grad": "gradient", "grads": "gradients", "distill": "distillation", "rnd": "random", "rand": "random",
              "sal": "salience", "mag": "magnitude", "unif": "uniform", "kd": "knowledge distillation",
              "prec": "precision", "cfg": "config", "init": "initialisation", "pos": "position",
-             "act": "activation", "acts": "activations", "lyr": "layer", "lyrs": "layers"}
+             "act": "activation", "acts": "activations", "lyr": "layer", "lyrs": "layers", "fwd": "forward",
+             "bwd": "backward", "obj": "objective"}
 
 
 def vocabulary(texts) -> set[str]:
@@ -256,6 +257,12 @@ def fix_spelling(text: str, vocab: set[str], known: frozenset | set = frozenset(
             return w
         near = [v for v in pool if v[0] == low[0] and abs(len(v) - len(low)) <= 2]
         best = difflib.get_close_matches(low, near, n=1, cutoff=cutoff)
+        if not best:
+            # two neighbouring letters swapped ('hlaf', 'rnaking') score low on similarity but are
+            # the commonest typing slip: one swap away from exactly one vocab word is that word
+            swaps = {low[:i] + low[i + 1] + low[i] + low[i + 2:] for i in range(1, len(low) - 1)}
+            hits = [v for v in near if v in swaps]
+            best = hits if len(hits) == 1 else []
         return best[0] if best else w
     return _WORD.sub(sub, text)
 

@@ -205,7 +205,8 @@ COMPONENTS: dict[str, dict] = {
                         "The keep/drop mask is propagated from one pruning stage to the next, accumulating over layers"),
         "option_descriptions": {
             "cumulative": ["once dropped a token stays dropped in all later layers"],
-            "local": ["each layer chooses from all tokens again, masks do not carry over between stages"],
+            "local": ["each layer chooses from all tokens again, masks do not carry over between stages",
+                      "a token dropped at an earlier stage can come back at a later layer"],
         },
     },
     "attention_mask_update": {
