@@ -532,3 +532,22 @@ def test_swapped_letters_bare_r_and_terse_loss_names(apt, sdtp):
     assert one(apt, "rank growth", "REPLACE", ["no growth - each adapter stays at the r it began with"]) == \
         [("tuning", "static_initial")]
     assert one(sdtp, "next tok CE on the pruned fwd pass", "REMOVE") == [("lm_loss", "off")]
+
+
+def test_round_eleven_latex_config_keys_named_techniques_and_sub_parts(apt, sdtp):
+    # LaTeX and citations are layout: '60\% of tokens dropped' is 60%, '$r=4$' is r=4
+    got = one(sdtp, "A harsher pruning rate [Tao et al.]", "REPLACE", ["60\\% of prompt tokens removed"])
+    assert [(c, float(v)) for c, v in got] == [("keep_ratio", 0.4)]
+    assert one(apt, "initial LoRA rank, growth unchanged", "REPLACE", ["$r=4$ (still grows adaptively)"]) == \
+        [("tuning", 4.0)]
+    # config keys of several words: 'lora_rank: 16' is the rank; 'lora_rank: 32 fixed, grow: false' is static
+    assert one(apt, "initial rank", "REPLACE", ["lora_rank: 16"]) == [("tuning", 16.0)]
+    assert one(apt, "tuning: no growth, every adapter at the final rank", "REPLACE",
+               ["lora_rank: 32 fixed, grow: false"]) == [("tuning", "static_final")]
+    # a named technique is the point of the text even when an option matched it confidently
+    (cell,) = _cells(sdtp, "prefill token pruning", "REPLACE", ["heavy-hitter KV-cache eviction while decoding"])
+    assert getattr(cell, "kind", None) == "out_of_scope"
+    # a REMOVE part that another component's option leaves out exactly ('layer-wise' ranks layout first)
+    got = resolve_ablation(Ablation(name="x", action="REMOVE", ablated_part=(
+        "The layer-wise (hidden-state) distillation term is removed; only the output-level loss stays")), apt)
+    assert [(c.component, c.option) for c in got] == [("distillation", "no_layer_loss")] and got[0].flag

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from prunelab.ablation.metrics import MetricRef, default_metrics, resolve_metric
 from prunelab.ablation.plan import Ablation, Action, Plan
-from prunelab.ablation.scope import foreign_technique
+from prunelab.ablation.scope import INCIDENTAL, foreign_technique, names_technique
 from prunelab.ablation.semantic import known_words
 from prunelab.ablation.text import (component_names, expand_abbreviations, fix_spelling, norm, phrase_similarity,
                                     similarity, stem, tokens, vocabulary)
@@ -343,7 +343,18 @@ class Unclear(PrunelabError):
 
 _FIELD = re.compile(r"^\s*(?:\*\*|__)(?:ablated part|part|variant|replacement|ablation|change|action|item|"
                     r"description|component)\s*:(?:\*\*|__)\s*", re.IGNORECASE)
-_KEY_VALUE = re.compile(r"\b([A-Za-z]{1,4})(\s*[=:]\s*-?(?:\d|\.\d))")
+_CITATION = re.compile(r"\s*(?:\[[A-Z][^\]]{0,60}?(?:et al\.?|\d{4})[^\]]{0,20}\]|\((?:[A-Z][\w-]+ et al\.?,? ?"
+                       r"\d{4}[a-z]?(?:; ?)?)+\))")
+
+
+def _latex_to_text(t: str) -> str:
+    t = _CITATION.sub("", t)
+    t = re.sub(r"\\(?:textsc|textbf|textit|emph|texttt|mathrm|text)\{([^}]*)\}", r"\1", t)
+    t = re.sub(r"\$([^$]{1,40})\$", r"\1", t)
+    return t.replace("\\%", "%").replace("\\_", "_").replace("~", " ")
+
+
+_KEY_VALUE = re.compile(r"\b([A-Za-z]{1,4}|[A-Za-z]+(?:_[A-Za-z]+)+)(\s*[=:]\s*-?(?:\d|\.\d))")
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
 
@@ -360,6 +371,7 @@ class Matcher:
         self._otexts = {(n, o): option_texts(c, o) for n, c in components.items() for o in c.options}
         # option names and aliases: a technique they name is in scope (scope.foreign_technique)
         self.own_texts = [t for names, _ in self._otexts.values() for t in names]
+        self._alias_set = {t.strip().lower() for t in self.own_texts}
         every = [t for names, descs in self._ctexts.values() for t in names + descs]
         every += [t for names, descs in self._otexts.values() for t in names + descs]
         self.sim.prepare(every)
@@ -383,8 +395,10 @@ class Matcher:
         def fix(t):
             if t is None:
                 return t
-            # a planner's field labels ('**Variant:** ...') are layout, not content
+            # a planner's field labels ('**Variant:** ...') are layout, not content; so are LaTeX
+            # markup ('$r=8$', '60\\%', '\\textsc{SDTP}') and citations ('[Zhao et al.]')
             t = _FIELD.sub("", t)
+            t = _latex_to_text(t)
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
             t = self.expand_keys(t)
@@ -402,19 +416,32 @@ class Matcher:
         """'sp=.4' -> 'sparsity=.4', 'kr=.3' -> 'keep_ratio=.3': a short key before '=' and a number
         that is the initials or a prefix of exactly one numeric component's name (or of its number's
         name) is that component. Keys the method's texts use themselves ('r=8') are left alone."""
+        def names(key: str, n: str) -> bool:
+            words = [w for w in re.split(r"[_\s]+", n.lower()) if w]
+            return (key == "".join(w[0] for w in words) and len(words) > 1) or (len(key) >= 2 and n.lower().startswith(key))
+
         def sub(m: re.Match) -> str:
             key = m.group(1).lower()
-            if key in self.vocab or key in self.components:
+            if len(key) == 1:
+                # 'r=8': one letter is the number's own name ('rank'), not its component's
+                fields = {c.numeric for c in self.components.values() if c.numeric and " " not in c.numeric
+                          and "_" not in c.numeric and c.numeric[0].lower() == key}
+                return f"{fields.pop()}{m.group(2)}" if len(fields) == 1 else m.group(0)
+            if key in self.components or ("_" not in key and key in self.vocab):
                 return m.group(0)
+            # 'lora_rank: 32', 'r_init=2': a config key of several words, one of which names the number
+            parts = [p for p in key.split("_") if p] if "_" in key else [key]
             hits = set()
             for name, comp in self.components.items():
                 if not comp.numeric:
                     continue
                 for n in (name, comp.numeric):
-                    words = [w for w in re.split(r"[_\s]+", n.lower()) if w]
-                    if key == "".join(w[0] for w in words) and len(words) > 1 or (len(key) >= 2 and n.lower().startswith(key)):
+                    # (one letter only inside a longer key: 'r_init' is the rank, a bare 'r=8' is read as it is)
+                    if any(names(p, n) or (len(parts) > 1 and len(p) == 1 and n.lower().startswith(p)) for p in parts):
                         hits.add(name)
             return f"{hits.pop()}{m.group(2)}" if len(hits) == 1 else m.group(0)
+        if text.strip().lower() in self._alias_set:
+            return text                  # an option's own alias ('r=20' is static_intermediate)
         return _KEY_VALUE.sub(sub, text)
 
     def match(self, text: str, names: list[str], descs: list[str] = (), phrase: bool = True) -> float:
@@ -697,13 +724,17 @@ def _in_scope(cell, said: str, m: Matcher):
     """The cell, or out of scope when the text asks for a technique no component implements
     (scope.FOREIGN) and the cell is not a confident choice: an unflagged match of an option wins
     over a passing mention ('rank 0; the optimizer only sees the classifier' is tuning.none)."""
-    if isinstance(cell, Choice) and cell.flag is None:
-        return cell
     if isinstance(cell, Unclear) and cell.kind == "out_of_scope":
         return cell
     technique = foreign_technique(said, m.own_texts)
     if technique is None:
         return cell
+    if isinstance(cell, Choice) and cell.flag is None:
+        # a confident choice keeps a passing mention ('the optimizer only sees the head'); a named
+        # technique ('H2O KV-cache eviction') is the point of the text unless the option is about it
+        if technique in INCIDENTAL or (cell.option is not None
+                                       and names_technique(technique, sum(m._otexts[(cell.component, cell.option)], []))):
+            return cell
     return Unclear(f"{said!r} asks for {technique}, which no component of this method implements "
                    f"(components: {', '.join(m.components)})", "out_of_scope")
 
@@ -756,6 +787,16 @@ def _remove(abl: Ablation, m: Matcher, scores) -> Choice:
     sub = _removed_option(abl, m, name)
     if sub is not None:
         return sub
+    # 'The layer-wise (hidden-state) distillation loss is dropped': 'layer-wise' ranks the layout
+    # component first, but a runner-up has an option that leaves out exactly this part, by far
+    for s, n in scores[1:4]:
+        if top - s > 0.2:
+            break
+        other = _removed_option(abl, m, n)
+        if other is not None and other.score >= STRONG_OPTION and other.score > top + LOW_MARGIN:
+            other.flag = (f"the part ranks {name} first ({top:.2f}), but reads as {n}.{other.option} "
+                          f"({other.score:.2f})" + (f"; {other.flag}" if other.flag else ""))
+            return other
     rivals = [(s, n) for s, n in scores[1:] if not _same_removal(comp, components[n])]
     gap = top - rivals[0][0] if rivals else 1.0
     weak = top < COMPONENT_MIN
@@ -999,21 +1040,25 @@ def _valued_option(text: str, m: Matcher, scores) -> Choice | None:
     other option. A bare 'r=32' says nothing more and stays the component's number."""
     top, name = scores[0]
     comp = m.components[name]
-    parsed = parse_number(text, comp)
-    if top < COMPONENT_MIN or parsed is None or parsed[1]:
+    if top < COMPONENT_MIN:
         return None
 
     def is_num(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
-    holders = [o for o, ov in comp.options.items() if any(is_num(v) and v == parsed[0] for v in ov.values())]
+    # every number in the text ('fixed r=32 from step 0' has two): exactly one option must hold one
+    said = [float(n) for n, pct in NUMBER.findall(words_to_numbers(text)) if not pct]
+    holders = {o for o, ov in comp.options.items() for v in ov.values() if is_num(v) and v in said}
     if len(holders) != 1:
         return None
+    holders = sorted(holders)
     opt = holders[0]
     shape = {k: v for k, v in comp.options[opt].items() if not is_num(v) and v is not None}
     family = [o for o, ov in comp.options.items() if all(ov.get(k) == v for k, v in shape.items())]
-    rest = re.sub(r"\b(?:r|rank)\b\s*=?", " ", NUMBER.sub(" ", words_to_numbers(text)))
-    if not tokens(rest):
-        return None
+    rest = re.sub(r"\br\b\s*=?", " rank ", NUMBER.sub(" ", words_to_numbers(text)))
+    if comp.numeric:                     # 'tuning: 32 fixed' (a config key read as the component) is its rank
+        rest = re.sub(rf"\b{re.escape(name)}\b", comp.numeric, rest)
+    if not set(tokens(rest)) - {"rank", "r"}:
+        return None                      # 'rank 32', 'r=32': the number alone
     rated = {o: m.option_score(name, o, rest) for o in comp.options}
     inside = max(rated[o] for o in family)
     outside = max((v for o, v in rated.items() if o not in family), default=0.0)

@@ -51,6 +51,13 @@ def new_side(text: str) -> str:
     return text[:m.start()] if m and m.start() > 0 else text
 
 
+# settings a text often mentions in passing ('the optimizer only sees the head'): they make an item
+# out of scope only when nothing else in it was matched confidently; the rest are the point of any
+# text that names them
+INCIDENTAL = {"a training hyperparameter (learning rate, batch size, optimizer, warm-up, dropout, weight decay)",
+              "another tokenizer"}
+
+
 def foreign_technique(text: str, own_texts: list[str] = ()) -> str | None:
     """The name of a technique the text's new setting asks for that no option provides, or None.
     own_texts: the method's option names and aliases; a pattern they match is in scope."""
@@ -61,3 +68,9 @@ def foreign_technique(text: str, own_texts: list[str] = ()) -> str | None:
         if rx.search(said) and not any(rx.search(t) for t in own_texts):
             return name
     return None
+
+
+def names_technique(technique: str, texts: list[str]) -> bool:
+    """Whether any of texts (a chosen option's names and descriptions) names the technique itself."""
+    rx = dict(_COMPILED)[technique]
+    return any(rx.search(t) for t in texts)

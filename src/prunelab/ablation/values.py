@@ -34,7 +34,11 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  "which", "where", "in", "survive", "survives", "remains", "kept", "non-embedding",
                  # 'shrink to 75% of the original size', 'r=32 const', 'rank 20 the whole time'
                  "shrink", "shrunk", "shrinking", "reduce", "reduced", "reducing", "by", "const", "constant",
-                 "fixed", "static", "time", "throughout"}
+                 "fixed", "static", "time", "throughout",
+                 # config-style and sweep remarks around a rank: 'lora_rank: 32 fixed, grow: false',
+                 # 'r=4 (still grows adaptively)', 'r_init=2'
+                 "still", "grow", "grows", "growing", "growth", "adaptive", "adaptively", "unchanged", "on", "true",
+                 "false", "lora", "init", "initial", "start", "starting", "for", "during", "training"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"

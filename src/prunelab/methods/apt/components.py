@@ -85,7 +85,8 @@ COMPONENTS: dict[str, dict] = {
         "numeric": "rank",               # 'r=4, r=8, r=16': the initial LoRA rank of every adapter
         "numeric_range": (1, 64),
         "description": ("how the LoRA adapters' ranks (the trainable parameters) change during training: by default ranks grow in the most "
-                       "salient layers as the parameter budget rises, starting from the initial adapter rank r"),
+                       "salient layers as the parameter budget rises, starting from the initial adapter rank r; a number sets "
+                       "that initial rank (ranks still grow), a rank held fixed all run is a static_* option"),
         "option_descriptions": {
             "adaptive": ["adapter ranks grow dynamically in the most important layers during training"],
             "static_initial": ["every adapter keeps its starting rank for the whole run, no rank growth", "adapter rank fixed at the initial value throughout training", "no new tuning parameters are ever added"],
