@@ -713,6 +713,9 @@ def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = 
         for part in expand_values(text):
             try:
                 cell = _replacement(abl, part, m, scores)
+            except PlanValueError as e:
+                # name the value as the plan wrote it ('r_init=128'), not as the matcher read it
+                raise PlanValueError(str(e).replace(repr(part), repr(said), 1)) from None
             except Unclear as e:
                 added = _added(abl, part, m, scores)
                 cell = e if added is None else added
