@@ -551,3 +551,23 @@ def test_round_eleven_latex_config_keys_named_techniques_and_sub_parts(apt, sdtp
     got = resolve_ablation(Ablation(name="x", action="REMOVE", ablated_part=(
         "The layer-wise (hidden-state) distillation term is removed; only the output-level loss stays")), apt)
     assert [(c.component, c.option) for c in got] == [("distillation", "no_layer_loss")] and got[0].flag
+
+
+def test_round_twelve_times_are_not_values_terse_rows_and_negation_dominance(apt, sdtp):
+    from prunelab.ablation.values import parse_number
+
+    # a number after 'step' / 'epoch', or a share of the run, is a time, not a setting
+    assert parse_number("adapter ranks held at their final size from step 0") is None
+    assert parse_number("all pruning done at 0% of training") is None
+    assert parse_number("sparsity 0.5 from step 100") == (0.5, False)
+    assert one(apt, "adapter ranks", "REPLACE", ["ranks fixed at their final size from step 0"]) == \
+        [("tuning", "static_final")]
+    # a terse row: the part's best match is the numeric component itself, far ahead of the rest
+    got = resolve_ablation(Ablation(name="x", ablated_part="keep", action="REPLACE", replacement=[".9", ".3"]), sdtp)
+    assert [(c.component, float(c.value if c.value is not None else c.option)) for c in got] == \
+        [("keep_ratio", 0.9), ("keep_ratio", 0.3)]
+    # an option that keeps what the text removes loses, even if it also removes what the text removes
+    assert one(apt, "importance estimator", "REPLACE", ["gradient-only score (no activation product, no kurtosis)"]) \
+        == [("salience", "gradient")]
+    assert one(apt, "importance score without kurtosis", "REPLACE", ["plain activation-times-gradient score"]) == \
+        [("salience", "standard")]

@@ -405,7 +405,7 @@ class Matcher:
             # a bare 'r' ('stays at the r it started with') is the rank; 'r=8' is left to the value reader
             t = re.sub(r"\br\b(?!\s*[=:]?\s*\d)(?!\s*[=:])", "rank", t)
             # 'act*grad', 'activation×gradient': a product, as the options write it ('activation x gradient')
-            t = re.sub(r"(?<=[A-Za-z])\s*[*\u00d7\u00b7]\s*(?=[A-Za-z])", " x ", t)
+            t = re.sub(r"(?<=[A-Za-z])(?:\s*[*\u00d7\u00b7]\s*|[\s-]times[\s-])(?=[A-Za-z])", " x ", t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
         new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
         if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
@@ -541,7 +541,12 @@ class Matcher:
         o_neg, o_aff = self._memo[key]
         o_neg_all = set().union(*o_neg) if o_neg else set()
         q_neg, q_aff = negation_scope(text)
-        # a negated phrase counts when all its content words are said the other way
+        # a negated phrase counts when all its content words are said the other way; an option that
+        # keeps a thing of two or more words the text removes is not it, whatever else both remove
+        # ('gradient only, no activation product, no kurtosis' is not 'activation x gradient without
+        # kurtosis'); one word ('distillation') is too loose a handle to overrule a match
+        if any(len(ph) >= 2 and ph <= o_aff - o_neg_all for ph in q_neg):
+            return -NEG_MISMATCH
         if any(ph <= o_neg_all for ph in q_neg):
             return NEG_MATCH
         if any(ph <= q_aff for ph in o_neg) or any(ph <= o_aff for ph in q_neg):
@@ -903,7 +908,11 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
             raise Unclear(f"value {text!r}: {abl.ablated_part!r} matches component {top_name!r}, which takes "
                           f"no number (options: {', '.join(components[top_name].options)}); numeric "
                           f"components: {_closest(numeric)}")
-        if s < COMPONENT_MIN and not (weak and s >= NUMERIC_WEAK_MIN):
+        # ...as does a bare value under a terse part whose best match, well ahead of the rest, is this
+        # very component ('keep | .9', 'sp. (target) | 40%')
+        second = scores[1][0] if len(scores) > 1 else 0.0
+        leads = top_name == name and top - second >= COMPONENT_FIRST and fits == [name]
+        if s < COMPONENT_MIN and not ((weak or leads) and s >= NUMERIC_WEAK_MIN):
             raise Unclear(f"value {text!r}: ablated part {abl.ablated_part!r} matches no numeric component "
                           f"well; closest: {_closest(numeric)}")
         value = round(numeric_value(text, comp, parsed), 6)

@@ -38,7 +38,7 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  # config-style and sweep remarks around a rank: 'lora_rank: 32 fixed, grow: false',
                  # 'r=4 (still grows adaptively)', 'r_init=2'
                  "still", "grow", "grows", "growing", "growth", "adaptive", "adaptively", "unchanged", "on", "true",
-                 "false", "lora", "init", "initial", "start", "starting", "for", "during", "training"}
+                 "false", "lora", "init", "initial", "start", "starting", "for", "during", "training", "when"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
@@ -124,9 +124,19 @@ def words_to_numbers(text: str) -> str:
     return _COUNT.sub(lambda m: str(_CARDINAL[m.group(1).lower()]), text)
 
 
+# a number after these is a moment of training, not a setting: 'fixed from step 0', 'after epoch 2'
+_TIME_NUMBER = re.compile(r"\b(?:step|steps|epoch|epochs|iteration|iter)\s+(?:number\s+)?(-?\d+)\b", re.IGNORECASE)
+
+
+# ...and so is a share of the run: '0% of training', 'the final 25% of steps'
+_TIME_SHARE = re.compile(r"-?\d+(?:\.\d+)?\s*(?:%|percent\b)\s+of\s+(?:the\s+)?(?:\w+\s+)?(?:training|steps|run|"
+                         r"iterations|epochs)\b", re.IGNORECASE)
+
+
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     """'0.2' -> (0.2, False); '50%' -> (0.5, True); 'keep ratio 0.5' -> (0.5, False); 'prune only L4' -> None."""
-    text = words_to_numbers(text)
+    text = _TIME_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "when", words_to_numbers(text))
+    text = _TIME_SHARE.sub("when", text)
     found = NUMBER.findall(text)
     if len(found) != 1:
         return None
