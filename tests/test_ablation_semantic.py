@@ -571,3 +571,35 @@ def test_round_twelve_times_are_not_values_terse_rows_and_negation_dominance(apt
         == [("salience", "gradient")]
     assert one(apt, "importance score without kurtosis", "REPLACE", ["plain activation-times-gradient score"]) == \
         [("salience", "standard")]
+
+
+def test_the_learned_second_opinion_only_flags_and_never_changes_a_choice(apt, monkeypatch):
+    from prunelab.ablation import second
+    from prunelab.ablation.resolve import Matcher, resolve_cells
+
+    m = Matcher(apt, method="apt")
+    abl = Ablation(name="x", ablated_part="salience", action="REPLACE", replacement=["random scores"])
+    monkeypatch.setattr(second, "opinion", lambda *a, **k: ("salience.magnitude", 0.9))
+    (cell,) = resolve_cells(abl, apt, matcher=m)
+    assert (cell.component, cell.option) == ("salience", "random")
+    assert cell.flag and "second opinion" in cell.flag and "salience.magnitude" in cell.flag
+    for agrees in [("salience.random", 0.9), ("salience.magnitude", 0.3), None]:
+        monkeypatch.setattr(second, "opinion", lambda *a, _r=agrees, **k: _r)
+        (cell,) = resolve_cells(abl, apt, matcher=m)
+        assert (cell.component, cell.option, cell.flag) == ("salience", "random", None), agrees
+    # a backticked option is pinned by the plan: no second opinion
+    monkeypatch.setattr(second, "opinion", lambda *a, **k: ("salience.magnitude", 0.9))
+    pinned = Ablation(name="x", ablated_part="salience", action="REPLACE", replacement=["`random`"])
+    (cell,) = resolve_cells(pinned, apt, matcher=m)
+    assert cell.flag is None
+
+
+def test_the_second_opinion_is_trained_on_the_labelled_cells_and_can_leave_a_set_out():
+    from prunelab.ablation import second
+
+    cells = second.labelled_cells("apt")
+    assert len(cells) > 200 and all(label for _, label in cells)
+    fewer = second.labelled_cells("apt", frozenset({"heldout11"}))
+    assert 0 < len(cells) - len(fewer) < 60
+    label, p = second.opinion("apt", "REMOVE", "self-distillation", None)
+    assert label == "distillation.none" and p > 0.3

@@ -45,7 +45,7 @@ from prunelab.errors import PrunelabError
 
 # Scores are 0..1: the higher of the lexical match (text.phrase_similarity against names and
 # aliases) and SEM_WEIGHT x the cosine of MiniLM sentence vectors (against names, aliases,
-# descriptions). Thresholds were tuned on the dev half of benchmarks/resolution/.
+# descriptions). Thresholds were tuned on the dev half of ablation/labelled/items.jsonl.
 SEM_WEIGHT = 1.0
 SEM_CAP = 0.95
 SEM_TIE = 0.05
@@ -222,7 +222,7 @@ def resolve_plan(plan: Plan, method: str | None = None, *, skip_unresolved: bool
         components = method_components(method)
     if not components:
         raise PrunelabError(f"method {method!r} declares no ablatable components yet")
-    matcher = Matcher(components)
+    matcher = Matcher(components, method=method)
     # embed every text of the plan in batches up front (one model call per 64 texts)
     cleaned = [matcher.clean(a) for a in plan.ablations]
     matcher.sim.prepare([t for a in cleaned for t, _ in _part_texts(a)] + [t for a in cleaned for t in a.replacement])
@@ -362,10 +362,14 @@ _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|schem
 class Matcher:
     """Scores free text against components and options: lexical and embedding similarity."""
 
-    def __init__(self, components: dict):
+    def __init__(self, components: dict, method: str | None = None):
         from prunelab.ablation.semantic import Similarity, get_embedder
 
         self.components = components
+        # the learned second opinion (ablation/second.py) needs the method's labelled cells; the
+        # resolution benchmark leaves out the split it is scoring (second_exclude)
+        self.method = method
+        self.second_exclude: frozenset = frozenset()
         self.sim = Similarity(get_embedder())
         self._ctexts = {n: component_texts(c) for n, c in components.items()}
         self._otexts = {(n, o): option_texts(c, o) for n, c in components.items() for o in c.options}
@@ -712,7 +716,7 @@ def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = 
         except Unclear as e:
             # an ambiguous part may be settled by what it describes, but only among the tied components
             cell = _described(abl, m, scores, e.candidates if e.kind == "ambiguous" else None) or e
-        return [_in_scope(cell, raw.ablated_part, m)]
+        return [_second_opinion(_in_scope(cell, raw.ablated_part, m), raw, None, m)]
     out = []
     for said, text in zip(raw.replacement, abl.replacement):
         for part in expand_values(text):
@@ -724,8 +728,35 @@ def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = 
             except Unclear as e:
                 added = _added(abl, part, m, scores)
                 cell = e if added is None else added
-            out.append(_in_scope(cell, said, m))
+            out.append(_second_opinion(_in_scope(cell, said, m), raw, said, m))
     return out
+
+
+def _second_opinion(cell, raw: Ablation, said: str | None, m: Matcher):
+    """Flag an unflagged choice that the learned second opinion (ablation/second.py), confidently,
+    reads otherwise. The choice itself never changes."""
+    if not isinstance(cell, Choice) or cell.flag is not None or not m.method or "`" in (said or raw.ablated_part):
+        return cell
+    from prunelab.ablation import second
+
+    try:
+        op = second.opinion(m.method, raw.action.value, raw.ablated_part, said, m.second_exclude)
+    except Exception:  # noqa: BLE001 - a second opinion must never break resolution
+        return cell
+    if op is None or op[1] < second.MIN_PROB:
+        return cell
+    label, p = op
+    if label == second.label_of(f"{cell.component}={cell.value:g}" if cell.option is None
+                                else f"{cell.component}.{cell.option}"):
+        return cell
+    comp, _, opt = label.partition(".")
+    if opt and comp in m.components and opt in m.components[comp].options \
+            and m.components[comp].options[opt] == cell.overrides:
+        return cell                      # another name for the same setting
+    what = "out of scope" if label == second.OOS else label
+    cell.flag = (f"second opinion: a classifier trained on labelled plan items reads this as {what} "
+                 f"(p {p:.2f}), not {cell.label if cell.option is None else f'{cell.component}.{cell.option}'}; check it")
+    return cell
 
 
 def _in_scope(cell, said: str, m: Matcher):
