@@ -601,5 +601,9 @@ def test_the_second_opinion_is_trained_on_the_labelled_cells_and_can_leave_a_set
     assert len(cells) > 200 and all(label for _, label in cells)
     fewer = second.labelled_cells("apt", frozenset({"heldout11"}))
     assert 0 < len(cells) - len(fewer) < 60
+    from prunelab.ablation.semantic import get_embedder
+
+    if get_embedder() is None:
+        pytest.skip("no sentence-embedding model: the second opinion is off")
     label, p = second.opinion("apt", "REMOVE", "self-distillation", None)
     assert label == "distillation.none" and p > 0.3
