@@ -416,6 +416,10 @@ class Matcher:
             return abl
         return dataclasses.replace(abl, name=new[0], ablated_part=new[1], replacement=new[2], variable=new[3])
 
+    def option_words(self, name: str, option: str) -> list[str]:
+        """An option's names, aliases and descriptions."""
+        return sum(self._otexts[(name, option)], [])
+
     def expand_keys(self, text: str) -> str:
         """'sp=.4' -> 'sparsity=.4', 'kr=.3' -> 'keep_ratio=.3': a short key before '=' and a number
         that is the initials or a prefix of exactly one numeric component's name (or of its number's
@@ -772,7 +776,7 @@ def _in_scope(cell, said: str, m: Matcher):
         # a confident choice keeps a passing mention ('the optimizer only sees the head'); a named
         # technique ('H2O KV-cache eviction') is the point of the text unless the option is about it
         if technique in INCIDENTAL or (cell.option is not None
-                                       and names_technique(technique, sum(m._otexts[(cell.component, cell.option)], []))):
+                                       and names_technique(technique, m.option_words(cell.component, cell.option))):
             return cell
     return Unclear(f"{said!r} asks for {technique}, which no component of this method implements "
                    f"(components: {', '.join(m.components)})", "out_of_scope")
@@ -1093,8 +1097,7 @@ def _valued_option(text: str, m: Matcher, scores) -> Choice | None:
     holders = {o for o, ov in comp.options.items() for v in ov.values() if is_num(v) and v in said}
     if len(holders) != 1:
         return None
-    holders = sorted(holders)
-    opt = holders[0]
+    (opt,) = holders
     shape = {k: v for k, v in comp.options[opt].items() if not is_num(v) and v is not None}
     family = [o for o, ov in comp.options.items() if all(ov.get(k) == v for k, v in shape.items())]
     rest = re.sub(r"\br\b\s*=?", " rank ", NUMBER.sub(" ", words_to_numbers(text)))
