@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -186,7 +185,9 @@ def same(got: str, expected: str, components: dict, method: str | None = None) -
     if got == expected:
         return True
     # a numeric component's listed value is an option named by its number: 'pipeline_devices.2' is '=2'
-    got, expected = (re.sub(r"^(\w+)\.(\d+(?:\.\d+)?)$", r"\1=\2", x) for x in (got, expected))
+    from prunelab.ablation.second import label_of
+
+    got, expected = label_of(got), label_of(expected)
     if got == expected:
         return True
     if "." in got and "." in expected and "=" not in got + expected:
