@@ -86,3 +86,53 @@ def test_a_live_holder_cannot_be_claimed_twice_but_a_dead_one_can(tmp_path):
     Store(db).start("h", {"method": "ft"}, {})              # its process is gone: the run is free
     row = Store(db).get("h")
     assert row["pid"] == os.getpid() and row["attempts"] == 2
+
+
+def test_wal_switch_waits_out_a_lock_instead_of_failing():
+    # SQLite answers the journal-mode pragma 'database is locked' at once (no busy timeout)
+    # while another process is creating the same store; opening must wait, not fail
+    import sqlite3
+    from prunelab import store
+
+    class Conn:
+        calls = 0
+
+        def execute(self, sql):
+            Conn.calls += 1
+            if Conn.calls < 3:
+                raise sqlite3.OperationalError("database is locked")
+
+    store._wal(Conn())
+    assert Conn.calls == 3
+
+    class Broken:
+        def execute(self, sql):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError):   # other errors still surface at once
+        store._wal(Broken())
+
+
+def _open_after(barrier, path, out):
+    barrier.wait()
+    try:
+        Store(path)
+        out.put("ok")
+    except Exception as e:     # noqa: BLE001 - the test reports whatever went wrong
+        out.put(str(e))
+
+
+def test_many_processes_open_one_new_store_together(tmp_path):
+    # the race behind a red CI: two study drivers creating one store in the same instant
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    for round_ in range(10):
+        barrier, out = ctx.Barrier(5), ctx.Queue()
+        procs = [ctx.Process(target=_open_after, args=(barrier, str(tmp_path / f"r{round_}.db"), out))
+                 for _ in range(5)]
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+        assert got == ["ok"] * 5, got

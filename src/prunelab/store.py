@@ -48,6 +48,21 @@ CREATE TABLE IF NOT EXISTS study_cells (
 """
 
 
+def _wal(conn: sqlite3.Connection, wait: float = 60.0) -> None:
+    """Switch to WAL, retrying while locked. SQLite answers this pragma 'database is locked'
+    at once, without its busy timeout, when two processes open a new store together (two
+    drivers of one study), so the timeout of connect() does not cover it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class AlreadyRunning(PrunelabError):
     """Another live process on this host holds the run."""
 
@@ -71,7 +86,7 @@ class Store:
     def _connect(self):
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
             yield conn
