@@ -7,7 +7,7 @@ from prunelab.methods.apt.schedule import build_plan
 
 def test_default_plan_is_cubic_and_reaches_the_target():
     p = build_plan(APTConfig(), 400)
-    assert (p.start, p.end, p.warm_end, p.distill_end) == (40, 160, 80, 200)
+    assert (p.start, p.end, p.warm_end, p.distill_end) == (40, 160, 80, 160)
     assert len(p.steps) == 10 and list(p.steps) == sorted(set(p.steps)) and p.steps[-1] == p.end
     assert all(p.start < s <= p.end for s in p.steps)
     assert p.retained[-1] == pytest.approx(0.4)
@@ -34,7 +34,7 @@ def test_budget_grows_linearly_to_four_times():
 
 
 def test_mu_schedule_seed_003():
-    p = build_plan(APTConfig(), 400)
+    p = build_plan(APTConfig(distill_end=0.5), 400)     # a distillation phase after pruning, as in the paper
     assert p.mu(0) == 0 and p.mu(p.start - 1) == 0 and p.mu(p.start) == 0
     for t in (50, 100, 159):
         assert p.mu(t) == pytest.approx(min(1.0, (t - p.start) / (p.end - p.start)))
