@@ -271,3 +271,39 @@ def test_example_plans_resolve(path):
         pytest.skip(f"method {plan.method!r} declares no components yet")
     res = resolve_plan(plan)
     assert not res.unresolved and len(res.items) == len(plan.ablations)
+
+
+@pytest.mark.parametrize("opinion, filled", [
+    (("masks.fixed", 0.9), True),            # a confident option fills the cell, flagged
+    (("masks.fixed", 0.4), False),           # below second.MIN_PROB: the cell stays unresolved
+    (("OUT_OF_SCOPE", 0.9), False),          # 'out of scope' never becomes a run
+    (("sparsity=0.5", 0.9), False),          # numbers are the rules' to parse, not the classifier's
+    (("masks.no_such_option", 0.9), False),
+])
+def test_second_opinion_fills_only_a_cell_the_rules_left_open(monkeypatch, opinion, filled):
+    from prunelab.ablation import resolve, second
+
+    comps = get_method("apt").components
+    m = resolve.Matcher(comps, method="apt")
+    abl = Ablation(name="x", ablated_part="the zorblax frobnicator", action="REPLACE", replacement=["quux wibble"])
+    monkeypatch.setattr(second, "opinion", lambda *a, **k: None)
+    assert isinstance(resolve.resolve_cells(abl, comps, matcher=m)[0], resolve.Unclear)   # the rules alone
+    monkeypatch.setattr(second, "opinion", lambda *a, **k: opinion)
+    cell = resolve.resolve_cells(abl, comps, matcher=m)[0]
+    if filled:
+        assert (cell.component, cell.option, cell.overrides) == ("masks", "fixed", comps["masks"].overrides("fixed"))
+        assert "check it" in cell.flag and "0.90" in cell.flag
+    else:
+        assert isinstance(cell, resolve.Unclear)
+
+
+def test_second_opinion_never_replaces_a_confident_rule_choice(monkeypatch):
+    from prunelab.ablation import resolve, second
+
+    comps = get_method("apt").components
+    m = resolve.Matcher(comps, method="apt")
+    monkeypatch.setattr(second, "opinion", lambda *a, **k: ("masks.fixed", 0.99))
+    abl = Ablation(name="x", ablated_part="the importance score", action="REPLACE",
+                   replacement=["the absolute values of the weights"])
+    cell = resolve.resolve_cells(abl, comps, matcher=m)[0]
+    assert (cell.component, cell.option) == ("salience", "magnitude") and cell.flag   # kept, but flagged

@@ -738,7 +738,10 @@ def resolve_cells(abl: Ablation, components: dict, *, matcher: Matcher | None = 
 
 def _second_opinion(cell, raw: Ablation, said: str | None, m: Matcher):
     """Flag an unflagged choice that the learned second opinion (ablation/second.py), confidently,
-    reads otherwise. The choice itself never changes."""
+    reads otherwise; the choice itself never changes. A cell the rules could not settle takes the
+    second opinion's option when it is confident (second.fill), flagged."""
+    if isinstance(cell, Unclear):
+        return _second_fill(cell, raw, said, m)
     if not isinstance(cell, Choice) or cell.flag is not None or not m.method or "`" in (said or raw.ablated_part):
         return cell
     from prunelab.ablation import second
@@ -761,6 +764,28 @@ def _second_opinion(cell, raw: Ablation, said: str | None, m: Matcher):
     cell.flag = (f"second opinion: a classifier trained on labelled plan items reads this as {what} "
                  f"(p {p:.2f}), not {cell.label if cell.option is None else f'{cell.component}.{cell.option}'}; check it")
     return cell
+
+
+def _second_fill(cell: Unclear, raw: Ablation, said: str | None, m: Matcher):
+    """An unresolved, ambiguous or out-of-scope cell becomes the second opinion's choice when that is
+    an option (a number is the rules' to parse; 'out of scope' changes nothing) read with p >= MIN_PROB.
+    It is always flagged, so it is shown for checking and never counts as a confident choice."""
+    from prunelab.ablation import second
+
+    if not m.method:
+        return cell
+    try:
+        op = second.opinion(m.method, raw.action.value, raw.ablated_part, said, m.second_exclude)
+    except Exception:  # noqa: BLE001 - a second opinion must never break resolution
+        return cell
+    if op is None or op[1] < second.MIN_PROB or op[0] == second.OOS or "." not in op[0]:
+        return cell
+    comp, _, opt = op[0].partition(".")
+    if comp not in m.components or opt not in m.components[comp].options:
+        return cell
+    return Choice(comp, opt, None, m.components[comp].overrides(opt), said or "REMOVE", op[1],
+                  flag=f"the rules left this {cell.kind} ({cell}); a classifier trained on labelled plan "
+                       f"items reads it as {op[0]} (p {op[1]:.2f}): check it")
 
 
 def _in_scope(cell, said: str, m: Matcher):
