@@ -607,3 +607,19 @@ def test_the_second_opinion_is_trained_on_the_labelled_cells_and_can_leave_a_set
         pytest.skip("no sentence-embedding model: the second opinion is off")
     label, p = second.opinion("apt", "REMOVE", "self-distillation", None)
     assert label == "distillation.none" and p > 0.3
+
+
+def test_k_in_n_shares_config_keys_and_planner_rationale_fields(apt, sdtp):
+    # round thirteen (from heldout12's misses): 'k in n' shares, a key that says density, planner fields
+    from prunelab.ablation.resolve import words_to_numbers
+
+    assert words_to_numbers("keep 8 in 10 tokens") == "keep 80% tokens"
+    assert words_to_numbers("prune at layer 4 in 12") == "prune at layer 4 in 12"     # a place, not a share
+    assert one(sdtp, "how many prompt tokens survive", "REPLACE",
+               ["Intervention: keep 8 in 10 tokens; Expected outcome: roughly lossless"]) == [("keep_ratio", 0.8)]
+    assert one(sdtp, "Hypothesis: shorter prompts degrade gracefully. Intervention: vary how many prompt tokens "
+               "survive.", "REPLACE", ["keep one token in five"]) == [("keep_ratio", 0.2)]
+    assert one(apt, "target sparsity", "REPLACE", ["`--target_density 0.35`"]) == [("sparsity", 0.65)]
+    value = lambda got: [(c, float(v)) for c, v in got]      # noqa: E731 - a listed value is an option named '0.3'
+    assert value(one(sdtp, "KR .7 -> lower; frac of prompt toks surviving", "REPLACE", ["KR .3"])) == [("keep_ratio", 0.3)]
+    assert value(one(apt, "tgt sparsity (dflt dens .4)", "REPLACE", ["dens 0.2"])) == [("sparsity", 0.8)]

@@ -355,6 +355,11 @@ def _latex_to_text(t: str) -> str:
 
 
 _KEY_VALUE = re.compile(r"\b([A-Za-z]{1,4}|[A-Za-z]+(?:_[A-Za-z]+)+)(\s*[=:]\s*-?(?:\d|\.\d))")
+# an LM planner's structured rationale ('Hypothesis: X matters. Intervention: do Y; Expected outcome:
+# Z'): the hypothesis and the expected outcome say why and what may happen, the intervention is the change
+_RATIONALE = re.compile(r"\b(?:hypothesis|expected (?:outcome|result|effect)s?|prediction|rationale)\s*:\s*"
+                        r"(?:[^.;]|\.\d)*(?:[.;]|$)", re.IGNORECASE)
+_INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment)\s*:\s*", re.IGNORECASE)
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
 
@@ -402,6 +407,8 @@ class Matcher:
             # a planner's field labels ('**Variant:** ...') are layout, not content; so are LaTeX
             # markup ('$r=8$', '60\\%', '\\textsc{SDTP}') and citations ('[Zhao et al.]')
             t = _FIELD.sub("", t)
+            if _INTERVENTION.search(t) or _RATIONALE.search(t):
+                t = _INTERVENTION.sub("", _RATIONALE.sub(" ", t)).strip(" ;") or t
             t = _latex_to_text(t)
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)

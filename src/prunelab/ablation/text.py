@@ -206,7 +206,7 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z']*")
 # the method's names and descriptions do not use the abbreviation themselves
 ABBREVIATIONS = {
     "KD": "knowledge distillation", "FT": "fine-tuning", "LR": "learning rate", "FFN": "feed-forward neurons",
-    "MHA": "attention heads", "LM": "language modelling", "MSE": "mean squared error", "KL": "KL divergence",
+    "MHA": "attention heads", "LM": "language modelling", "MSE": "mean squared error", "KL": "KL divergence", "KR": "keep ratio",
     "KV": "key-value", "RoPE": "rotary position embedding", "PE": "position embedding", "BOS": "first token",
     "EOS": "last token", "PEFT": "parameter-efficient fine-tuning", "CE": "cross-entropy",
 }
@@ -221,7 +221,8 @@ SHORTHAND = {"attn": "attention", "toks": "tokens", "tok": "token", "seq": "sequ
              "sal": "salience", "mag": "magnitude", "unif": "uniform", "kd": "knowledge distillation",
              "prec": "precision", "cfg": "config", "init": "initialisation", "pos": "position",
              "act": "activation", "acts": "activations", "lyr": "layer", "lyrs": "layers", "fwd": "forward",
-             "bwd": "backward", "obj": "objective"}
+             "bwd": "backward", "obj": "objective", "dens": "density", "tgt": "target", "dflt": "default",
+             "def": "default"}
 
 
 def vocabulary(texts) -> set[str]:

@@ -38,7 +38,9 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  # config-style and sweep remarks around a rank: 'lora_rank: 32 fixed, grow: false',
                  # 'r=4 (still grows adaptively)', 'r_init=2'
                  "still", "grow", "grows", "growing", "growth", "adaptive", "adaptively", "unchanged", "on", "true",
-                 "false", "lora", "init", "initial", "start", "starting", "for", "during", "training", "when"}
+                 "false", "lora", "init", "initial", "start", "starting", "for", "during", "training", "when",
+                 # hedges and pronouns around a value ('keeping like a quarter of them')
+                 "like", "them", "these", "those", "maybe", "say"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
@@ -88,8 +90,9 @@ _DENOMINATOR = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "
 _WORD_FRACTION = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if k.isalpha() and len(k) > 1 or k in ("a",))
                             + r"|an|one)[\s-]+(" + "|".join(_DENOMINATOR) + r")\b(\s+of)?", re.IGNORECASE)
 _BARE_HALF = re.compile(r"\b(?:half|halve[ds]?|halving)\b(\s+of)?", re.IGNORECASE)
-_ONE_IN = re.compile(r"\b(one|1)\s+(?:\w+\s+)?(?:in|out of)\s+(?:every\s+)?(two|three|four|five|ten|\d+)\b",
-                     re.IGNORECASE)
+# 'one token in every four', 'keep 8 in 10 tokens', 'three out of ten'
+_ONE_IN = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|[1-9])\s+(?:\w+\s+)?(?:in|out of)\s+"
+                     r"(?:every\s+)?(two|three|four|five|six|eight|ten|twenty|\d+)\b", re.IGNORECASE)
 # a count only where a unit says it is one ('two GPUs', 'eight-way split'): 'prune at one layer' stays words
 _COUNT = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if len(k) > 2) + r")(?=[\s-]+(?:way|gpus?|devices?|"
                     r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
@@ -113,9 +116,11 @@ def words_to_numbers(text: str) -> str:
         return _pct(_CARDINAL[m.group(1).lower()] / _DENOMINATOR[m.group(2).lower()]) + (" of" if m.group(3) else "")
 
     def one_in(m):
-        d = m.group(2).lower()
-        n = _CARDINAL.get(d) or float(d)
-        return _pct(1 / n) if n else m.group(0)
+        k, d = (_CARDINAL.get(g.lower()) or float(g) for g in m.group(1, 2))
+        # 'layer 4 in 12' is a place, not a share
+        if re.search(r"\b(?:layers?|stages?|steps?|epochs?|ranks?|blocks?)\s*$", m.string[:m.start()], re.I):
+            return m.group(0)
+        return _pct(k / d) if 0 < k <= d else m.group(0)
     text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)
     text = _WORD_FRACTION.sub(frac, text)
     text = _ONE_IN.sub(one_in, text)
@@ -188,6 +193,8 @@ def text_sense(text: str) -> tuple[bool, bool]:
     """(kept, removed): what the text says its value measures. When it says both ('keep just 30% of
     the parameters and cut the rest'), the verb right before the value decides (then the one right
     after it: '30% of the weights removed')."""
+    # a config key says it too ('--target_density 0.35', 'drop_frac=.2'): its words count
+    text = re.sub(r"(?<=[A-Za-z])_(?=[A-Za-z])", " ", text)
     kept, removed = bool(KEPT_WORDS.search(text)), bool(REMOVED_WORDS.search(text))
     m = NUMBER.search(words_to_numbers(text))
     if m is not None:
