@@ -753,10 +753,7 @@ def _second_opinion(cell, raw: Ablation, said: str | None, m: Matcher):
         return cell
     from prunelab.ablation import second
 
-    try:
-        op = second.opinion(m.method, raw.action.value, raw.ablated_part, said, m.second_exclude)
-    except Exception:  # noqa: BLE001 - a second opinion must never break resolution
-        return cell
+    op = _ask_second(raw, said, m)
     if op is None or op[1] < second.MIN_PROB:
         return cell
     label, p = op
@@ -773,18 +770,23 @@ def _second_opinion(cell, raw: Ablation, said: str | None, m: Matcher):
     return cell
 
 
+def _ask_second(raw: Ablation, said: str | None, m: Matcher):
+    """(answer, p) of the learned second opinion for one cell, or None when it cannot say."""
+    from prunelab.ablation import second
+
+    try:
+        return second.opinion(m.method, raw.action.value, raw.ablated_part, said, m.second_exclude)
+    except Exception:  # noqa: BLE001 - a second opinion must never break resolution
+        return None
+
+
 def _second_fill(cell: Unclear, raw: Ablation, said: str | None, m: Matcher):
     """An unresolved, ambiguous or out-of-scope cell becomes the second opinion's choice when that is
     an option (a number is the rules' to parse; 'out of scope' changes nothing) read with p >= MIN_PROB.
     It is always flagged, so it is shown for checking and never counts as a confident choice."""
     from prunelab.ablation import second
 
-    if not m.method:
-        return cell
-    try:
-        op = second.opinion(m.method, raw.action.value, raw.ablated_part, said, m.second_exclude)
-    except Exception:  # noqa: BLE001 - a second opinion must never break resolution
-        return cell
+    op = _ask_second(raw, said, m) if m.method else None
     if op is None or op[1] < second.MIN_PROB or op[0] == second.OOS or "." not in op[0]:
         return cell
     comp, _, opt = op[0].partition(".")
