@@ -23,6 +23,8 @@ from transformers import (
     LlamaModel,
 )
 
+from .compat import pick_cache, record_headless
+
 MODEL_TYPES = ("llama", "prunelab-llama")
 
 _HEAD_SITES = (("lm_head", "in"), ("score", "in"), ("qa_outputs", "in"))
@@ -76,12 +78,12 @@ def hidden_mask_outputs(model) -> list[nn.Module]:
 
 
 def _headless_forward(self, hidden_states, position_embeddings=None, attention_mask=None,
-                      past_key_values=None, **kwargs):
-    # All heads pruned. Still give the cache an empty entry so sequence lengths stay right.
+                      cache=None, past_key_values=None, **kwargs):
+    # All heads pruned. Still give the cache an entry so sequence lengths stay right.
+    cache = pick_cache(cache, past_key_values)
     shape = hidden_states.shape[:-1]
-    if past_key_values is not None:
-        empty = hidden_states.new_zeros(shape[0], 0, shape[1], self.head_dim)
-        past_key_values.update(empty, empty, self.layer_idx)
+    if cache is not None:
+        record_headless(cache, hidden_states, self.layer_idx)
     return self.o_proj(hidden_states.new_zeros(*shape, 0)), None
 
 

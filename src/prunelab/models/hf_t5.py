@@ -29,6 +29,8 @@ from transformers import (
 )
 from transformers.models.t5.modeling_t5 import T5Attention
 
+from .compat import cache_kw, pick_cache, record_headless
+
 MODEL_TYPES = ("t5", "prunelab-t5")
 
 _HEAD_SITES = (("lm_head", "in"), ("classification_head.dense", "inout"),
@@ -121,22 +123,23 @@ class PrunableT5Attention(T5Attention):
     head_ids: list  # original indices of the kept heads, for slicing the shared position bias
 
     def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None,
-                past_key_values=None, **kwargs):
+                cache=None, past_key_values=None, **kwargs):
+        cache = pick_cache(cache, past_key_values)   # the name depends on the transformers release
         full = None
         if key_value_states is not None:
             position_bias = None  # cross-attention: zeros; let each layer size its own
         else:
             if position_bias is None and self.has_relative_attention_bias:
-                position_bias = self._full_bias(hidden_states, past_key_values)
+                position_bias = self._full_bias(hidden_states, cache)
             full = position_bias
             if full is not None:
                 position_bias = full[:, self.head_ids]
         if self.n_heads == 0:
-            out, weights = self._headless(hidden_states, key_value_states, past_key_values), None
+            out, weights = self._headless(hidden_states, key_value_states, cache), None
         else:
+            kw = {cache_kw(T5Attention.forward): cache}
             out, _, weights = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
-                                              position_bias=position_bias, past_key_values=past_key_values,
-                                              **kwargs)
+                                              position_bias=position_bias, **kw, **kwargs)
         return out, full, weights
 
     def _full_bias(self, hidden_states, past_key_values):
@@ -149,9 +152,8 @@ class PrunableT5Attention(T5Attention):
     def _headless(self, hidden_states, key_value_states, past_key_values):
         shape = hidden_states.shape[:-1]
         if past_key_values is not None and key_value_states is None:
-            cache = getattr(past_key_values, "self_attention_cache", past_key_values)
-            empty = hidden_states.new_zeros(shape[0], 0, shape[1], self.key_value_proj_dim)
-            cache.update(empty, empty, self.layer_idx)
+            record_headless(getattr(past_key_values, "self_attention_cache", past_key_values), hidden_states,
+                            self.layer_idx)
         return self.o(hidden_states.new_zeros(*shape, 0))
 
 
