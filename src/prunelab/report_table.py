@@ -16,10 +16,22 @@ COLUMNS = [  # (header, metric key, format)
     ("params", "params", "{:,}"),
     ("GFLOPs/sample", "flops_per_sample", "{:.3f}"),
 ]
+# A run that has no value under a column's key but the same quantity under its method's own name
+# (an SDTP run is scored by perplexity and times its prefill, not a classifier's batch): shown with
+# the format here, which names the quantity, instead of a row of dashes.
+FALLBACKS = {
+    "score": ("ppl", "ppl {:.2f}"),
+    "train_seconds": ("train_s", "{:.1f}"),
+    "speedup": ("prefill_speedup", "{:.2f}x prefill"),
+    "inf_peak_mem_mb": ("peak_mem_mb", "{:.0f}"),
+}
 
 
 def _cell(m: dict, key: str, fmt: str) -> str:
     v = m.get(key)
+    if v is None and key in FALLBACKS and m.get(FALLBACKS[key][0]) is not None:
+        key, fmt = FALLBACKS[key][0], FALLBACKS[key][1]
+        v = m[key]
     if v is None:
         return "-"
     if key == "flops_per_sample":
