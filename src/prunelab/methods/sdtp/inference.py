@@ -32,6 +32,7 @@ from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from prunelab.errors import PrunelabError
+from prunelab.models.compat import cache_kw
 
 from .config import SDTPConfig
 from .modules import PrunerStack, keep_score
@@ -239,7 +240,8 @@ def prefill(model, cfg: SDTPConfig, input_ids: torch.Tensor, attention_mask: tor
         has_bias = bool((key_bias != 0).any())
         mask = build_mask(pos, pos, key_bias, 0) if (has_bias or not fast) else None
         cos, sin = model.model.rotary_emb(h, rope_pos)
-        h = layer(h, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=st.cache, use_cache=True)
+        h = layer(h, attention_mask=mask, position_embeddings=(cos, sin), use_cache=True,
+                  **{cache_kw(type(layer).forward): st.cache})
         if zeroing and l >= stages[0]:
             h = h * alive[..., None].to(h.dtype)
         st.key_order.append(pos)
@@ -267,7 +269,8 @@ def decode(model, st: PrunedState, tokens: torch.Tensor) -> torch.Tensor:
         need = st.has_bias[l] or q > 1 or not fast
         mask = build_mask(q_order, k_order, k_bias, past) if need else None
         cos, sin = model.model.rotary_emb(h, st.next_rope[l][:, None] + ar)
-        h = layer(h, attention_mask=mask, position_embeddings=(cos, sin), past_key_values=st.cache, use_cache=True)
+        h = layer(h, attention_mask=mask, position_embeddings=(cos, sin), use_cache=True,
+                  **{cache_kw(type(layer).forward): st.cache})
         st.key_order[l], st.key_bias[l] = k_order, k_bias
         st.next_rope[l] = st.next_rope[l] + q
     st.next_order = st.next_order + q
@@ -317,7 +320,7 @@ def dense_generate(model, input_ids: torch.Tensor, max_new_tokens: int) -> torch
     tok = logits.argmax(-1, keepdim=True)
     out = [tok]
     for _ in range(max_new_tokens - 1):
-        logits = model(input_ids=tok, past_key_values=cache, use_cache=True).logits
+        logits = model(input_ids=tok, use_cache=True, **{cache_kw(type(model).forward): cache}).logits
         tok = logits[:, -1].argmax(-1, keepdim=True)
         out.append(tok)
     return torch.cat(out, 1)
