@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,7 +120,12 @@ def save_pruned(model, out_dir, tokenizer=None, *, format: str | None = None) ->
 
 def _add_remote_code(out: Path, layout, cfg_cls, arch: str) -> None:
     module = f"modeling_prunelab_{layout.__name__.rsplit('hf_', 1)[-1]}"
-    shutil.copyfile(inspect.getsourcefile(layout), out / f"{module}.py")
+    source = Path(inspect.getsourcefile(layout))
+    shutil.copyfile(source, out / f"{module}.py")
+    # the layout's own relative imports (`from .compat import ...`) travel with it: transformers
+    # loads them from the checkpoint folder, and the reader need not have prunelab installed
+    for name in re.findall(r"^from \.(\w+) import", source.read_text(), flags=re.M):
+        shutil.copyfile(source.with_name(f"{name}.py"), out / f"{name}.py")
     path = out / "config.json"
     config = json.loads(path.read_text())
     config["architectures"] = [arch]
