@@ -7,6 +7,7 @@ Both gave plausible but wrong tokens from generate()."""
 import pytest
 import torch
 
+from prunelab.models.compat import cache_kw, output_cache
 from prunelab.models.family import get_family
 from types import SimpleNamespace
 
@@ -39,7 +40,7 @@ def test_llama_cached_decoding_matches_full_forward(blocks):
     ids = torch.randint(5, m.config.vocab_size, (2, 12))
     full = m(ids).logits[:, -3:]
     out = m(ids[:, :9], use_cache=True)
-    inc = m(ids[:, 9:], past_key_values=out.past_key_values, use_cache=True).logits
+    inc = m(ids[:, 9:], use_cache=True, **{cache_kw(type(m).forward): output_cache(out)}).logits
     torch.testing.assert_close(inc, full, atol=1e-5, rtol=1e-4)
 
 
@@ -61,5 +62,6 @@ def test_t5_cached_decoding_matches_full_forward(blocks):
     dec = torch.randint(5, m.config.vocab_size, (2, 7))
     full = m(input_ids=ids, decoder_input_ids=dec).logits[:, -2:]
     out = m(input_ids=ids, decoder_input_ids=dec[:, :-2], use_cache=True)
-    inc = m(input_ids=ids, decoder_input_ids=dec[:, -2:], past_key_values=out.past_key_values, use_cache=True).logits
+    inc = m(input_ids=ids, decoder_input_ids=dec[:, -2:], use_cache=True,
+            **{cache_kw(type(m).forward): output_cache(out)}).logits
     torch.testing.assert_close(inc, full, atol=1e-5, rtol=1e-4)

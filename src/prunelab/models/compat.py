@@ -28,3 +28,9 @@ def record_headless(cache, hidden_states, layer_idx: int) -> None:
     (zero-element) entry counts as length 0, which would restart positions at 0 while decoding."""
     z = hidden_states.new_zeros(hidden_states.shape[0], 1, hidden_states.shape[1], 1)
     cache.update(z, z, layer_idx)
+
+
+def output_cache(out):
+    """The KV cache a model output returned: `out.cache` in this transformers, `out.past_key_values`
+    in earlier 5.x releases (and, with a warning, until 5.40)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]

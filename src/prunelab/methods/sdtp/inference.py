@@ -32,7 +32,7 @@ from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from prunelab.errors import PrunelabError
-from prunelab.models.compat import cache_kw
+from prunelab.models.compat import cache_kw, output_cache
 
 from .config import SDTPConfig
 from .modules import PrunerStack, keep_score
@@ -310,7 +310,7 @@ def continuation_nll(logits: torch.Tensor, cont_ids: torch.Tensor) -> tuple[floa
 @torch.no_grad()
 def dense_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1], out.past_key_values
+    return out.logits[:, -1], output_cache(out)
 
 
 @torch.no_grad()
