@@ -534,6 +534,9 @@ def report(meta: dict, res: dict) -> str:
     if sp:
         L += ["", f"## Speed (batch 1; {sp['repeats']} interleaved repeats, speedup = median of per-repeat dense/option "
               f"ratios; TTFT = prefill time; e2e = prefill + {sp['gen_tokens']} greedy tokens)", "",
+              "Timing does not depend on the pruners' weights: every option keeps the same number of tokens per "
+              "stage (`truncate`: the same prefill FLOPs), so the learned row times the same pruned prefill however "
+              "long its pruners were trained.", "",
               "| length | option | TTFT s | speedup | FLOPs limit | speedup / limit | e2e s (speedup) | KV cache MB (x dense) |",
               "|---|---|---|---|---|---|---|---|"]
         for n, bl in sp["by_len"].items():
