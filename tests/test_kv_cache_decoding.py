@@ -9,6 +9,7 @@ import torch
 
 from prunelab.models.compat import cache_kw, output_cache
 from prunelab.models.family import get_family
+from prunelab.models.hf_t5 import make_prunable
 from types import SimpleNamespace
 
 from prunelab.models.load import load_model
@@ -28,11 +29,6 @@ def _llama(blocks):
     return _prune_heads(m, blocks)
 
 
-def _t5(blocks):
-    m = load_model("tiny-t5", SEQ2SEQ).model.eval()
-    return _prune_heads(m, blocks)
-
-
 @pytest.mark.parametrize("blocks", [{}, {0: 0}, {1: 0}, {0: 1, 1: 0}], ids=["dense", "l0-headless", "l1-headless", "mixed"])
 def test_llama_cached_decoding_matches_full_forward(blocks):
     torch.manual_seed(0)
@@ -44,20 +40,16 @@ def test_llama_cached_decoding_matches_full_forward(blocks):
     torch.testing.assert_close(inc, full, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("blocks", [None, {}, "decoder-first-headless"], ids=["stock", "prunable", "headless"])
-def test_t5_cached_decoding_matches_full_forward(blocks):
+@pytest.mark.parametrize("decoder_blocks", [None, {}, {0: 0, 1: 1}], ids=["stock", "prunable", "headless"])
+def test_t5_cached_decoding_matches_full_forward(decoder_blocks):
+    """None: transformers' own T5; {}: every attention made prunable, nothing pruned;
+    {0: 0, 1: 1}: the decoder's first self-attention loses every head, the next keeps one."""
     torch.manual_seed(0)
-    if blocks == "decoder-first-headless":
-        m = load_model("tiny-t5", SEQ2SEQ).model.eval()
-        n_enc = len(m.encoder.block)
-        blocks = {n_enc: 0, n_enc + 1: 1}           # the decoder's first self-attention loses every head
-        _prune_heads(m, blocks)
-    elif blocks is None:
-        m = load_model("tiny-t5", SEQ2SEQ).model.eval()
-    else:
-        m = _t5(blocks)
-        from prunelab.models.hf_t5 import make_prunable
+    m = load_model("tiny-t5", SEQ2SEQ).model.eval()
+    if decoder_blocks is not None:
         make_prunable(m)
+        n_enc = len(m.encoder.block)           # attention blocks count the encoder's first
+        _prune_heads(m, {n_enc + b: keep for b, keep in decoder_blocks.items()})
     ids = torch.randint(5, m.config.vocab_size, (2, 10))
     dec = torch.randint(5, m.config.vocab_size, (2, 7))
     full = m(input_ids=ids, decoder_input_ids=dec).logits[:, -2:]

@@ -142,18 +142,17 @@ class PrunableT5Attention(T5Attention):
                                               position_bias=position_bias, **kw, **kwargs)
         return out, full, weights
 
-    def _full_bias(self, hidden_states, past_key_values):
+    def _full_bias(self, hidden_states, cache):
         # Same as the stock computation for a dynamic cache: keys = past tokens + new tokens.
-        past = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
+        past = cache.get_seq_length(self.layer_idx) if cache is not None else 0
         past = past.clone() if isinstance(past, torch.Tensor) else past
         q_len = hidden_states.shape[1]
         return self.compute_bias(q_len, q_len + past, device=hidden_states.device, past_seen_tokens=past)
 
-    def _headless(self, hidden_states, key_value_states, past_key_values):
+    def _headless(self, hidden_states, key_value_states, cache):
         shape = hidden_states.shape[:-1]
-        if past_key_values is not None and key_value_states is None:
-            record_headless(getattr(past_key_values, "self_attention_cache", past_key_values), hidden_states,
-                            self.layer_idx)
+        if cache is not None and key_value_states is None:
+            record_headless(getattr(cache, "self_attention_cache", cache), hidden_states, self.layer_idx)
         return self.o(hidden_states.new_zeros(*shape, 0))
 
 
