@@ -32,7 +32,7 @@ bench-apt: install
 	$(PY) benchmarks/apt.py
 
 # every SDTP benchmark part in benchmarks/results/sdtp.{md,json}, from the committed tree: the parts
-# split over two one-thread processes (a few hours on 2 cores)
+# split over two one-thread processes (about 1.5-2 h on 2 cores)
 bench-sdtp: install
 	OMP_NUM_THREADS=1 PYTHONPATH=src $(PY) benchmarks/sdtp.py --workers 2 --threads 1
 

@@ -13,8 +13,8 @@ FLOPs). One table per run, all options:
 
     # full: pruners trained as SDTPConfig's `cpu` budget says (32 sequences of 1024 + 64 tokens of
     # the training mix, 1500 cached-feature steps, the default recency prior), then every part
-    # at its default size, the parts split over two one-thread processes (--workers 2); a few
-    # hours on 2 cores. Refuses a dirty tree when writing to benchmarks/results (results there
+    # at its default size, the parts split over two one-thread processes (--workers 2); about
+    # 1.5-2 h on 2 cores (training first, on both threads). Refuses a dirty tree when writing to benchmarks/results (results there
     # come from committed code only).
     PRUNELAB_DATA=../shared/data OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/sdtp.py \
         --workers 2 --threads 1
@@ -163,14 +163,19 @@ def main() -> None:
     ap.add_argument("--retrieval-kinds", default="passkey,kv")
     ap.add_argument("--retrieval-lens", default="1024,2048,4096")
     ap.add_argument("--depths", default="0.1,0.3,0.5,0.7,0.9")
-    ap.add_argument("--retrieval-per", type=int, default=2, help="prompts per (kind, length, depth)")
-    ap.add_argument("--retrieval-options", help="subset of --options for retrieval (default all)")
+    ap.add_argument("--retrieval-per", type=int, default=1, help="prompts per (kind, length, depth)")
+    ap.add_argument("--retrieval-options", help="subset of --options for retrieval (default: --options, less the "
+                                                "oracle unless --oracle-parts names retrieval)")
+    # the oracle is a ceiling, not a deployable option, and costs a backward pass over the whole
+    # prompt (~4 dense forwards): by default it runs where the table needs a ceiling (quality)
+    ap.add_argument("--oracle-parts", default="quality", help="parts in which the oracle row runs (default quality)")
     ap.add_argument("--leval-tasks", default=",".join(E.LEVAL_TASKS))
     ap.add_argument("--leval-len", type=int, default=4096)
-    # 8 x 2 questions per task: all 793 questions of the four tasks at 4k tokens would take ~12 h
-    # of one core with every option; 0 = all
-    ap.add_argument("--leval-docs", type=int, default=8, help="documents per task (0: all)")
-    ap.add_argument("--leval-per-doc", type=int, default=2, help="questions per document (0: all)")
+    # 4 x 1 questions per task by default: all 793 questions of the four tasks at 4k tokens would
+    # take ~12 h of one core with every option, and the default command must run in about 1.5 h on
+    # 2 cores; the report gives n beside each figure. 0 = all
+    ap.add_argument("--leval-docs", type=int, default=4, help="documents per task (0: all)")
+    ap.add_argument("--leval-per-doc", type=int, default=1, help="questions per document (0: all)")
     ap.add_argument("--speed-lens", default="1024,2048,4096")
     ap.add_argument("--speed-repeats", type=int, default=3)
     ap.add_argument("--gen-tokens", type=int, default=32)
@@ -199,6 +204,7 @@ def main() -> None:
     log = logging.getLogger("bench")
     options = names(args.options, SELECTORS)
     parts = names(args.parts, PARTS)
+    oracle_parts = names(args.oracle_parts, PARTS)
     git = git_state()          # the code that runs, before anything can change the tree
     results_dir = (ROOT / "results").resolve()
     if git["dirty"] and not args.allow_dirty and results_dir in Path(args.out).resolve().parents:
@@ -225,7 +231,10 @@ def main() -> None:
     res: dict = {"options": options, "parts": parts}
     pruners = None
     if "learned" in options and cfg.pruner == "mlp":
+        # training (or the feature cache) runs before the parts split: it may use every worker's thread
+        torch.set_num_threads(args.threads * args.workers)
         pruners, res["pruner_info"] = get_learned(args, model, cfg, tok, log)
+        torch.set_num_threads(args.threads)
     say = log.info
     groups = None
     if args.workers > 1 and len(parts) > 1:
@@ -241,7 +250,8 @@ def main() -> None:
         res["quality"]["paired_vs_learned"] = paired_vs(res["quality"], "learned", args.seed)
         res["quality"]["wall_s"] = time.time() - t
     if "retrieval" in parts:
-        ropts = names(args.retrieval_options, options) if args.retrieval_options else options
+        ropts = (names(args.retrieval_options, options) if args.retrieval_options
+                 else part_options(options, "retrieval", oracle_parts))
         res["retrieval"] = {}
         for kind in [k for k in args.retrieval_kinds.split(",") if k]:
             t = time.time()
@@ -256,7 +266,8 @@ def main() -> None:
         else:
             t = time.time()
             res["leval"] = E.leval(model, cfg, encode, os.environ["PRUNELAB_DATA"], names(args.leval_tasks, E.LEVAL_TASKS),
-                                   args.leval_len, options, pruners, args.leval_docs or None, args.leval_per_doc or None,
+                                   args.leval_len, part_options(options, "leval", oracle_parts), pruners,
+                                   args.leval_docs or None, args.leval_per_doc or None,
                                    args.seed, log=say)
             res["leval"]["wall_s"] = time.time() - t
     if "speed" in parts:
@@ -274,7 +285,7 @@ def main() -> None:
             "torch": torch.__version__, "transformers": transformers.__version__, "model": args.model,
             "preset": args.preset, "quick": args.quick, "smoke": args.smoke,
             "config": cfg.to_dict(), "total_wall_s": time.time() - t0, "workers": groups,
-            "stage_layers": cfg.stage_layers(len(model.model.layers))}
+            "stage_layers": cfg.stage_layers(len(model.model.layers)), "oracle_parts": oracle_parts}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": res}, indent=1, default=str))
@@ -283,6 +294,11 @@ def main() -> None:
 
 
 # -- parallel parts ---------------------------------------------------------------------------------
+def part_options(options: list[str], part: str, oracle_parts: list[str]) -> list[str]:
+    """The options a part runs: all of them, less the oracle where it is not asked for."""
+    return [o for o in options if o != "oracle" or part in oracle_parts]
+
+
 def part_cost(part: str, args, n_options: int) -> float:
     """Rough cost of a part in token-forwards, only to balance the parts across processes."""
     if part == "quality":
@@ -444,7 +460,8 @@ def report(meta: dict, res: dict) -> str:
          "RoPE positions) with the same protected tokens and the same per-stage keep counts; `truncate` instead "
          "keeps the last k tokens from layer 0 on, k chosen so its prefill FLOPs do not exceed the learned "
          "schedule's. `oracle` scores each prompt by its own gradient saliency (a backward pass: a ceiling, "
-         "not a deployable option, left out of the speed table).",
+         "not a deployable option, left out of the speed table; it runs in the parts "
+         f"{meta.get('oracle_parts', PARTS)}, the others leave it out to save its cost).",
          "- Exact match is teacher-forced (every answer token is the argmax given the gold prefix; equal to "
          "greedy decoding starting with the answer)."]
     pi = res.get("pruner_info")
