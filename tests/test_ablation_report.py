@@ -295,13 +295,21 @@ def test_section_numbers_interpretation_threats_and_latex(tmp_path):
     assert "same evaluation data" in threats and "7 comparisons" in threats
     assert "3 seeds per cell" in threats and "tiny-bert" in threats and "roberta-base" in threats
     assert "1 run waited for the CPU" in threats
-    # the LaTeX table has the same numbers as the prose
+    # the LaTeX table has every number; the prose has the same strings for each primary metric
+    # and each significant one, and names a non-significant secondary metric with its MDE only
     rows = section_rows(res)
     assert rows and latex.count("\\\\") >= len(rows) + 1
+    quiet = 0
     for r in rows:
         for key in ("base", "value", "delta", "ci", "p"):
-            assert r[key] in prose, (key, r[key])
             assert r[key].replace("%", "\\%").replace("±", "$\\pm$") in latex, (key, r[key])
+        if all(r[key] in prose for key in ("base", "value", "delta", "ci", "p")):
+            continue
+        quiet += 1
+        assert r["outcome"] in ("underpowered", "no_effect", "inconclusive"), r
+        assert r["power"] and r["power"].split()[-1].rstrip(")") in prose, r
+        assert f"{r['metric']}: " in prose, r
+    assert 0 < quiet < len(rows)
     # the LaTeX is also written on its own
     write_report("synth", store, tmp_path / "out")
     assert (tmp_path / "out" / "section.tex").read_text().strip() == latex.strip()
