@@ -296,7 +296,7 @@ def _quiet(rows: list[dict], k: int) -> str:
         pw = r["power"]
         if pw.startswith("underpowered (MDE "):
             pw = "MDE " + pw[len("underpowered (MDE "):-1]
-        return f"{r['metric']}: {pw}{_u(r)}"
+        return f"{pw}{_u(r)}" if len(rows) == 1 else f"{r['metric']}: {pw}{_u(r)}"
     names = _and([r["metric"] for r in rows])
     detail = "; ".join(power(r) for r in rows if r["power"])
     verb = "does" if len(rows) == 1 else "do"
