@@ -386,3 +386,22 @@ def test_dense_reference_is_cached_on_disk_across_processes_and_seeds(tmp_path, 
                      parts=("quality",))
     assert again["ppl_dense"] == first["ppl_dense"] and False not in calls and calls
     assert len(list((tmp_path / "dense").glob("*"))) == 1
+
+
+def test_training_seeds_share_the_feature_cache_and_change_only_the_pruners(tmp_path):
+    """get_pruners(train_seed=s): the same sequences and cached features as seed 0, its own
+    initialisation and step order, its own cache entry; train_seed == seed is the plain key."""
+    from prunelab.methods.sdtp.run import get_pruners
+
+    model = tiny_llama(6)
+    cfg = make_config("seed", "tiny", train_steps=3, train_mode="cached")
+    extra = {"model": "tiny-llama", "seed": 0, "data": "synthetic"}
+    s0, i0 = get_pruners(model, cfg, None, "synthetic", extra, 0, tmp_path)
+    assert i0["saliency_cached"] is False
+    s1, i1 = get_pruners(model, cfg, None, "synthetic", extra, 0, tmp_path, train_seed=1)
+    assert i1["pruners_cached"] is False and i1["saliency_cached"] is True      # features reused
+    assert i1["config_hash"] != i0["config_hash"]
+    w0, w1 = s0.state_dict(), s1.state_dict()
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+    same, info = get_pruners(model, cfg, None, "synthetic", extra, 0, tmp_path, train_seed=0)
+    assert info == {"pruners_cached": True, "config_hash": i0["config_hash"]}

@@ -107,9 +107,15 @@ def cached_targets(model, cfg: SDTPConfig, data: torch.Tensor, key_extra: dict, 
     return targets, features, False
 
 
-def get_pruners(model, cfg: SDTPConfig, tok, data_dir: str | None, key_extra: dict, seed: int, root: Path) -> tuple:
-    """Trained PrunerStack (from the cache keyed by config hash, else trained now) and train info."""
-    key = cfg.hash(key_extra)
+def get_pruners(model, cfg: SDTPConfig, tok, data_dir: str | None, key_extra: dict, seed: int, root: Path,
+                train_seed: int | None = None) -> tuple:
+    """Trained PrunerStack (from the cache keyed by config hash, else trained now) and train info.
+
+    `seed` draws the training sequences (and so their cached features); `train_seed` (default:
+    the same) sets the pruners' initialisation and step order only, so several training seeds
+    share one feature cache: how much the result moves from training alone."""
+    own = train_seed is not None and train_seed != seed
+    key = cfg.hash({**key_extra, "train_seed": train_seed} if own else key_extra)
     path = root / "pruners" / f"{key}.safetensors"
     if path.exists():
         log.info("sdtp: loading cached pruners %s", path)
@@ -120,8 +126,8 @@ def get_pruners(model, cfg: SDTPConfig, tok, data_dir: str | None, key_extra: di
     got = [cached_targets(model, cfg, d, key_extra, seed, root, log_fn=log.info) for d in data]
     targets, features, hit = [g[0] for g in got], [g[1] for g in got], all(g[2] for g in got)
     t1 = time.perf_counter()
-    stack, hist = train_pruners(model, cfg, data, targets, seed=seed, log=log.info,
-                                features=features if cfg.train_mode == "cached" else None)
+    stack, hist = train_pruners(model, cfg, data, targets, seed=seed if train_seed is None else train_seed,
+                                log=log.info, features=features if cfg.train_mode == "cached" else None)
     t2 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     stack.save(str(path))
