@@ -184,7 +184,8 @@ def main() -> None:
                                                  "--quick/--smoke: a scratch folder)")
     ap.add_argument("--workers", type=int, default=1,
                     help="run the parts in this many parallel processes (one torch thread each is best), then "
-                         "merge them into one report; the learned pruners are trained once, first")
+                         "merge them into one report; the learned pruners are trained once, first, and the "
+                         "speed part runs alone, last")
     ap.add_argument("--allow-dirty", action="store_true",
                     help="write to benchmarks/results from a tree with uncommitted changes (the report says DIRTY)")
     pre = argparse.ArgumentParser(add_help=False)
@@ -237,11 +238,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     say = log.info
     groups = None
-    if args.workers > 1 and len(parts) > 1:
-        groups = part_groups(parts, args, len(options), args.workers)
-        log.info("parts in %d processes: %s", len(groups), groups)
+    groups, parts = split_parts(parts, args, len(options), args.workers)
+    if groups:
+        log.info("parts in %d processes: %s, then %s here", len(groups), groups, parts)
         res.update(run_children(groups, args, log))
-        parts = []          # every part ran in a child
 
     if "quality" in parts:
         win = chunks(test, args.windows, args.ctx + args.cont)
@@ -310,6 +310,16 @@ def part_cost(part: str, args, n_options: int) -> float:
         tasks = len([t for t in args.leval_tasks.split(",") if t])
         return tasks * (args.leval_docs or 15) * (args.leval_per_doc or 13) * args.leval_len * (n_options + 1)
     return sum(ints(args.speed_lens)) * args.speed_repeats * n_options * 6        # speed: repeats, decode
+
+
+def split_parts(parts: list[str], args, n_options: int, workers: int) -> tuple[list[list[str]], list[str]]:
+    """(groups of parts for parallel child processes, parts this process runs after them). The
+    speed part shares no core: it runs here, alone, once the others have finished (run beside
+    another process, one selector's speedup/limit fell from 1.01 to 0.91)."""
+    shared = [p for p in parts if p != "speed"]
+    if workers < 2 or len(shared) < 2:
+        return [], parts
+    return part_groups(shared, args, n_options, workers), [p for p in parts if p == "speed"]
 
 
 def part_groups(parts: list[str], args, n_options: int, workers: int) -> list[list[str]]:
@@ -451,7 +461,9 @@ def report(meta: dict, res: dict) -> str:
          f"{', '.join(f'{x:.1f}' for x in meta['load_average_end'])}",
          *([f"- parts run in {len(meta['workers'])} parallel processes: {meta['workers']} (each part's wall time "
             "shares the machine with the others; speed figures are dense/pruned ratios measured interleaved "
-            "inside one process)"] if meta.get("workers") else []), "", "## Setup", "",
+            "inside one process" + ("; the speed part ran beside them" if any("speed" in g for g in meta["workers"])
+                                     else "; the speed part ran alone afterwards") + ")"]
+           if meta.get("workers") else []), "", "## Setup", "",
          f"- Preset `{meta['preset']}`: stages (0-indexed layers whose input is pruned) {meta['stage_layers']}, "
          f"keep {c['keep_ratio']} {c['keep_ratio_mode']}, first {c['protect_first']} + last "
          f"max({c['protect_last']}, {c['protect_last_frac']} x n) tokens protected "

@@ -98,5 +98,10 @@ def test_workers_split_parts_longest_first_and_children_get_their_own_flags(benc
     costliest = max(parts, key=lambda p: bench.part_cost(p, args, 6))
     assert groups[0][0] == costliest
     assert bench.part_groups(["quality"], args, 6, 4) == [["quality"]]
+    # the speed part never shares the machine: the parent runs it after the children
+    split, after = bench.split_parts(parts, args, 6, 2)
+    assert after == ["speed"] and sorted(p for g in split for p in g) == ["leval", "quality", "retrieval"]
+    assert bench.split_parts(parts, args, 6, 1) == ([], parts)
+    assert bench.split_parts(["quality", "speed"], args, 6, 2) == ([], ["quality", "speed"])
     argv = ["--windows", "8", "--workers", "2", "--parts=quality,speed", "--out", "x/y", "--quick"]
     assert bench.child_argv(argv) == ["--windows", "8", "--quick"]
