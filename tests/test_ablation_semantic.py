@@ -623,3 +623,14 @@ def test_k_in_n_shares_config_keys_and_planner_rationale_fields(apt, sdtp):
     value = lambda got: [(c, float(v)) for c, v in got]      # noqa: E731 - a listed value is an option named '0.3'
     assert value(one(sdtp, "KR .7 -> lower; frac of prompt toks surviving", "REPLACE", ["KR .3"])) == [("keep_ratio", 0.3)]
     assert value(one(apt, "tgt sparsity (dflt dens .4)", "REPLACE", ["dens 0.2"])) == [("sparsity", 0.8)]
+
+
+def test_config_diffs_read_the_new_value_under_any_namespace(apt, sdtp):
+    # round fourteen (from heldout13's misses): 'old -> new' is the new value, 'apt.' / 'sdtp.' name the tool,
+    # and a key's words ('drop_frac') say what the value measures
+    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
+    assert value(one(apt, "PL-101: sweep the amount of pruning", "REPLACE",
+                     ["`apt.target_density: 0.4 -> 0.3`"])) == [("sparsity", 0.7)]
+    assert value(one(sdtp, "SDTP-80: sweep how hard we shorten the prompt", "REPLACE",
+                     ["`sdtp.keep = 0.6`"])) == [("keep_ratio", 0.6)]
+    assert value(one(sdtp, "token keep ratio", "REPLACE", ["drop_frac=0.75"])) == [("keep_ratio", 0.25)]

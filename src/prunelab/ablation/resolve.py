@@ -360,6 +360,11 @@ _KEY_VALUE = re.compile(r"\b([A-Za-z]{1,4}|[A-Za-z]+(?:_[A-Za-z]+)+)(\s*[=:]\s*-
 _RATIONALE = re.compile(r"\b(?:hypothesis|expected (?:outcome|result|effect)s?|prediction|rationale)\s*:\s*"
                         r"(?:[^.;]|\.\d)*(?:[.;]|$)", re.IGNORECASE)
 _INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment)\s*:\s*", re.IGNORECASE)
+# a config diff's old value ('target_density: 0.4 -> 0.3', 'protect_prefix: 4 -> 0'): the number before
+# the arrow is what the setting was, not the variant; only the new value after it is read
+_OLD_VALUE = re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d+)?|\.\d+)\s*%?\s*(?:->|\u2192|=>)\s*(?=\S)")
+# a config key's namespace ('apt.target_density: 0.3', 'sdtp.keep = 0.6'): the key names the setting
+_KEY_NAMESPACE = re.compile(r"\b[A-Za-z]\w*\.(?=[A-Za-z_]\w*\s*(?::|=|->|\u2192))")
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
 
@@ -410,6 +415,7 @@ class Matcher:
             if _INTERVENTION.search(t) or _RATIONALE.search(t):
                 t = _INTERVENTION.sub("", _RATIONALE.sub(" ", t)).strip(" ;") or t
             t = _latex_to_text(t)
+            t = _KEY_NAMESPACE.sub("", _OLD_VALUE.sub("", t))
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
             t = self.expand_keys(t)
@@ -969,7 +975,9 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
         # a value that only one numeric component can take, said as a kept/removed share, needs a
         # weaker match ('token budget: keep 40% of the prompt' -> keep_ratio), and is flagged
         fits = [n for _, n in numeric if value_fits(components[n], text)]
-        weak = fits == [name] and component_sense(comp) and (KEPT_WORDS.search(text) or REMOVED_WORDS.search(text))
+        # (a config key's words count: 'drop_frac=0.75' says dropped, as text_sense reads it)
+        words = re.sub(r"(?<=[A-Za-z])_(?=[A-Za-z])", " ", text)
+        weak = fits == [name] and component_sense(comp) and (KEPT_WORDS.search(words) or REMOVED_WORDS.search(words))
         if top_name != name and top >= COMPONENT_MIN and s < top - 0.1 and text_scores[name] < COMPONENT_MIN \
                 and not (weak and s >= NUMERIC_WEAK_MIN):
             # ('token pruning rate: drop 50%' names the pruner, which takes no number; the share can

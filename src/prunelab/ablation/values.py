@@ -15,7 +15,7 @@ from prunelab.errors import PrunelabError
 NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d+)?|\.\d+))\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
 NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
                  "density", "level", "set", "to", "of", "at", "remain", "remaining", "param", "parameter",
-                 "parameters", "fraction", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers",
+                 "parameters", "fraction", "frac", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers",
                  "the", "a", "an", "all", "only", "kept", "retain", "retained", "keeping", "removed", "remove",
                  "removing", "pruned", "drop", "dropped", "dropping", "discard", "discarded", "token", "tokens",
                  "prompt", "input", "weights", "weight", "model", "its", "their", "and", "or", "with", "use", "try",
