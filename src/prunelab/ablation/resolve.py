@@ -39,8 +39,8 @@ from prunelab.ablation.text import (component_names, expand_abbreviations, fix_s
 # the value readers live in values.py (PlanValueError, expand_values, parse_number, words_to_numbers are
 # also imported from here by callers of resolve)
 from prunelab.ablation.values import (KEPT_WORDS, NUMBER, NUMBER_WORDS, REMOVED_WORDS, PlanValueError,  # noqa: F401
-                                      component_sense, expand_values, numeric_value, parse_number, value_fits,
-                                      words_to_numbers)
+                                      component_sense, expand_values, key_words, numeric_value, parse_number,
+                                      value_fits, words_to_numbers)
 from prunelab.errors import PrunelabError
 
 # Scores are 0..1: the higher of the lexical match (text.phrase_similarity against names and
@@ -976,7 +976,7 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
         # weaker match ('token budget: keep 40% of the prompt' -> keep_ratio), and is flagged
         fits = [n for _, n in numeric if value_fits(components[n], text)]
         # (a config key's words count: 'drop_frac=0.75' says dropped, as text_sense reads it)
-        words = re.sub(r"(?<=[A-Za-z])_(?=[A-Za-z])", " ", text)
+        words = key_words(text)
         weak = fits == [name] and component_sense(comp) and (KEPT_WORDS.search(words) or REMOVED_WORDS.search(words))
         if top_name != name and top >= COMPONENT_MIN and s < top - 0.1 and text_scores[name] < COMPONENT_MIN \
                 and not (weak and s >= NUMERIC_WEAK_MIN):

@@ -189,12 +189,17 @@ def value_fits(comp, text: str) -> bool:
         return False
 
 
+def key_words(text: str) -> str:
+    """A config key's words as words: 'drop_frac=0.75' -> 'drop frac=0.75' (so 'drop' is found)."""
+    return re.sub(r"(?<=[A-Za-z])_(?=[A-Za-z])", " ", text)
+
+
 def text_sense(text: str) -> tuple[bool, bool]:
     """(kept, removed): what the text says its value measures. When it says both ('keep just 30% of
     the parameters and cut the rest'), the verb right before the value decides (then the one right
     after it: '30% of the weights removed')."""
     # a config key says it too ('--target_density 0.35', 'drop_frac=.2'): its words count
-    text = re.sub(r"(?<=[A-Za-z])_(?=[A-Za-z])", " ", text)
+    text = key_words(text)
     kept, removed = bool(KEPT_WORDS.search(text)), bool(REMOVED_WORDS.search(text))
     m = NUMBER.search(words_to_numbers(text))
     if m is not None:
