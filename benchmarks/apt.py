@@ -63,7 +63,7 @@ LR = {"ft": 5e-5, "lora": 5e-4, "apt": APT_LR}
 APT_ARGS = {"sparsity": 0.6}
 BATCHES = (32, 128)
 SEQ = 128
-ROUNDS = 9
+ROUNDS = 27     # 9 rounds moved speedup/limit by up to +-8% between repeats in one process
 METHODS = ("ft", "lora", "apt")
 # Controls, each APT with one thing changed, paired with APT by seed:
 # - apt_unpruned: the same adapters, rank growth, distillation and lr but pruning off. It splits
@@ -236,6 +236,11 @@ def render(rows: dict, speed: dict | None, args, prov: dict, steps: dict | None 
             key = f"speedup/FLOPs limit >= 0.95 (bs {bs})"
             lines.append(f"| speedup / FLOPs limit, bs {bs} | {ms([a / b for a, b in zip(vals, lim)], '{:.2f}')} "
                          f"| >= 0.95 | {verdict(s['targets'][key])} |")
+            thirds = [[t / l for t in sp["speedup_by_third"][k]] for k, l in zip(sp["speedup"], lim)
+                      if sp.get("speedup_by_third", {}).get(k)]
+            if thirds:      # the same figure from each third of the rounds: the machine's drift
+                lines.append(f"| speedup / FLOPs limit, bs {bs}, first / middle / last third of the rounds | "
+                             + " / ".join(ms([t[j] for t in thirds], '{:.2f}') for j in range(3)) + " | | |")
     mr = s["train_peak_mem_ratio"] or {}
     lines += [
         f"| peak train memory APT / FT | {fmt(mr.get('apt/ft'))} | < 1 | {verdict(s['targets']['peak train memory APT < FT'])} |",
@@ -251,7 +256,7 @@ def render(rows: dict, speed: dict | None, args, prov: dict, steps: dict | None 
         "",
     ]
     if speed:
-        lines.append(f"Interleaved inference: {ROUNDS} rounds per batch size at seq {SEQ}, median; load average "
+        lines.append(f"Interleaved inference: {ROUNDS} rounds at seq {SEQ}, each timing every batch size and model once; speedup = median over rounds of the dense / pruned time of the same round; load average "
                      f"(1/5/15 min) {tuple(round(x, 1) for x in speed['loadavg_before'])} before and "
                      f"{tuple(round(x, 1) for x in speed['loadavg_after'])} after, on {os.cpu_count()} cores.\n")
     if steps:

@@ -176,7 +176,7 @@ def _apt_from_json(data) -> list[dict]:
 
 
 # ---- interleaved inference speed --------------------------------------------------------------------
-SPEED_BATCHES, SPEED_SEQ, SPEED_ROUNDS = (32, 128), 128, 9     # as benchmarks/apt.py
+SPEED_BATCHES, SPEED_SEQ, SPEED_ROUNDS = (32, 128), 128, 9     # as apt.py had before its paired 27-round timing
 
 
 def widths_of(row: dict) -> dict | None:

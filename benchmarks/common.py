@@ -168,11 +168,31 @@ def pruned_like(widths: dict):
     return loaded.model.eval()
 
 
+def paired_speedup(ref_times: list[float], times: list[float]) -> float:
+    """Median over rounds of ref's time / the other's time in the same round."""
+    if len(ref_times) != len(times) or not times:
+        raise ValueError(f"paired_speedup needs one time per round for both, got {len(ref_times)} and {len(times)}")
+    return statistics.median(a / b for a, b in zip(ref_times, times))
+
+
+def by_third(ref_times: list[float], times: list[float]) -> list[float]:
+    """paired_speedup in each third of the rounds (empty below 3 rounds)."""
+    n = len(times)
+    return [paired_speedup(ref_times[j * n // 3:(j + 1) * n // 3], times[j * n // 3:(j + 1) * n // 3])
+            for j in range(3)] if n >= 3 else []
+
+
 def interleaved_speed(widths: dict, ref: str = "dense", rounds: int = 7, seq: int = 128,
                       batches: tuple = (32, 128)) -> dict:
     """MiniLM-L6 dense (under the name `ref`) against pruned copies of the given widths (name ->
-    widths): FLOPs, params, and speedups timed round-robin in this one process (median of
-    `rounds`), wall and CPU time, next to each copy's FLOPs limit."""
+    widths): FLOPs, params, and speedups timed in this one process, next to each copy's FLOPs limit.
+
+    Each round times every batch size and, within it, every model once, starting from a different
+    model each round. The speedup of a copy is the median over rounds of ref's time / the copy's
+    time *in the same round*: pairing within a round cancels the slow drift of a shared machine
+    (other processes, clock), which otherwise moved speedup/limit by +-10% between batch sizes
+    measured one after the other (0.93 at bs 32 and 0.96 at bs 128 in one run, 1.07 and 0.93 in the
+    next, same models). The ratio of median times is kept beside it as `speedup_of_medians`."""
     import torch
 
     from prunelab.models.load import load_model
@@ -184,13 +204,38 @@ def interleaved_speed(widths: dict, ref: str = "dense", rounds: int = 7, seq: in
     cpu = torch.device("cpu")
     flops = {k: measure.flops_per_sample(m, measure.dummy_inputs(m, 1, seq, cpu)) for k, m in models.items()}
     out = {"flops_per_sample": flops, "params": {k: measure.count_params(m)["params"] for k, m in models.items()},
-           "loadavg_before": os.getloadavg(), "rounds": rounds, "seq_len": seq}
-    others = [k for k in models if k != ref]
+           "loadavg_before": os.getloadavg(), "rounds": rounds, "seq_len": seq,
+           "timing": "batch sizes alternate within each round; speedup = median over rounds of the paired ratio"}
+    inputs = {bs: measure.dummy_inputs(dense, bs, seq, cpu) for bs in batches}
+    names, others = list(models), [k for k in models if k != ref]
+    wall = {bs: {k: [] for k in names} for bs in batches}
+    proc = {bs: {k: [] for k in names} for bs in batches}
+    with torch.no_grad():
+        for batch in inputs.values():           # one warm-up of every model at every shape
+            for m in models.values():
+                m(**batch)
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for bs, batch in inputs.items():
+                for k in order:
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    models[k](**batch)
+                    wall[bs][k].append(time.perf_counter() - w0)
+                    proc[bs][k].append(time.process_time() - c0)
+
+    def paired(t: dict, k: str) -> float:
+        return paired_speedup(t[ref], t[k])
+
     for bs in batches:
-        med, cpu_med = round_robin_medians(models, measure.dummy_inputs(dense, bs, seq, cpu), rounds)
-        out[f"bs{bs}"] = {"median_s": med, "median_cpu_s": cpu_med,
-                          "speedup": {k: med[ref] / med[k] for k in others},
-                          "speedup_cpu_time": {k: cpu_med[ref] / cpu_med[k] for k in others},
+        med = {k: statistics.median(v) for k, v in wall[bs].items()}
+        out[f"bs{bs}"] = {"median_s": med,
+                          "median_cpu_s": {k: statistics.median(v) for k, v in proc[bs].items()},
+                          "speedup": {k: paired(wall[bs], k) for k in others},
+                          "speedup_cpu_time": {k: paired(proc[bs], k) for k in others},
+                          "speedup_of_medians": {k: med[ref] / med[k] for k in others},
+                          # the same paired median in each third of the rounds: how far the
+                          # machine's state moves the figure within this one measurement
+                          "speedup_by_third": {k: by_third(wall[bs][ref], wall[bs][k]) for k in others},
                           "flops_limit": {k: flops[ref] / flops[k] for k in others}}
     out["loadavg_after"] = os.getloadavg()
     return out

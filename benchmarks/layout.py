@@ -99,7 +99,7 @@ def render(rows: dict, speed: list, args, prov: dict) -> tuple[dict, str]:
         lines.append(f"{lay} final widths per seed (heads per layer / FFN per layer / hidden): " + "; ".join(
             f"{w['heads']} / {w['ffn']} / {w['hidden']}" for w in get(lay, "apt_widths") if w) + "  ")
     if speed:
-        lines.append(f"\nInterleaved inference: {ROUNDS} rounds per batch size at seq {SEQ}, median; load average "
+        lines.append(f"\nInterleaved inference: {ROUNDS} rounds at seq {SEQ}, each timing every batch size and model once; speedup = median over rounds of the dense / pruned time of the same round; load average "
                      f"{tuple(round(x, 1) for x in speed[0]['loadavg_before'])} before, on {os.cpu_count()} cores.")
     data = {"provenance": prov, "settings": {k: v.to_dict() for k, v in configs(args.seeds[0], args).items()},
             "runs": {k: [{"id": r["id"], "seed": r["seed"], "metrics": r["metrics"], "curve": r.get("curve")}

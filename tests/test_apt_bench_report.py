@@ -1,5 +1,7 @@
 """benchmarks/apt.py's accuracy-gap section on made-up runs (no training): every control gets
 its paired row and its line in the controls table, with numbers computed from the runs."""
+import statistics
+
 import pytest
 
 from paths import load_benchmark
@@ -28,3 +30,15 @@ def test_gap_section_pairs_every_control_with_apt_by_seed(bench):
     assert "0.8367" in row and f"{490 / 700:.3f}" in row and row.rstrip().endswith("| 3 |")
     # without the pruning-off control there is nothing to split
     assert bench.gap_section(_rows({k: v for k, v in scores.items() if k != "apt_unpruned"}, mem)) == []
+
+
+def test_speedup_pairs_times_of_the_same_round():
+    """A shared machine slows whole rounds at once; pairing within the round cancels that, where
+    the ratio of the two medians does not (here the pruned copy's median falls in a slow round)."""
+    common = load_benchmark("common")
+    dense = [1.0, 1.0, 3.0, 3.0, 3.0]            # rounds 3-5 run while another process is busy
+    pruned = [0.5, 0.5, 0.5, 1.5, 1.5]           # round 3 caught a quiet moment for the copy only
+    assert common.paired_speedup(dense, pruned) == 2.0
+    assert statistics.median(dense) / statistics.median(pruned) == 6.0
+    with pytest.raises(ValueError, match="one time per round"):
+        common.paired_speedup(dense, pruned[:3])
