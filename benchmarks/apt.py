@@ -7,6 +7,7 @@ command, date, machine, git SHA and seeds); it refuses to write from uncommitted
                                     #   .venv/bin/python benchmarks/apt.py
     python benchmarks/apt.py --seeds 0 --train-limit 1000 --steps 40 --name apt-smoke   # smoke test
     python benchmarks/apt.py --report-only                                              # re-render
+    python benchmarks/apt.py --runs-from benchmarks/results/apt.json    # same runs, timings measured now
 
 Defaults are the targets' setting: seeds 5-9 (seeds 0-4 chose APT's lr and schedule, see
 TUNED_ON), 8000 stratified SST-2 training examples, 500 steps of batch 32, 10 dev evaluations
@@ -31,8 +32,9 @@ What is measured and how:
   steps labelled with its phase; median over rounds of APT step / LoRA step of the same round).
   The separate runs' own per-phase step times (``apt_step_seconds``) are shown too, but they
   were measured under different machine loads.
-- inference: measured again here, in one process and interleaved (dense, pruned, dense, ...)
-  so that the load of other processes hits both alike; the FT model is the dense MiniLM
+- inference: measured again here, in one process and interleaved (every model and batch size
+  once per round; speedup = median over rounds of the paired dense / pruned time) so that the
+  load of other processes hits both alike; the FT model is the dense MiniLM
   with its classifier, each APT model is MiniLM with that seed's final per-layer widths
   (weights do not change speed). FLOPs per sample from torch.utils.flop_counter; the FLOPs
   limit is dense FLOPs / pruned FLOPs.
@@ -43,9 +45,12 @@ hooks make this a bias against APT in the step-time ratio).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
+from pathlib import Path
 
 
 import common
@@ -180,6 +185,12 @@ def summarize(rows: dict, speed: dict | None, steps: dict | None = None) -> dict
     return s
 
 
+def runs_code(rows: dict, args) -> str:
+    if getattr(args, "runs_code", None):
+        return args.runs_code
+    return ", ".join(f"{m} {sorted({(r.get('env') or {}).get('git_sha', '?')[:7] for r in rows[m]})}" for m in METHODS)
+
+
 def render(rows: dict, speed: dict | None, args, prov: dict, steps: dict | None = None) -> tuple[dict, str]:
     s = summarize(rows, speed, steps)
     get = lambda meth, key: [metric(r, key) for r in rows[meth]]  # noqa: E731
@@ -207,8 +218,7 @@ def render(rows: dict, speed: dict | None, args, prov: dict, steps: dict | None 
         f"{list(TUNED_ON)}, both judged on the same dev set; FT's and LoRA's are their usual values, "
         "untuned here.\n",
         "Code of the stored runs (a run whose config is unchanged is reused, not retrained): "
-        + ", ".join(f"{m} {sorted({(r.get('env') or {}).get('git_sha', '?')[:7] for r in rows[m]})}" for m in METHODS)
-        + "\n",
+        + runs_code(rows, args) + "\n",
         "| metric (mean ± std over seeds) | FT | LoRA | APT |", "|---|---|---|---|",
         row3("dev accuracy", "score"),
         "| TTA, wall s (97% of FT; every seed counts) | " + " | ".join(s["tta"][k]["label"] for k in METHODS) + " |",
@@ -281,6 +291,7 @@ def render(rows: dict, speed: dict | None, args, prov: dict, steps: dict | None 
     data = {"provenance": prov, "settings": {k: v.to_dict() for k, v in settings.items()},
             "runs": {k: [{"id": r["id"], "seed": r["seed"], "metrics": r["metrics"], "curve": r.get("curve")}
                          for r in v] for k, v in rows.items()},
+            "runs_code": runs_code(rows, args),
             "interleaved_inference": speed, "interleaved_steps": steps, "summary": s}
     return data, "\n".join(lines) + "\n"
 
@@ -339,6 +350,20 @@ def _progress(method: str, seed: int):
     return report
 
 
+def runs_from(path: str, seeds: list[int]) -> tuple[dict, str]:
+    """The runs of an earlier results file, for the seeds asked (their metrics carry the derived
+    TTA and ratios already), and a line saying where they came from and what code trained them."""
+    data = json.loads(Path(path).read_text())
+    rows = {k: [r for r in data["runs"].get(k, []) if r["seed"] in seeds] for k in (*METHODS, *CONTROLS)}
+    prev = data["provenance"]
+    code = data.get("runs_code")
+    if code is None:        # files written before runs_code was stored: the line is in their .md
+        md = Path(path).with_suffix(".md")
+        found = re.search(r"^Code of the stored runs[^:]*: (.*)$", md.read_text(), re.M) if md.exists() else None
+        code = found.group(1) if found else "not recorded"
+    return rows, f"{code} (read from {path}, written at {prev['git_sha']} on {prev['date']})"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7, 8, 9])
@@ -353,6 +378,9 @@ def main(argv=None):
     ap.add_argument("--step-rounds", type=int, default=100,
                     help="interleaved step-time rounds (benchmarks/step_time.py); 0 skips it")
     ap.add_argument("--allow-dirty", action="store_true", help="write even from uncommitted code (do not commit it)")
+    ap.add_argument("--runs-from", metavar="JSON",
+                    help="take the training runs from an earlier results file (benchmarks/results/NAME.json) "
+                         "instead of the store and measure only the interleaved timings now")
     args = ap.parse_args(argv)
     os.environ["PRUNELAB_CPU_MEMORY"] = args.memory
     from prunelab.derived import with_derived
@@ -365,7 +393,9 @@ def main(argv=None):
         rows = {k: [with_derived(store.get(i), store) for i in v] for k, v in ids.items()}
         return {k: [r for r in v if r and r["status"] == "done"] for k, v in rows.items()}
 
-    for seed in args.seeds:
+    if args.runs_from:
+        rows, args.runs_code = runs_from(args.runs_from, args.seeds)
+    for seed in [] if args.runs_from else args.seeds:
         for method in ("ft", "lora", "apt", *CONTROLS):       # FT first: TTA needs its score
             cfg = configs(seed, args, controls=True)[method]
             if args.report_only:
@@ -375,7 +405,8 @@ def main(argv=None):
             row = run(cfg, store, progress=_progress(method, seed))
             print(method, seed, row["status"], metric(row, "score") or row.get("error"), flush=True)
             ids[method].append(row["id"])
-    rows = collect()
+    if not args.runs_from:
+        rows = collect()
     missing = {k: len(args.seeds) - len(v) for k, v in rows.items() if len(v) < len(args.seeds)}
     if missing:
         print(f"warning: runs missing or failed: {missing}", flush=True)

@@ -1,5 +1,6 @@
 """benchmarks/apt.py's accuracy-gap section on made-up runs (no training): every control gets
 its paired row and its line in the controls table, with numbers computed from the runs."""
+import json
 import statistics
 
 import pytest
@@ -42,3 +43,13 @@ def test_speedup_pairs_times_of_the_same_round():
     assert statistics.median(dense) / statistics.median(pruned) == 6.0
     with pytest.raises(ValueError, match="one time per round"):
         common.paired_speedup(dense, pruned[:3])
+
+
+def test_runs_from_an_earlier_results_file_keeps_the_seeds_asked_and_their_code(bench, tmp_path):
+    runs = {k: [{"id": f"{k}{i}", "seed": i, "metrics": {"score": 0.8}} for i in (5, 6, 7)] for k in ("ft", "apt")}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"runs": runs, "provenance": {"git_sha": "abc1234", "date": "2026-12-02"}}))
+    path.with_suffix(".md").write_text("# x\n\nCode of the stored runs (reused): ft ['78c7815'], apt ['93d7155']\n")
+    rows, code = bench.runs_from(str(path), [5, 7])
+    assert [r["seed"] for r in rows["apt"]] == [5, 7] and rows["lora"] == []
+    assert code.startswith("ft ['78c7815'], apt ['93d7155'] (read from") and "abc1234" in code
