@@ -634,3 +634,33 @@ def test_config_diffs_read_the_new_value_under_any_namespace(apt, sdtp):
     assert value(one(sdtp, "SDTP-80: sweep how hard we shorten the prompt", "REPLACE",
                      ["`sdtp.keep = 0.6`"])) == [("keep_ratio", 0.6)]
     assert value(one(sdtp, "token keep ratio", "REPLACE", ["drop_frac=0.75"])) == [("keep_ratio", 0.25)]
+
+
+def test_a_value_said_twice_is_one_cell_and_a_glued_rank_is_a_rank(apt):
+    # round fifteen (from heldout14's misses): a restatement in brackets or after 'i.e.' is the same
+    # value (it had made two cells, or no value at all); 'r4' is rank 4, still growing
+    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
+    assert value(one(apt, "amount of layer weight removed by pruning", "REPLACE",
+                     ["target density 0.3, i.e. the model keeps only 30 %"])) == [("sparsity", 0.7)]
+    assert value(one(apt, "how much of the layer weights gets pruned away", "REPLACE",
+                     ["density 35 % (65 % of the layer parameters gone)"])) == [("sparsity", 0.65)]
+    assert value(one(apt, "starting LoRA rank (ranks still grow)", "REPLACE", ["start at r4", "rank16"])) == \
+        [("tuning", 4), ("tuning", 16)]
+
+
+def test_sdtp_loss_sets_are_read_as_the_terms_kept_or_dropped(sdtp):
+    # round fifteen: the losses component's options are sets of terms (Component.terms); a plan lists
+    # what stays ('MSE + ranking only') or what goes ('without the LM term'), in any words for a term
+    part = "the pruner's objective, taken as the whole set of its loss terms"
+    got = one(sdtp, part, "REPLACE", ["the set of loss terms becomes next-token cross-entropy only",
+                                      "without the LM term: the objective set is MSE + ranking only",
+                                      "LM + ranking (regression term dropped)",
+                                      "no saliency supervision, LM loss alone"])
+    assert got == [("losses", "lm_only"), ("losses", "no_lm"), ("losses", "no_mse"), ("losses", "lm_only")]
+
+
+def test_term_keys_must_be_set_by_an_option():
+    from prunelab.methods.registry import Component
+
+    with pytest.raises(ValueError, match="terms name keys no option sets"):
+        Component(name="losses", default="a", options={"a": {"lm_weight": 1.0}}, terms={"mse": ("mse_weight",)})

@@ -365,8 +365,25 @@ _INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment)\s*:\s*", 
 _OLD_VALUE = re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d+)?|\.\d+)\s*%?\s*(?:->|\u2192|=>)\s*(?=\S)")
 # a config key's namespace ('apt.target_density: 0.3', 'sdtp.keep = 0.6'): the key names the setting
 _KEY_NAMESPACE = re.compile(r"\b[A-Za-z]\w*\.(?=[A-Za-z_]\w*\s*(?::|=|->|\u2192))")
+# a value said twice ('target density 0.3, i.e. 30% of the weights kept', 'density 35 % (65 % gone)',
+# 'keep 40% (default 70%)'): the second saying is a restatement or an aside, not a second variant;
+# read as one it made two cells, or no single value at all
+_RESTATED = re.compile(r"\s*\([^()]*\)|,?\s*\b(?:i\.\s?e\.?|that is|in other words|meaning)(?=[\s,:])[^;]*",
+                       re.IGNORECASE)
+# a rank glued to its letter ('r4', 'r16', 'rank8'), as the value reader writes it ('r=4')
+_GLUED_RANK = re.compile(r"\b(r|rank)(\d{1,2})\b", re.IGNORECASE)
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
+
+
+def _drop_restatement(text: str) -> str:
+    """Leave out a parenthesis or an 'i.e.' clause that holds a number when the rest says one too,
+    with words around it (a bare '0.3 (30% kept)' needs the clause for what 0.3 measures)."""
+    def drop(m: re.Match) -> str:
+        rest = text[:m.start()] + text[m.end():]
+        said = NUMBER.search(m.group(0)) and NUMBER.search(rest) and re.search(r"[A-Za-z]{2,}", NUMBER.sub(" ", rest))
+        return "" if said else m.group(0)
+    return _RESTATED.sub(drop, text)
 
 
 class Matcher:
@@ -416,6 +433,7 @@ class Matcher:
                 t = _INTERVENTION.sub("", _RATIONALE.sub(" ", t)).strip(" ;") or t
             t = _latex_to_text(t)
             t = _KEY_NAMESPACE.sub("", _OLD_VALUE.sub("", t))
+            t = _drop_restatement(_GLUED_RANK.sub(lambda m: f"{m.group(1)}={m.group(2)}", t))
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
             t = self.expand_keys(t)
@@ -1083,6 +1101,13 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
             if choice is not None:
                 return choice
 
+    # a component whose options are sets of terms, named by the part: the set the text says
+    for cname in dict.fromkeys(n for n in (scores[0][1], best_option and best_option[1]) if n):
+        comp = components[cname]
+        opt = _term_option(text, comp) if comp.terms and comp_score[cname] >= COMPONENT_MIN else None
+        if opt is not None:
+            return Choice(cname, opt, None, comp.overrides(opt), said, comp_score[cname], None)
+
     cands.sort(key=lambda c: c[0], reverse=True)
     # a part that clearly names one component: its options first
     top, top_name = scores[0]
@@ -1119,6 +1144,48 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
                 f"{name}.{opt} chosen from the replacement text alone ({best[3]:.2f})")
     return Choice(name, opt, None, components[name].overrides(opt), said, best[0], flag,
                   [(round(c[0], 3), f"{c[1]}.{c[2]}") for c in rivals[:2]])
+
+
+# a term said dropped: 'without the LM term', 'no MSE', 'regression term dropped', 'LM (removed)'
+_TERM_DROPPED_BEFORE = re.compile(r"\b(?:without|no|drop(?:ping|s)?|remov(?:e|es|ing)|omit(?:s|ting)?|minus|except|"
+                                  r"excluding|w/o|leav(?:e|ing) out|not)\W+(?:(?:the|a|an|any|its|their|explicit)\W+){0,2}$")
+_TERM_DROPPED_AFTER = re.compile(r"^\W*(?:(?:term|terms|loss|losses|part|component|objective|is|was|are|be|being|"
+                                 r"gets|got|now)\W+){0,3}(?:dropped|removed|gone|off|disabled|left out|switched off|"
+                                 r"turned off|zeroed|excluded|omitted|not anymore|not any more|no longer)\b")
+_TERM_ONLY = re.compile(r"\b(?:only|alone|just|solely|becomes|exclusively)\b|\+")
+
+
+def _term_option(text: str, comp) -> str | None:
+    """The option of a term-set component (Component.terms) whose set of terms the text says:
+    'MSE + ranking only' and 'without the LM term' are both SDTP's losses.no_lm. None when the text
+    names no term, or names the terms kept without saying they are the only ones."""
+    t = text.lower()
+    said: dict[str, bool] = {}                  # option key -> dropped?
+    named = 0                                   # phrases said kept ('saliency' alone is one, not two)
+    for phrase, keys in comp.terms.items():
+        pattern = r"(?<![\w-])" + r"[\s-]".join(map(re.escape, phrase.split())) + r"(?![\w-])"
+        for hit in re.finditer(pattern, t):
+            dropped = bool(_TERM_DROPPED_BEFORE.search(t[max(0, hit.start() - 40):hit.start()])
+                           or _TERM_DROPPED_AFTER.search(t[hit.end():hit.end() + 30]))
+            named += not dropped
+            for k in keys:
+                said[k] = said.get(k, False) or dropped
+    if not said:
+        return None
+    every = {k for ks in comp.terms.values() for k in ks}
+    dropped = {k for k, d in said.items() if d}
+    kept_said = set(said) - dropped
+    if dropped:
+        kept = every - dropped
+        if not kept_said <= kept:
+            return None
+    elif _TERM_ONLY.search(t) or named >= 2:
+        kept = kept_said
+    else:
+        return None
+    found = [o for o, ov in comp.options.items() if {k for k in every if ov.get(k)} == kept]
+    # every term kept is the default: a text meant to change it said a term this reader missed
+    return found[0] if len(found) == 1 and found[0] != comp.default else None
 
 
 def _valued_option(text: str, m: Matcher, scores) -> Choice | None:

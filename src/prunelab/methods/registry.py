@@ -31,12 +31,20 @@ class Component:
     # option -> what choosing it does, in words (one sentence or several phrasings); plan text is
     # matched against these by sentence embeddings (prunelab.ablation.semantic)
     option_descriptions: dict[str, str | list[str]] = field(default_factory=dict)
+    # for a component whose options switch a set of terms on and off (SDTP's losses: which of LM,
+    # MSE and ranking): phrase -> the option keys it names; a plan that lists the terms kept or
+    # dropped ('MSE + ranking only', 'without the LM term') picks the option with that set
+    terms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.default not in self.options:
             raise ValueError(f"component {self.name}: default {self.default!r} not in options")
         if self.remove is not None and self.remove not in self.options:
             raise ValueError(f"component {self.name}: remove {self.remove!r} not in options")
+        keys = {k for ov in self.options.values() for k in ov}
+        bad = sorted({k for ks in self.terms.values() for k in ks} - keys)
+        if bad:
+            raise ValueError(f"component {self.name}: terms name keys no option sets: {bad}")
         extra = set(self.option_descriptions) - set(self.options)
         if extra:
             raise ValueError(f"component {self.name}: option_descriptions for unknown options {sorted(extra)}")

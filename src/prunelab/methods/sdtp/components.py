@@ -124,6 +124,11 @@ COMPONENTS: dict[str, dict] = {
             "lm_only": ["train with the language-modelling loss alone, no saliency supervision"],
             "no_lm": ["train without the language-modelling loss, only the saliency losses"],
         },
+        "terms": {"lm": ("lm_weight",), "language modelling": ("lm_weight",), "language modeling": ("lm_weight",),
+                  "next-token": ("lm_weight",), "cross-entropy": ("lm_weight",), "nll": ("lm_weight",),
+                  "mse": ("mse_weight",), "regression": ("mse_weight",), "squared error": ("mse_weight",),
+                  "ranking": ("rank_weight",), "rank": ("rank_weight",), "pairwise": ("rank_weight",),
+                  "saliency": ("mse_weight", "rank_weight"), "importance": ("mse_weight", "rank_weight")},
     },
     "ranking_loss": {
         "default": "on", "options": {"on": {"rank_weight": 1.0}, "off": {"rank_weight": 0.0}}, "remove": "off",
