@@ -664,3 +664,12 @@ def test_term_keys_must_be_set_by_an_option():
 
     with pytest.raises(ValueError, match="terms name keys no option sets"):
         Component(name="losses", default="a", options={"a": {"lm_weight": 1.0}}, terms={"mse": ("mse_weight",)})
+
+
+def test_plain_field_labels_are_layout(sdtp):
+    # round sixteen: 'Component:' / 'Variant:' without bold, and an FAQ's 'A:', are labels, not content
+    part = ("Hypothesis: always protecting the opening few and the final tokens of the prompt is necessary. "
+            "Component: the guarantee that the beginning and end of the input survive pruning.")
+    assert one(sdtp, part, "REMOVE") == [("head_tail_preserve", "off")]
+    assert one(sdtp, "Q: what if the pruner's objective (its whole set of loss terms) is cut down?", "REPLACE",
+               ["A: the set of loss terms becomes next-token cross-entropy only"]) == [("losses", "lm_only")]

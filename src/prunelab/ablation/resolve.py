@@ -359,7 +359,9 @@ _KEY_VALUE = re.compile(r"\b([A-Za-z]{1,4}|[A-Za-z]+(?:_[A-Za-z]+)+)(\s*[=:]\s*-
 # Z'): the hypothesis and the expected outcome say why and what may happen, the intervention is the change
 _RATIONALE = re.compile(r"\b(?:hypothesis|expected (?:outcome|result|effect)s?|prediction|rationale)\s*:\s*"
                         r"(?:[^.;]|\.\d)*(?:[.;]|$)", re.IGNORECASE)
-_INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment)\s*:\s*", re.IGNORECASE)
+# a planner's plain field labels ('Variant: two GPUs', 'Component: the ...', an FAQ's 'A: ...') are layout
+_INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment|variant|component|condition)\s*:\s*|"
+                           r"^\s*[QA]\s*:\s*", re.IGNORECASE)
 # a config diff's old value ('target_density: 0.4 -> 0.3', 'protect_prefix: 4 -> 0'): the number before
 # the arrow is what the setting was, not the variant; only the new value after it is read
 _OLD_VALUE = re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d+)?|\.\d+)\s*%?\s*(?:->|\u2192|=>)\s*(?=\S)")
