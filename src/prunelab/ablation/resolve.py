@@ -383,8 +383,8 @@ def _drop_restatement(text: str) -> str:
     with words around it (a bare '0.3 (30% kept)' needs the clause for what 0.3 measures)."""
     def drop(m: re.Match) -> str:
         rest = text[:m.start()] + text[m.end():]
-        said = NUMBER.search(m.group(0)) and NUMBER.search(rest) and re.search(r"[A-Za-z]{2,}", NUMBER.sub(" ", rest))
-        return "" if said else m.group(0)
+        worded = re.search(r"[A-Za-z]{2,}", NUMBER.sub(" ", rest))
+        return "" if NUMBER.search(m.group(0)) and NUMBER.search(rest) and worded else m.group(0)
     return _RESTATED.sub(drop, text)
 
 
@@ -1150,7 +1150,8 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
 
 # a term said dropped: 'without the LM term', 'no MSE', 'regression term dropped', 'LM (removed)'
 _TERM_DROPPED_BEFORE = re.compile(r"\b(?:without|no|drop(?:ping|s)?|remov(?:e|es|ing)|omit(?:s|ting)?|minus|except|"
-                                  r"excluding|w/o|leav(?:e|ing) out|not)\W+(?:(?:the|a|an|any|its|their|explicit)\W+){0,2}$")
+                                  r"excluding|w/o|leav(?:e|ing) out|not)\W+"
+                                  r"(?:(?:the|a|an|any|its|their|explicit)\W+){0,2}$")
 _TERM_DROPPED_AFTER = re.compile(r"^\W*(?:(?:term|terms|loss|losses|part|component|objective|is|was|are|be|being|"
                                  r"gets|got|now)\W+){0,3}(?:dropped|removed|gone|off|disabled|left out|switched off|"
                                  r"turned off|zeroed|excluded|omitted|not anymore|not any more|no longer)\b")
