@@ -158,9 +158,9 @@ EXTRA_SETS = [
      "silently wrong, 8 flagged, 11 unresolved. Round fifteen (a value said twice, in brackets or after "
      "'i.e.', is one value; a rank glued to its letter, 'r4', is rank 4; a component whose options are sets "
      "of terms, SDTP's losses, is read from the terms a text keeps or drops, 'MSE + ranking only', "
-     "'without the LM term') and round sixteen (plain field labels, 'Variant:', 'Component:', an FAQ's "
-     "'A:', are layout) were written after reading its misses, so read its current number as "
-     "optimistic."),
+     "'without the LM term'), round sixteen (plain field labels, 'Variant:', 'Component:', an FAQ's "
+     "'A:', are layout) and round seventeen (a plain 'word' is a token; 'kr' is the keep ratio) were "
+     "written after reading its misses, so read its current number as optimistic."),
 ]
 OOS = "OUT_OF_SCOPE"
 

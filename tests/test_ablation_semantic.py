@@ -673,3 +673,14 @@ def test_plain_field_labels_are_layout(sdtp):
     assert one(sdtp, part, "REMOVE") == [("head_tail_preserve", "off")]
     assert one(sdtp, "Q: what if the pruner's objective (its whole set of loss terms) is cut down?", "REPLACE",
                ["A: the set of loss terms becomes next-token cross-entropy only"]) == [("losses", "lm_only")]
+
+
+def test_plain_words_for_tokens_and_kr_shorthand(sdtp):
+    # round seventeen: a manager's 'words' are a prompt's tokens; 'kr' is the keep ratio
+    value = lambda got: [(c, round(float(v), 6) if not isinstance(v, str) else v) for c, v in got]  # noqa: E731
+    assert value(one(sdtp, "How many of the words in a long prompt the model actually holds on to while reading it.",
+                     "REPLACE", ["Can we see what happens if the model keeps fewer words when reading long prompts, "
+                                 "only about a quarter of them?"])) == [("keep_ratio", 0.25)]
+    assert one(sdtp, "The smart word-picker that decides which words to keep, compared against simple rules "
+                     "keeping the same number of words.", "REPLACE",
+               ["Just keep the most recent words"]) == [("selector", "recency")]

@@ -222,7 +222,9 @@ SHORTHAND = {"attn": "attention", "toks": "tokens", "tok": "token", "seq": "sequ
              "prec": "precision", "cfg": "config", "init": "initialisation", "pos": "position",
              "act": "activation", "acts": "activations", "lyr": "layer", "lyrs": "layers", "fwd": "forward",
              "bwd": "backward", "obj": "objective", "dens": "density", "tgt": "target", "dflt": "default",
-             "def": "default"}
+             "def": "default", "kr": "keep ratio", "fn": "function",
+             # plain language for a prompt's tokens ('keeps fewer words when reading long prompts')
+             "word": "token", "words": "tokens"}
 
 
 def vocabulary(texts) -> set[str]:
