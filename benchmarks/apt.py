@@ -350,6 +350,27 @@ def _progress(method: str, seed: int):
     return report
 
 
+def train_rows(args, store) -> dict:
+    """Every method and control for every seed through prunelab.run.run (a run whose config is
+    already in the store is reused), as done rows with their derived metrics."""
+    from prunelab.derived import with_derived
+    from prunelab.run import run
+
+    ids = {m: [] for m in (*METHODS, *CONTROLS)}
+    for seed in args.seeds:
+        for method in ("ft", "lora", "apt", *CONTROLS):       # FT first: TTA needs its score
+            cfg = configs(seed, args, controls=True)[method]
+            if args.report_only:
+                ids[method].append(cfg.resolve().hash())
+                continue
+            wait_for_other_process(store, cfg)
+            row = run(cfg, store, progress=_progress(method, seed))
+            print(method, seed, row["status"], metric(row, "score") or row.get("error"), flush=True)
+            ids[method].append(row["id"])
+    rows = {k: [with_derived(store.get(i), store) for i in v] for k, v in ids.items()}
+    return {k: [r for r in v if r and r["status"] == "done"] for k, v in rows.items()}
+
+
 def runs_from(path: str, seeds: list[int]) -> tuple[dict, str]:
     """The runs of an earlier results file, for the seeds asked (their metrics carry the derived
     TTA and ratios already), and a line saying where they came from and what code trained them."""
@@ -383,30 +404,11 @@ def main(argv=None):
                          "instead of the store and measure only the interleaved timings now")
     args = ap.parse_args(argv)
     os.environ["PRUNELAB_CPU_MEMORY"] = args.memory
-    from prunelab.derived import with_derived
-    from prunelab.run import run
-
     prov, store = common.open_store("benchmarks/apt.py", args, argv)
-    ids = {m: [] for m in (*METHODS, *CONTROLS)}
-
-    def collect():
-        rows = {k: [with_derived(store.get(i), store) for i in v] for k, v in ids.items()}
-        return {k: [r for r in v if r and r["status"] == "done"] for k, v in rows.items()}
-
     if args.runs_from:
         rows, args.runs_code = runs_from(args.runs_from, args.seeds)
-    for seed in [] if args.runs_from else args.seeds:
-        for method in ("ft", "lora", "apt", *CONTROLS):       # FT first: TTA needs its score
-            cfg = configs(seed, args, controls=True)[method]
-            if args.report_only:
-                ids[method].append(cfg.resolve().hash())
-                continue
-            wait_for_other_process(store, cfg)
-            row = run(cfg, store, progress=_progress(method, seed))
-            print(method, seed, row["status"], metric(row, "score") or row.get("error"), flush=True)
-            ids[method].append(row["id"])
-    if not args.runs_from:
-        rows = collect()
+    else:
+        rows = train_rows(args, store)
     missing = {k: len(args.seeds) - len(v) for k, v in rows.items() if len(v) < len(args.seeds)}
     if missing:
         print(f"warning: runs missing or failed: {missing}", flush=True)

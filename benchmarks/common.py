@@ -223,15 +223,12 @@ def interleaved_speed(widths: dict, ref: str = "dense", rounds: int = 7, seq: in
                     wall[bs][k].append(time.perf_counter() - w0)
                     proc[bs][k].append(time.process_time() - c0)
 
-    def paired(t: dict, k: str) -> float:
-        return paired_speedup(t[ref], t[k])
-
     for bs in batches:
         med = {k: statistics.median(v) for k, v in wall[bs].items()}
         out[f"bs{bs}"] = {"median_s": med,
                           "median_cpu_s": {k: statistics.median(v) for k, v in proc[bs].items()},
-                          "speedup": {k: paired(wall[bs], k) for k in others},
-                          "speedup_cpu_time": {k: paired(proc[bs], k) for k in others},
+                          "speedup": {k: paired_speedup(wall[bs][ref], wall[bs][k]) for k in others},
+                          "speedup_cpu_time": {k: paired_speedup(proc[bs][ref], proc[bs][k]) for k in others},
                           "speedup_of_medians": {k: med[ref] / med[k] for k in others},
                           # the same paired median in each third of the rounds: how far the
                           # machine's state moves the figure within this one measurement
