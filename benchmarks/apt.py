@@ -382,6 +382,7 @@ def runs_from(path: str, seeds: list[int]) -> tuple[dict, str]:
         md = Path(path).with_suffix(".md")
         found = re.search(r"^Code of the stored runs[^:]*: (.*)$", md.read_text(), re.M) if md.exists() else None
         code = found.group(1) if found else "not recorded"
+    code = re.sub(r" \(read from .*\)$", "", code)      # a file itself read from another: its runs' code only
     return rows, f"{code} (read from {path}, written at {prev['git_sha']} on {prev['date']})"
 
 

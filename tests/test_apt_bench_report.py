@@ -53,3 +53,11 @@ def test_runs_from_an_earlier_results_file_keeps_the_seeds_asked_and_their_code(
     rows, code = bench.runs_from(str(path), [5, 7])
     assert [r["seed"] for r in rows["apt"]] == [5, 7] and rows["lora"] == []
     assert code.startswith("ft ['78c7815'], apt ['93d7155'] (read from") and "abc1234" in code
+
+
+def test_runs_from_a_file_that_was_itself_read_from_another_names_the_latest_source_once(bench, tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"runs": {}, "provenance": {"git_sha": "def5678", "date": "2026-12-03"},
+                                "runs_code": "ft ['78c7815'] (read from x.json, written at abc1234 on 2026-12-02)"}))
+    _, code = bench.runs_from(str(path), [5])
+    assert code == f"ft ['78c7815'] (read from {path}, written at def5678 on 2026-12-03)"
