@@ -161,6 +161,18 @@ EXTRA_SETS = [
      "'without the LM term'), round sixteen (plain field labels, 'Variant:', 'Component:', an FAQ's "
      "'A:', are layout) and round seventeen (a plain 'word' is a token; 'kr' is the keep ratio) were "
      "written after reading its misses, so read its current number as optimistic."),
+    ("heldout15", LABELLED / "heldout15.jsonl",
+     "written by a thirteenth helper that saw only the component catalogue, in more voices: a rebuttal "
+     "letter's reviewer requests, feature requests and tickets, a commit message, an email to an advisor, a "
+     "voice memo, terse chat with typos, table-row captions ('w/o L_layer'), a to-do checklist, "
+     "command-line flags ('--lora-r 32'), comparison questions, and numbers in words ('nineteen out of "
+     "every twenty', 'a pair of GPUs'). Its first measurement (at 4fa1d1f, before anything was read from "
+     "it) was 96 of 119 right (80.7%), 3 silently wrong, 8 flagged, 12 unresolved. Round eighteen (every "
+     "cardinal word is a number, 'k of every n' is a share, the old value in 'from 60% to 40%' / '0.55 "
+     "instead of the current 0.7' is not the variant, a command-line flag is a config key, a remark in "
+     "brackets or a leading clause does not hide a value, a replacement that says it goes back to the "
+     "default is not penalised for naming it) was written after reading its misses, so read its current "
+     "number as optimistic."),
 ]
 OOS = "OUT_OF_SCOPE"
 
@@ -172,7 +184,8 @@ FIRST_MEASURED = [("heldout3", "02ad1a5", 50, 70, 5), ("heldout4", "23316c7", 57
                   ("heldout7", "6675928", 57, 73, 3), ("heldout8", "a5c47f2", 62, 75, 1),
                   ("heldout9", "b3a3b66", 66, 78, 1), ("heldout10", "5e2e61a", 61, 78, 4),
                   ("heldout11", "b3ea004", 58, 75, 3), ("heldout12", "a3c49b2", 52, 75, 4),
-                  ("heldout13", "8dbd5bf", 52, 76, 4), ("heldout14", "5b52aa9", 56, 78, 3)]
+                  ("heldout13", "8dbd5bf", 52, 76, 4), ("heldout14", "5b52aa9", 56, 78, 3),
+                  ("heldout15", "4fa1d1f", 96, 119, 3)]
 
 
 def first_measured_markdown() -> list[str]:

@@ -684,3 +684,35 @@ def test_plain_words_for_tokens_and_kr_shorthand(sdtp):
     assert one(sdtp, "The smart word-picker that decides which words to keep, compared against simple rules "
                      "keeping the same number of words.", "REPLACE",
                ["Just keep the most recent words"]) == [("selector", "recency")]
+
+
+def test_numbers_in_words_old_values_in_words_and_cli_flags(apt, sdtp):
+    # round eighteen (from heldout15's misses): every cardinal word is a number ('eighty percent',
+    # 'nineteen out of every twenty'), 'k of every n' is a share, the old value in 'from 60% to 40%' /
+    # '0.55 instead of the current 0.7' is not the variant, '--lora-r 32' is a config key, a remark in
+    # brackets or a leading clause does not hide the value
+    from prunelab.ablation.resolve import words_to_numbers
+
+    assert words_to_numbers("drop seventy percent of them") == "drop 70% of them"
+    assert words_to_numbers("nineteen out of every twenty weights pruned") == "95% weights pruned"
+    assert words_to_numbers("retain 3 of every 4") == "retain 75%"
+    assert words_to_numbers("a pair of GPUs") == "2 GPUs"
+    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
+    assert value(one(apt, "target sparsity", "REPLACE", ["lower the target from the usual 60% to 30%"])) \
+        == [("sparsity", 0.3)]
+    assert value(one(sdtp, "keep ratio (0.7 right now)", "REPLACE", ["try 0.45 instead of the current 0.7"])) \
+        == [("keep_ratio", 0.45)]
+    assert value(one(apt, "initial adapter rank (growth still happens afterwards)", "REPLACE", ["--lora-r 32"])) \
+        == [("tuning", 32)]
+    assert value(one(apt, "the r we initialise LoRA with", "REPLACE", ["r=8 (the smallest)"])) == [("tuning", 8)]
+    assert value(one(sdtp, "pipeline stages for the communication measurement", "REPLACE", ["a pair of GPUs"])) \
+        == [("pipeline_devices", 2)]
+    assert value(one(apt, "how much of the layer weights is cut away", "REPLACE",
+                     ["In the second setting, only a fifth of them survive."])) == [("sparsity", 0.8)]
+    # a reviewer is not a rank: 'R3 asks ...' stays as it is, 'r3' is still rank 3
+    from prunelab.ablation.resolve import _GLUED_RANK
+
+    glue = lambda t: _GLUED_RANK.sub(lambda m: f"{m.group(1)}={m.group(2)}", t)      # noqa: E731
+    assert glue("R3 asks what happens if") == "R3 asks what happens if"
+    assert glue("R1: please add a control") == "R1: please add a control"
+    assert glue("use r8 and R16") == "use r=8 and R=16"

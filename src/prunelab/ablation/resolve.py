@@ -365,6 +365,18 @@ _INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment|variant|co
 # a config diff's old value ('target_density: 0.4 -> 0.3', 'protect_prefix: 4 -> 0'): the number before
 # the arrow is what the setting was, not the variant; only the new value after it is read
 _OLD_VALUE = re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d+)?|\.\d+)\s*%?\s*(?:->|\u2192|=>)\s*(?=\S)")
+# ...and so is one said in words: 'from the usual 60% to 40%', 'try 0.55 instead of the current 0.7'
+_NUM = r"-?(?:\d+(?:\.\d+)?|\.\d+)\s*(?:%|percent\b)?"
+_NOW = r"(?:(?:the|our|its)\s+)?(?:(?:usual|current|default|original|baseline|present|standard|old)\s+)?(?:value\s+(?:of\s+)?)?"
+_OLD_FROM = re.compile(r"\bfrom\s+" + _NOW + _NUM + r"\s+(?=to\s+" + _NUM + ")", re.IGNORECASE)
+_OLD_INSTEAD = re.compile(r"(?<=\d|%)(\s*(?:%|percent\b)?)\s*,?\s*\(?(?:instead\s+of|rather\s+than|in\s+place\s+of)\s+" + _NOW
+                          + _NUM + r"(?:\s+(?:now|today|currently|by\s+default|we\s+use))?\)?", re.IGNORECASE)
+# a replacement that names the default on purpose: a control row, or a return to the original behaviour
+_BACK_TO_DEFAULT = re.compile(r"\b(?:go(?:es|ing)?\s+back|back\s+to|revert\w*|restor\w*|as\s+(?:before|usual|today|now)|"
+                              r"original\s+(?:behaviou?r|setting|method|recipe)|baseline\s+(?:row|run|setting)|"
+                              r"control\s+(?:row|run)|keep\s+\w+ing)\b", re.IGNORECASE)
+# a command-line flag with its value ('--lora-r 32', '--keep-ratio=0.5') is a config key: 'lora_r=32'
+_CLI_FLAG = re.compile(r"(?<![\w-])--?([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)(?:\s+|\s*=\s*)(?=-?\.?\d)")
 # a config key's namespace ('apt.target_density: 0.3', 'sdtp.keep = 0.6'): the key names the setting
 _KEY_NAMESPACE = re.compile(r"\b[A-Za-z]\w*\.(?=[A-Za-z_]\w*\s*(?::|=|->|\u2192))")
 # a value said twice ('target density 0.3, i.e. 30% of the weights kept', 'density 35 % (65 % gone)',
@@ -373,7 +385,9 @@ _KEY_NAMESPACE = re.compile(r"\b[A-Za-z]\w*\.(?=[A-Za-z_]\w*\s*(?::|=|->|\u2192)
 _RESTATED = re.compile(r"\s*\([^()]*\)|,?\s*\b(?:i\.\s?e\.?|that is|in other words|meaning)(?=[\s,:])[^;]*",
                        re.IGNORECASE)
 # a rank glued to its letter ('r4', 'r16', 'rank8'), as the value reader writes it ('r=4')
-_GLUED_RANK = re.compile(r"\b(r|rank)(\d{1,2})\b", re.IGNORECASE)
+# ...but not a reviewer ('R3 asks what happens if...', 'R1: please add', "R2's point")
+_GLUED_RANK = re.compile(r"\b(r|rank)(\d{1,2})\b(?!(?:(?<=(?-i:R)\d)|(?<=(?-i:R)\d\d))(?:'s|:|\s+(?:asks?|wants?|wonders?|requests?|suggests?|"
+                         r"notes?|says?|points?|raises?|questions?|would|also|is)\b))", re.IGNORECASE)
 _FINE_TUNING = re.compile(r"\b(?:the\s+)?fine[\s-]?tuning\b(?!\s+(?:method|scheme|parameters?|rank|adapters?))",
                           re.IGNORECASE)
 
@@ -435,6 +449,8 @@ class Matcher:
                 t = _INTERVENTION.sub("", _RATIONALE.sub(" ", t)).strip(" ;") or t
             t = _latex_to_text(t)
             t = _KEY_NAMESPACE.sub("", _OLD_VALUE.sub("", t))
+            t = _OLD_INSTEAD.sub(lambda m: m.group(1), _OLD_FROM.sub("", t))
+            t = _CLI_FLAG.sub(lambda m: m.group(1).replace("-", "_") + "=", t)
             t = _drop_restatement(_GLUED_RANK.sub(lambda m: f"{m.group(1)}={m.group(2)}", t))
             # the training regime is not the tuning component: 'pruning during fine-tuning' is during training
             t = _FINE_TUNING.sub("training", t)
@@ -1056,7 +1072,10 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
         for opt in comp.options:
             os_ = max(m.option_score(name, opt, t) for t in texts)
             # replacing a component by its own default changes nothing: only when nothing else fits
-            pen = DEFAULT_PENALTY if opt == comp.default and f"`{opt}`" not in text else 0.0
+            # ...unless the text says it goes back to it ('go back to the original behaviour', 'keep
+            # recomputing (baseline row)'): a plan's control row
+            pen = DEFAULT_PENALTY if opt == comp.default and f"`{opt}`" not in text and not _BACK_TO_DEFAULT.search(text) \
+                else 0.0
             cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * os_ - pen, name, opt, os_, "option"))
     if removal:
         # 'no X' / 'without X': the REMOVE option of the component X names (or of the part itself)

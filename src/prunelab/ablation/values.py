@@ -40,7 +40,9 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  "still", "grow", "grows", "growing", "growth", "adaptive", "adaptively", "unchanged", "on", "true",
                  "false", "lora", "init", "initial", "start", "starting", "for", "during", "training", "when",
                  # hedges and pronouns around a value ('keeping like a quarter of them')
-                 "like", "them", "these", "those", "maybe", "say"}
+                 "like", "them", "these", "those", "maybe", "say",
+                 # 'one out of every four such parameters', 'just one device, no pipelining'
+                 "such", "no", "pipelining"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
@@ -82,19 +84,26 @@ def expand_values(text: str) -> list[str]:
     return out
 
 
-_CARDINAL = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-             "ten": 10, "twelve": 12, "sixteen": 16, "twenty": 20, "thirty-two": 32, "sixty-four": 64, "a": 1,
-             "an": 1}
+_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+# every cardinal word up to ninety-nine ('nineteen out of every twenty', 'eighty percent', 'thirty-two')
+_CARDINAL = {**{w: i for i, w in enumerate(_UNITS)}, **_TENS,
+             **{f"{t}-{u}": v + i for t, v in _TENS.items() for i, u in enumerate(_UNITS[1:10], 1)},
+             "a": 1, "an": 1}
+_CARDINAL_RE = "|".join(sorted((k for k in _CARDINAL if len(k) > 2), key=len, reverse=True))
 _DENOMINATOR = {"half": 2, "halves": 2, "third": 3, "thirds": 3, "quarter": 4, "quarters": 4, "fourth": 4,
                 "fourths": 4, "fifth": 5, "fifths": 5, "tenth": 10, "tenths": 10}
-_WORD_FRACTION = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if k.isalpha() and len(k) > 1 or k in ("a",))
-                            + r"|an|one)[\s-]+(" + "|".join(_DENOMINATOR) + r")\b(\s+of)?", re.IGNORECASE)
+_WORD_FRACTION = re.compile(r"\b(" + _CARDINAL_RE + r"|an|a)[\s-]+(" + "|".join(_DENOMINATOR) + r")\b(\s+of)?",
+                            re.IGNORECASE)
 _BARE_HALF = re.compile(r"\b(?:half|halve[ds]?|halving)\b(\s+of)?", re.IGNORECASE)
-# 'one token in every four', 'keep 8 in 10 tokens', 'three out of ten'
-_ONE_IN = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|[1-9])\s+(?:\w+\s+)?(?:in|out of)\s+"
-                     r"(?:every\s+)?(two|three|four|five|six|eight|ten|twenty|\d+)\b", re.IGNORECASE)
+# 'one token in every four', 'keep 8 in 10 tokens', 'three out of ten', 'retain 9 of every 10'
+_ONE_IN = re.compile(r"\b(" + _CARDINAL_RE + r"|\d+)\s+(?:\w+\s+)?(?:in|out\s+of|of(?=\s+every\b))\s+"
+                     r"(?:every\s+)?(" + _CARDINAL_RE + r"|\d+)\b", re.IGNORECASE)
+# 'eighty percent', 'thirty-five per cent'
+_PCT_WORD = re.compile(r"\b(" + _CARDINAL_RE + r")[\s-]*(?:percent|per\s+cent|%)", re.IGNORECASE)
 # a count only where a unit says it is one ('two GPUs', 'eight-way split'): 'prune at one layer' stays words
-_COUNT = re.compile(r"\b(" + "|".join(k for k in _CARDINAL if len(k) > 2) + r")(?=[\s-]+(?:way|gpus?|devices?|"
+_COUNT = re.compile(r"\b(" + _CARDINAL_RE + r"|a\s+pair\s+of|pair\s+of)(?=[\s-]+(?:way|gpus?|devices?|"
                     r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
 
 
@@ -122,11 +131,12 @@ def words_to_numbers(text: str) -> str:
             return m.group(0)
         return _pct(k / d) if 0 < k <= d else m.group(0)
     text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)
+    text = _PCT_WORD.sub(lambda m: f"{_CARDINAL[m.group(1).lower()]}%", text)
     text = _WORD_FRACTION.sub(frac, text)
     text = _ONE_IN.sub(one_in, text)
     text = _BARE_HALF.sub(lambda m: "50%" + (" of" if m.group(1) else ""), text)
     text = _RANK_WORD.sub(lambda m: m.group(1) + str(_CARDINAL[m.group(2).lower()]), text)
-    return _COUNT.sub(lambda m: str(_CARDINAL[m.group(1).lower()]), text)
+    return _COUNT.sub(lambda m: "2" if "pair" in m.group(1).lower() else str(_CARDINAL[m.group(1).lower()]), text)
 
 
 # a number after these is a moment of training, not a setting: 'fixed from step 0', 'after epoch 2'
@@ -156,11 +166,14 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
         rest_tokens = [t for t in norm(words).replace("=", " ").split() if t not in ("%", ".", "~", "x")]
         return not any(t not in allowed and t.rstrip("s") not in allowed and not any(
             t.startswith(a) for a in allowed if len(a) >= 4) for t in rest_tokens)
-    if not plain(rest):
+    # a remark in brackets beside the value is not part of it: 'r=64 (the cap)'
+    bare = re.sub(r"\([^()]*\)", " ", text)
+    if not plain(rest) and not (NUMBER.search(bare) and plain(NUMBER.sub(" ", bare))):
         # a long sentence around the value ('an aggressive setting in which only 10% of the weights
         # survive'): the words next to the number decide (3 before it, 6 after)
         m = NUMBER.search(text)
-        before = text[:m.start()].split()[-3:]
+        # ...within its own clause: 'In the second configuration, only 10% of them survive'
+        before = re.split(r"[,;:]", text[:m.start()])[-1].split()[-3:]
         after = text[m.end():].split()[:6]
         if len(text.split()) <= len(before) + len(after) + 1 or not plain(" ".join(before + after)):
             return None
@@ -205,7 +218,9 @@ def text_sense(text: str) -> tuple[bool, bool]:
     if m is not None:
         # 'shrink to 75%' is what is left, 'shrink by 25%' what goes
         lead = words_to_numbers(text)[:m.start()]
-        if _SHRINK_TO.search(lead):
+        shrink = _SHRINK_TO.search(lead)
+        # ...unless what shrinks is the setting itself: 'bring the target down to 40%' is the new target
+        if shrink and not re.search(r"\b(?:target|ratio|rate|sparsity|density|level|setting|amount)\b", lead, re.I):
             return True, False
         if _SHRINK_BY.search(lead):
             return False, True
