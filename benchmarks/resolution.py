@@ -173,6 +173,19 @@ EXTRA_SETS = [
      "brackets or a leading clause does not hide a value, a replacement that says it goes back to the "
      "default is not penalised for naming it) was written after reading its misses, so read its current "
      "number as optimistic."),
+    ("heldout16", LABELLED / "heldout16.jsonl",
+     "written by a fourteenth helper that saw only the component catalogue, to measure round eighteen on "
+     "fresh wording, in more voices: notebook cells, a talk transcript ('so, um'), patent claims "
+     "('wherein ...'), OKRs, a teaching assistant, experiment run names ('apt_r8_grow'), British idiom, a "
+     "pre-registration, emoji bullets with arrows ('r\u2080: 8 \u27a1\ufe0f'), double negatives, vague "
+     "pointers ('the thing from section 3.2') and analogies ('like SnapKV'). Its first measurement (at "
+     "601f860, after round eighteen, before anything was read from it) was 86 of 104 right (82.7%), 4 "
+     "silently wrong, 4 flagged, 10 unresolved. Round nineteen (pictographs are layout and '\u27a1\ufe0f' an "
+     "arrow, 'r\u2080' is the initial rank, '\u00bd' a half, a run name alone is read as its words, 'per "
+     "cent' in words, a clause after a value is not part of it, 'take out' removes, a number after 'layer' "
+     "is a place, a remark in brackets is not a second value, a part that names the run it starts from "
+     "('the frozen-mask variant') makes that option, not the default, the one a replacement rarely means) "
+     "was written after reading its misses, so read its current number as optimistic."),
 ]
 OOS = "OUT_OF_SCOPE"
 
@@ -185,7 +198,7 @@ FIRST_MEASURED = [("heldout3", "02ad1a5", 50, 70, 5), ("heldout4", "23316c7", 57
                   ("heldout9", "b3a3b66", 66, 78, 1), ("heldout10", "5e2e61a", 61, 78, 4),
                   ("heldout11", "b3ea004", 58, 75, 3), ("heldout12", "a3c49b2", 52, 75, 4),
                   ("heldout13", "8dbd5bf", 52, 76, 4), ("heldout14", "5b52aa9", 56, 78, 3),
-                  ("heldout15", "4fa1d1f", 96, 119, 3)]
+                  ("heldout15", "4fa1d1f", 96, 119, 3), ("heldout16", "601f860", 86, 104, 4)]
 
 
 def first_measured_markdown() -> list[str]:

@@ -716,3 +716,22 @@ def test_numbers_in_words_old_values_in_words_and_cli_flags(apt, sdtp):
     assert glue("R3 asks what happens if") == "R3 asks what happens if"
     assert glue("R1: please add a control") == "R1: please add a control"
     assert glue("use r8 and R16") == "use r=8 and R=16"
+
+
+def test_emoji_subscripts_run_names_spoken_percent_and_a_named_base_run(apt, sdtp):
+    # round nineteen (from heldout16's misses): pictographs are layout and '➡️' an arrow, 'r₀' is the
+    # initial rank, '½' a half, a run name alone is read as its words, 'per cent' in words, a clause
+    # after the value ('seventy per cent, if you'd be so kind') is not part of it, 'take out' removes
+    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
+    assert value(one(apt, "LoRA r\u2080 \u27a1\ufe0f", "REPLACE", ["\U0001f449 r\u2080 = 16 (growth still on)"])) \
+        == [("tuning", 16)]
+    assert value(one(apt, "target sparsity \u27a1\ufe0f", "REPLACE", ["\u00bd of the non-embedding weights gone \u2702\ufe0f"])) \
+        == [("sparsity", 0.5)]
+    assert value(one(apt, "initial LoRA rank, the 'r' in the run name; ranks keep growing", "REPLACE",
+                     ["apt_r4_grow"])) == [("tuning", 4)]
+    assert value(one(apt, "the sparsity target, presently sixty per cent", "REPLACE",
+                     ["forty per cent, if you'd be so kind"])) == [("sparsity", 0.4)]
+    assert value(one(apt, "the amount we prune, sixty percent of the weights now", "REPLACE",
+                     ["and then, going the other way, we only take out a quarter"])) == [("sparsity", 0.25)]
+    assert value(one(sdtp, "\U0001f5a5\ufe0f pipeline stages: 4 \u27a1\ufe0f", "REPLACE", ["8 (two nodes)"])) \
+        == [("pipeline_devices", 8)]

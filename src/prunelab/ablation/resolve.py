@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from prunelab.ablation.metrics import MetricRef, default_metrics, resolve_metric
@@ -364,7 +365,7 @@ _INTERVENTION = re.compile(r"\b(?:intervention|manipulation|treatment|variant|co
                            r"^\s*[QA]\s*:\s*", re.IGNORECASE)
 # a config diff's old value ('target_density: 0.4 -> 0.3', 'protect_prefix: 4 -> 0'): the number before
 # the arrow is what the setting was, not the variant; only the new value after it is read
-_OLD_VALUE = re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d+)?|\.\d+)\s*%?\s*(?:->|\u2192|=>)\s*(?=\S)")
+_OLD_VALUE = re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d+)?|\.\d+)\s*%?\s*(?:->|\u2192|=>|\u21d2)\s*(?=\S|$)")
 # ...and so is one said in words: 'from the usual 60% to 40%', 'try 0.55 instead of the current 0.7'
 _NUM = r"-?(?:\d+(?:\.\d+)?|\.\d+)\s*(?:%|percent\b)?"
 _NOW = r"(?:(?:the|our|its)\s+)?(?:(?:usual|current|default|original|baseline|present|standard|old)\s+)?(?:value\s+(?:of\s+)?)?"
@@ -374,7 +375,28 @@ _OLD_INSTEAD = re.compile(r"(?<=\d|%)(\s*(?:%|percent\b)?)\s*,?\s*\(?(?:instead\
 # a replacement that names the default on purpose: a control row, or a return to the original behaviour
 _BACK_TO_DEFAULT = re.compile(r"\b(?:go(?:es|ing)?\s+back|back\s+to|revert\w*|restor\w*|as\s+(?:before|usual|today|now)|"
                               r"original\s+(?:behaviou?r|setting|method|recipe)|baseline\s+(?:row|run|setting)|"
-                              r"control\s+(?:row|run)|keep\s+\w+ing)\b", re.IGNORECASE)
+                              r"control\s+(?:row|run)|keep\s+\w+ing|(?:as|like)\s+(?:in\s+)?the\s+default|"
+                              r"the\s+default\s+(?:recipe|setting|behaviou?r|run|one))\b", re.IGNORECASE)
+# pictographs and arrows drawn as emoji ('👉', '✂️', '🚀') are layout; '➡️' is an arrow like '->'
+_PICTOGRAPH = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]")
+_INITIAL_R = re.compile(r"\br(?:\u2080|_0|0|_init|_start)(?=\s*[=:]|\b)", re.IGNORECASE)
+_RUN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9.]+)+$")
+
+
+def _unicode_layout(t: str) -> str:
+    """Plain text of what a planner drew: '➡️' is '->', other pictographs go, subscripts and
+    vulgar fractions become plain characters ('r₀' -> 'r0', '½' -> '1/2'), 'r0' / 'r₀' is the
+    initial rank ('r_init'), and a run name alone ('apt_r8_grow') is read as its words."""
+    t = t.replace("\u27a1\ufe0f", " -> ").replace("\u27a1", " -> ")
+    t = _PICTOGRAPH.sub(" ", t)
+    t = unicodedata.normalize("NFKC", t).replace("\u2044", "/")
+    t = _INITIAL_R.sub("r_init", t)
+    s = t.strip()
+    if _RUN_NAME.match(s):
+        t = s.replace("_", " ")
+    return t
+
+
 # a command-line flag with its value ('--lora-r 32', '--keep-ratio=0.5') is a config key: 'lora_r=32'
 _CLI_FLAG = re.compile(r"(?<![\w-])--?([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)(?:\s+|\s*=\s*)(?=-?\.?\d)")
 # a config key's namespace ('apt.target_density: 0.3', 'sdtp.keep = 0.6'): the key names the setting
@@ -444,7 +466,7 @@ class Matcher:
                 return t
             # a planner's field labels ('**Variant:** ...') are layout, not content; so are LaTeX
             # markup ('$r=8$', '60\\%', '\\textsc{SDTP}') and citations ('[Zhao et al.]')
-            t = _FIELD.sub("", t)
+            t = _FIELD.sub("", _unicode_layout(t))
             if _INTERVENTION.search(t) or _RATIONALE.search(t):
                 t = _INTERVENTION.sub("", _RATIONALE.sub(" ", t)).strip(" ;") or t
             t = _latex_to_text(t)
@@ -1046,6 +1068,27 @@ _PURPOSE = re.compile(r"\s(?:so that|so|because|since|in order to|which means|su
 _NAME_NUMBER = re.compile(r"\b([A-Za-z][A-Za-z]+)-(\d+(?:\.\d+)?)\b(?!\s*%)")
 
 
+# an ablated part that names the run it starts from: 'the pruning timing in the gradual-schedule variant'
+_BASE_CUE = re.compile(r"\b(?:of|in|from)\s+the\s+(?:[\w-]+\s+){1,3}(?:variant|run|version|ablation|arm|condition|"
+                       r"setting|model)\b", re.IGNORECASE)
+BASE_OPTION_MIN = 0.6        # the part must describe that option this well
+
+
+def _base_option(abl: Ablation, m: Matcher, scores) -> tuple[str, str] | None:
+    """(component, option) when the ablated part says the ablation starts from a non-default option of
+    its best component ('rank policy of the static-rank run'), else None."""
+    cue = _BASE_CUE.search(abl.ablated_part or "")
+    if cue is None or not scores or scores[0][0] < COMPONENT_MIN:
+        return None
+    name = scores[0][1]
+    comp = m.components[name]
+    rated = sorted(((m.option_score(name, o, cue.group(0)), o) for o in comp.options
+                    if comp.options[o] != comp.options[comp.default]), reverse=True)
+    if not rated or rated[0][0] < BASE_OPTION_MIN or (len(rated) > 1 and rated[0][0] - rated[1][0] < LOW_MARGIN):
+        return None
+    return name, rated[0][1]
+
+
 def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     components = m.components
     # a number glued to a name ('FlashAttention-2', 'Llama-2') is part of the name, not a value
@@ -1067,10 +1110,17 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
             texts = [tail[1]]
             removal = None
     cands = []                           # (joint, component, option, option score, how)
+    base = _base_option(abl, m, scores)
     for name, comp in components.items():
         cs = comp_score[name]
         for opt in comp.options:
             os_ = max(m.option_score(name, opt, t) for t in texts)
+            if base is not None and name == base[0]:
+                # the part says the ablation starts from another option ('mask policy of the frozen-mask
+                # variant'): that option is what does not change, and the default is a real variant
+                cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * os_ - (DEFAULT_PENALTY if opt == base[1] else 0.0),
+                              name, opt, os_, "option"))
+                continue
             # replacing a component by its own default changes nothing: only when nothing else fits
             # ...unless the text says it goes back to it ('go back to the original behaviour', 'keep
             # recomputing (baseline row)'): a plan's control row

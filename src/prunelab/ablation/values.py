@@ -42,12 +42,13 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  # hedges and pronouns around a value ('keeping like a quarter of them')
                  "like", "them", "these", "those", "maybe", "say",
                  # 'one out of every four such parameters', 'just one device, no pipelining'
-                 "such", "no", "pipelining"}
+                 "such", "no", "pipelining", "take", "takes", "taking", "took", "taken"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
                             r"cut|cutting|sparsity|sparse|zeroed|eliminated?|toss|tossed|tossing|throw|thrown|throwing|"
-                            r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted|gone)\b", re.IGNORECASE)
+                            r"trim|trimmed|trimming|shave|shaving|lose|losing|evict|evicting|evicted|gone|"
+                            r"(?:take|takes|taking|took|taken)\s+out)\b", re.IGNORECASE)
 
 
 _SHRINK_TO = re.compile(r"\b(?:shrink\w*|shrunk|reduc\w*|compress\w*|cut|down|trim\w*)\s+(?:\w+\s+){0,3}?to\s+$",
@@ -143,6 +144,10 @@ def words_to_numbers(text: str) -> str:
 _TIME_NUMBER = re.compile(r"\b(?:step|steps|epoch|epochs|iteration|iter)\s+(?:number\s+)?(-?\d+)\b", re.IGNORECASE)
 
 
+# ...and one after 'layer' / 'stage' is a place: 'at layer 4 only' names where, not how much
+_PLACE_NUMBER = re.compile(r"\b(?:layer|stage|block)\s+(?:number\s+|no\.\s*)?(\d+)\b(?!\s*%)", re.IGNORECASE)
+
+
 # ...and so is a share of the run: '0% of training', 'the final 25% of steps'
 _TIME_SHARE = re.compile(r"-?\d+(?:\.\d+)?\s*(?:%|percent\b)\s+of\s+(?:the\s+)?(?:\w+\s+)?(?:training|steps|run|"
                          r"iterations|epochs)\b", re.IGNORECASE)
@@ -151,10 +156,15 @@ _TIME_SHARE = re.compile(r"-?\d+(?:\.\d+)?\s*(?:%|percent\b)\s+of\s+(?:the\s+)?(
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     """'0.2' -> (0.2, False); '50%' -> (0.5, True); 'keep ratio 0.5' -> (0.5, False); 'prune only L4' -> None."""
     text = _TIME_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "when", words_to_numbers(text))
+    text = _PLACE_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "where", text)
     text = _TIME_SHARE.sub("when", text)
     found = NUMBER.findall(text)
     if len(found) != 1:
-        return None
+        # a remark in brackets is not a second value: '1 (whole model on one GPU)'
+        bare = re.sub(r"\([^()]*\)", " ", text)
+        if len(found) < 2 or len(NUMBER.findall(bare)) != 1:
+            return None
+        text, found = bare, NUMBER.findall(bare)
     num, pct = found[0]
     rest = NUMBER.sub(" ", text)
     allowed = set(NUMBER_WORDS)
@@ -173,8 +183,9 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
         # survive'): the words next to the number decide (3 before it, 6 after)
         m = NUMBER.search(text)
         # ...within its own clause: 'In the second configuration, only 10% of them survive'
-        before = re.split(r"[,;:]", text[:m.start()])[-1].split()[-3:]
-        after = text[m.end():].split()[:6]
+        before = re.split(r"[,;:\u2014\u2013]|\s-\s", text[:m.start()])[-1].split()[-3:]
+        # (after it only a comma or a dash ends it: '0; optimizer only sees the head' still qualifies it)
+        after = re.split(r"[,\u2014\u2013]|\s-\s", text[m.end():])[0].split()[:6]
         if len(text.split()) <= len(before) + len(after) + 1 or not plain(" ".join(before + after)):
             return None
     value = float(num)
