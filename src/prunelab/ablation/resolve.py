@@ -1118,14 +1118,13 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
             if base is not None and name == base[0]:
                 # the part says the ablation starts from another option ('mask policy of the frozen-mask
                 # variant'): that option is what does not change, and the default is a real variant
-                cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * os_ - (DEFAULT_PENALTY if opt == base[1] else 0.0),
-                              name, opt, os_, "option"))
-                continue
-            # replacing a component by its own default changes nothing: only when nothing else fits
-            # ...unless the text says it goes back to it ('go back to the original behaviour', 'keep
-            # recomputing (baseline row)'): a plan's control row
-            pen = DEFAULT_PENALTY if opt == comp.default and f"`{opt}`" not in text and not _BACK_TO_DEFAULT.search(text) \
-                else 0.0
+                unchanged = opt == base[1]
+            else:
+                # replacing a component by its own default changes nothing: only when nothing else fits,
+                # unless the text says it goes back to it ('go back to the original behaviour', 'keep
+                # recomputing (baseline row)'): a plan's control row
+                unchanged = opt == comp.default and f"`{opt}`" not in text and not _BACK_TO_DEFAULT.search(text)
+            pen = DEFAULT_PENALTY if unchanged else 0.0
             cands.append((W_COMPONENT * cs + (1 - W_COMPONENT) * os_ - pen, name, opt, os_, "option"))
     if removal:
         # 'no X' / 'without X': the REMOVE option of the component X names (or of the part itself)

@@ -153,15 +153,18 @@ _TIME_SHARE = re.compile(r"-?\d+(?:\.\d+)?\s*(?:%|percent\b)\s+of\s+(?:the\s+)?(
                          r"iterations|epochs)\b", re.IGNORECASE)
 
 
+_BRACKETS = re.compile(r"\([^()]*\)")
+
+
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     """'0.2' -> (0.2, False); '50%' -> (0.5, True); 'keep ratio 0.5' -> (0.5, False); 'prune only L4' -> None."""
     text = _TIME_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "when", words_to_numbers(text))
     text = _PLACE_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "where", text)
     text = _TIME_SHARE.sub("when", text)
     found = NUMBER.findall(text)
+    bare = _BRACKETS.sub(" ", text)         # a remark in brackets is not part of the value
     if len(found) != 1:
-        # a remark in brackets is not a second value: '1 (whole model on one GPU)'
-        bare = re.sub(r"\([^()]*\)", " ", text)
+        # ...nor a second value: '1 (whole model on one GPU)'
         if len(found) < 2 or len(NUMBER.findall(bare)) != 1:
             return None
         text, found = bare, NUMBER.findall(bare)
@@ -176,8 +179,7 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
         rest_tokens = [t for t in norm(words).replace("=", " ").split() if t not in ("%", ".", "~", "x")]
         return not any(t not in allowed and t.rstrip("s") not in allowed and not any(
             t.startswith(a) for a in allowed if len(a) >= 4) for t in rest_tokens)
-    # a remark in brackets beside the value is not part of it: 'r=64 (the cap)'
-    bare = re.sub(r"\([^()]*\)", " ", text)
+    # ...nor words beside it: 'r=64 (the cap)'
     if not plain(rest) and not (NUMBER.search(bare) and plain(NUMBER.sub(" ", bare))):
         # a long sentence around the value ('an aggressive setting in which only 10% of the weights
         # survive'): the words next to the number decide (3 before it, 6 after)
