@@ -735,3 +735,26 @@ def test_emoji_subscripts_run_names_spoken_percent_and_a_named_base_run(apt, sdt
                      ["and then, going the other way, we only take out a quarter"])) == [("sparsity", 0.25)]
     assert value(one(sdtp, "\U0001f5a5\ufe0f pipeline stages: 4 \u27a1\ufe0f", "REPLACE", ["8 (two nodes)"])) \
         == [("pipeline_devices", 8)]
+
+
+def test_which_value_is_held_alike_or_by_layer_and_compression_factors(apt, sdtp):
+    # round twenty (from heldout15/16's remaining misses): which value a fixed rank is held at ('the
+    # rank the run finishes with' is the final one, whatever 'from step one' says about when); a
+    # setting alike in every layer or each layer's own; a compression factor is the share kept
+    part = "LoRA rank policy (today: ranks grow in the salient layers as the budget rises)"
+    assert one(apt, part, "REPLACE", ["from the first step on, pin every adapter at the rank the default run ends with"]) \
+        == [("tuning", "static_final")]
+    assert one(apt, part, "REPLACE", ["the ranks are staying like at the beginning during all of the training"]) \
+        == [("tuning", "static_initial")]
+    assert one(apt, "width layout across layers", "REPLACE",
+               ["go back to letting every layer keep its own number of heads and neurons"]) == [("layout", "free")]
+    assert one(apt, "extra adapter rank goes to the most salient layers as the budget rises", "REPLACE",
+               ["extra adapter rank is handed out in equal measure to all layers"]) == [("tuning", "uniform")]
+    value = lambda got: [(c, round(float(v), 4)) for c, v in got]      # noqa: E731
+    assert value(one(sdtp, "the prompt compression, 70% kept by default", "REPLACE",
+                     ["a five-x compression of the prompt"])) == [("keep_ratio", 0.2)]
+    assert value(one(apt, "target sparsity", "REPLACE", ["compress the encoder by a factor of 4"])) \
+        == [("sparsity", 0.75)]
+    # ...and a number said with the initial rank sets that rank (growth on), not a fixed one
+    assert value(one(apt, "the adapters' rank at the very beginning; growth still happens", "REPLACE",
+                     ["the initial rank is set to 8"])) == [("tuning", 8)]

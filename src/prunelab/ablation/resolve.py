@@ -70,6 +70,8 @@ COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its op
 DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
 WHEN_MATCH = 0.06          # option happens when the text says it does (start / throughout / end of training)
+WHICH_MATCH = 0.08         # option holds the value the text says (starting / middle / final rank)
+ALIKE_MATCH = 0.08         # option is alike everywhere / differs by place as the text says
 NEG_MATCH = 0.08           # option negates what the text negates ('ranking dropped' ~ 'no ranking loss')
 NEG_MISMATCH = 0.12       # option negates what the text keeps, or keeps what the text negates
 NEGATED_DEFAULT = 0.06     # a text that removes something is not the unchanged default (extra penalty)
@@ -116,6 +118,51 @@ _WHEN = {
     "end": re.compile(r"\b(?:(?:near|nearly|towards?|close to|at) (?:the )?end|late\b|later\b|last quarter|final quarter|"
                       r"almost over|most of (?:the )?training is done|delay\w*|wait\w*)", re.IGNORECASE),
 }
+
+
+# which value of a trajectory a fixed setting is held at: 'its starting rank' (first), 'the value the
+# run finishes with' (last), 'the intermediate value reached part-way' (middle). 'from step one' says
+# when the holding starts, not which value is held: only a value noun or a 'starts/finishes with' counts
+_VALUE_NOUN = r"(?:rank|value|size|width|r|setting|budget|capacity|dimension)s?"
+_WHICH = {
+    "first": re.compile(rf"\b(?:start(?:ing)?|initial|original|beginning|opening|init)\W+(?:adapter\W+|lora\W+)?{_VALUE_NOUN}\b|"
+                        r"\b(?:start(?:s|ed)?|began|begins?)\s+with\b|\blike at the (?:beginning|start)\b|"
+                        r"\bwhere (?:it|they) (?:start(?:s|ed)?|beg[ia]n)\b", re.IGNORECASE),
+    "last": re.compile(rf"\b(?:final|largest|maximum|max|peak|end(?:-of-training)?|ending|highest|biggest|top)\W+"
+                       rf"(?:adapter\W+|lora\W+)?{_VALUE_NOUN}\b|"
+                       r"\b(?:finish(?:es|ed)?|ends?|ended|ends? up|winds? up|settles? on)\s+(?:up\s+)?with\b|"
+                       r"\breach(?:es|ed)? (?:at|by) the (?:very )?end\b|\bend-of-training\b", re.IGNORECASE),
+    "middle": re.compile(rf"\b(?:intermediate|middle|mid|medium|average|moderate|mid-?range)\W+(?:adapter\W+|lora\W+)?"
+                         rf"{_VALUE_NOUN}\b|\b(?:part-?way|half-?way|mid-?way|mid-?point|mid-?sized)\b", re.IGNORECASE),
+}
+
+
+# whether a setting is the same everywhere or differs from place to place: 'in equal measure to every
+# layer', 'the same widths in every layer' vs 'each layer its own number of heads', 'different widths'
+_ALIKE = {
+    "same": re.compile(r"(?<!non-)(?<!non)\b(?:same|equal(?:ly)?(?!\s+to\b)|identical(?:ly)?|uniform(?:ly)?|even(?:ly)?|"
+                       r"alike|in equal measure|"
+                       r"(?:at )?(?:one|a single|a common) (?:pace|rate|width|size))\b", re.IGNORECASE),
+    "differ": re.compile(r"\b(?:(?:its|their|his|her) own|different|differ(?:s|ing)?|vary|varies|varying|variable|"
+                         r"heterogeneous|non-?uniform(?:ly)?|unequal(?:ly)?|uneven(?:ly)?)\b", re.IGNORECASE),
+}
+
+
+# ...across the model's parts: 'spread uniformly across all training steps' is about time (schedule)
+_PLACES = re.compile(r"\b(?:layers?|blocks?|adapters?|modules?|heads?|neurons?)\b", re.IGNORECASE)
+
+
+def alike_cues(text: str) -> set[str]:
+    """{'same'|'differ'}: whether the text says a setting is alike in every layer or differs by layer
+    (nothing when it negates, 'not the same in every layer', or names no part of the model)."""
+    if _NEGATION.search(text) or not _PLACES.search(text):
+        return set()
+    return {k for k, rx in _ALIKE.items() if rx.search(text)}
+
+
+def which_cues(text: str) -> set[str]:
+    """{'first'|'middle'|'last'}: which value of a changing setting the text holds it at."""
+    return {k for k, rx in _WHICH.items() if rx.search(text)}
 
 
 def when_cues(text: str) -> set[str]:
@@ -579,7 +626,8 @@ class Matcher:
         if self.sim.embedder is not None and len(self.components[name].options) >= 2:
             base = (1 - OPTION_CONTRAST) * base + OPTION_CONTRAST * max(0.0, self.contrast(name, option, text))
         if raw < 0.97:      # an exact name or alias is taken as said
-            base += self.polarity(name, option, text) + self.timing(name, option, text)
+            base += self.polarity(name, option, text) + self.timing(name, option, text) \
+                + self.which(name, option, text) + self.alike(name, option, text)
         return max(0.0, min(1.0, base))
 
     def _negates(self, name: str, option: str) -> bool:
@@ -603,6 +651,41 @@ class Matcher:
         if not own:
             return 0.0
         return WHEN_MATCH if said <= own else -WHEN_MATCH
+
+    def which(self, name: str, option: str, text: str) -> float:
+        """+ when the option holds the value the text says (the starting / a middle / the final one),
+        - when the option's own words hold another; 0 when either says nothing of it. Sentence vectors
+        rate 'held at the value the run finishes with' closest to 'starting rank held throughout'."""
+        said = which_cues(text)
+        # ...a text that gives the value itself ('the initial rank is put to 16') sets a number, not this
+        if len(said) != 1 or NUMBER.search(words_to_numbers(text)):
+            return 0.0
+        key = ("which", name, option)
+        if key not in self._memo:
+            cues = [which_cues(t) for t in sum(self._otexts[(name, option)], [])]
+            self._memo[key] = set().union(*cues) if cues else set()
+        own = self._memo[key]
+        if not own:
+            return 0.0
+        return WHICH_MATCH if said <= own else -WHICH_MATCH
+
+    def alike(self, name: str, option: str, text: str) -> float:
+        """+ when the option makes a setting alike everywhere / different by place as the text says, -
+        when it does the other; only in a component whose options differ in just that ('equal widths
+        in every layer' vs 'each layer its own number of heads'), 0 elsewhere."""
+        said = alike_cues(text)
+        if len(said) != 1:
+            return 0.0
+        key = ("alike", name)
+        if key not in self._memo:
+            own = {o: set().union(*[alike_cues(t) for t in sum(self._otexts[(name, o)], [])] or [set()])
+                   for o in self.components[name].options}
+            split = any(c == {"same"} for c in own.values()) and any(c == {"differ"} for c in own.values())
+            self._memo[key] = own if split else {}
+        own = self._memo[key].get(option)
+        if not own or len(own) != 1:
+            return 0.0
+        return ALIKE_MATCH if said == own else -ALIKE_MATCH
 
     def polarity(self, name: str, option: str, text: str) -> float:
         """Negation scope, which sentence vectors barely see: + when the option negates what the text

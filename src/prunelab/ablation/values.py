@@ -42,7 +42,9 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  # hedges and pronouns around a value ('keeping like a quarter of them')
                  "like", "them", "these", "those", "maybe", "say",
                  # 'one out of every four such parameters', 'just one device, no pipelining'
-                 "such", "no", "pipelining", "take", "takes", "taking", "took", "taken"}
+                 "such", "no", "pipelining", "take", "takes", "taking", "took", "taken",
+                 # what is compressed: 'compress the encoder by a factor of 4'
+                 "encoder", "decoder", "network", "backbone", "net"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
@@ -118,6 +120,28 @@ def _pct(x: float) -> str:
     return f"{100 * x:.4g}%"
 
 
+# a compression factor is the share kept: 'four-x compression', 'a 5:1 compression of the prompt',
+# '3x fewer tokens', 'compressed by a factor of 4', 'compression ratio of 4' -> 25% / 20% / 33.33% kept
+_FACTOR_NUM = r"(" + _CARDINAL_RE + r"|\d+(?:\.\d+)?)"
+_FACTOR = re.compile(
+    _FACTOR_NUM + r"\s*(?:-\s*)?(?:x|\u00d7|fold|times|:\s*1|to\s*1|-to-1)\s+(?:\w+\s+)?"
+    r"(?:compression|compressed|smaller|reduction|shorter|fewer|sparser|less)\b"
+    r"|\b(?P<verb>(?:compress\w*|reduc\w*|shrink\w*|shrunk|cut)(?:\s+\w+){0,3}?)\s+(?:by\s+)?"
+    r"(?:a\s+factor\s+of\s+" + _FACTOR_NUM + r"|" + _FACTOR_NUM + r"\s*(?:x|\u00d7|-?fold)(?![\w%]))"
+    r"|\bcompression\s+(?:ratio|factor|rate)\s+(?:of\s+)?" + _FACTOR_NUM + r"(?:\s*(?:x|\u00d7|:\s*1))?(?!\s*%)",
+    re.IGNORECASE)
+
+
+def _factor_kept(m: re.Match) -> str:
+    raw = next(g for k, g in enumerate(m.groups()) if g and k != m.re.groupindex["verb"] - 1)
+    n = _CARDINAL.get(raw.lower()) or float(raw)
+    if n <= 1:
+        return m.group(0)              # 'compression ratio 0.3' is already a share
+    if m.group("verb"):                # 'compress the prompt 4x' -> 'compress the prompt to 25%'
+        return f"{m.group('verb')} to {_pct(1 / n)}"
+    return f"{_pct(1 / n)} kept"
+
+
 def words_to_numbers(text: str) -> str:
     """Number words where they are a value: 'prune half the weights' -> 'prune 50% the weights', 'two
     fifths of the tokens' -> '40% of the tokens', 'one token in every four' -> '25%', 'two GPUs' ->
@@ -132,6 +156,7 @@ def words_to_numbers(text: str) -> str:
             return m.group(0)
         return _pct(k / d) if 0 < k <= d else m.group(0)
     text = _SLASH_FRACTION.sub(lambda m: _pct(int(m.group(1)) / int(m.group(2))) + " of", text)
+    text = _FACTOR.sub(_factor_kept, text)
     text = _PCT_WORD.sub(lambda m: f"{_CARDINAL[m.group(1).lower()]}%", text)
     text = _WORD_FRACTION.sub(frac, text)
     text = _ONE_IN.sub(one_in, text)
@@ -225,7 +250,7 @@ def text_sense(text: str) -> tuple[bool, bool]:
     the parameters and cut the rest'), the verb right before the value decides (then the one right
     after it: '30% of the weights removed')."""
     # a config key says it too ('--target_density 0.35', 'drop_frac=.2'): its words count
-    text = key_words(text)
+    text = _FACTOR.sub(_factor_kept, key_words(text))     # '4x compression' says what is kept
     kept, removed = bool(KEPT_WORDS.search(text)), bool(REMOVED_WORDS.search(text))
     m = NUMBER.search(words_to_numbers(text))
     if m is not None:

@@ -88,7 +88,8 @@ COMPONENTS: dict[str, dict] = {
                        "salient layers as the parameter budget rises, starting from the initial adapter rank r; a number sets "
                        "that initial rank (ranks still grow), a rank held fixed all run is a static_* option"),
         "option_descriptions": {
-            "adaptive": ["adapter ranks grow dynamically in the most important layers during training"],
+            "adaptive": ["adapter ranks grow dynamically in the most important layers during training",
+                         "layers end up with different ranks: the salient ones get more of the added rank"],
             "static_initial": ["every adapter keeps its starting rank for the whole run, no rank growth", "adapter rank fixed at the initial value throughout training", "no new tuning parameters are ever added"],
             "static_intermediate": ["every adapter fixed at a middle rank (r=20) for the whole run", "constant medium adapter rank, about the average budget during training"],
             "static_final": ["every adapter fixed at the largest, final rank (r=32) from the start", "constant high adapter rank equal to the end-of-training budget"],
