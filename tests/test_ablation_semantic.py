@@ -758,3 +758,9 @@ def test_which_value_is_held_alike_or_by_layer_and_compression_factors(apt, sdtp
     # ...and a number said with the initial rank sets that rank (growth on), not a fixed one
     assert value(one(apt, "the adapters' rank at the very beginning; growth still happens", "REPLACE",
                      ["the initial rank is set to 8"])) == [("tuning", 8)]
+    # the setting a replacement moves away from ('rather than having the student taught by itself') is
+    # not matched as part of what it asks for
+    got = resolve_ablation(Ablation(name="x", ablated_part="teacher for distillation", action="REPLACE", replacement=[
+        "could we use the dense LoRA-fine-tuned checkpoint from last week as the teacher, rather than having the "
+        "student taught by itself?"]), apt)
+    assert [(c.component, c.option) for c in got] == [("distillation", "lora_teacher")]

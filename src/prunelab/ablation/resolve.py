@@ -39,8 +39,8 @@ from prunelab.ablation.text import (component_names, expand_abbreviations, fix_s
                                     similarity, stem, tokens, vocabulary)
 # the value readers live in values.py (PlanValueError, expand_values, parse_number, words_to_numbers are
 # also imported from here by callers of resolve)
-from prunelab.ablation.values import (KEPT_WORDS, NUMBER, NUMBER_WORDS, REMOVED_WORDS, PlanValueError,  # noqa: F401
-                                      component_sense, expand_values, key_words, numeric_value, parse_number,
+from prunelab.ablation.values import (BRACKETS, KEPT_WORDS, NUMBER, NUMBER_WORDS, REMOVED_WORDS,  # noqa: F401
+                                      PlanValueError, component_sense, expand_values, key_words, numeric_value, parse_number,
                                       value_fits, words_to_numbers)
 from prunelab.errors import PrunelabError
 
@@ -658,7 +658,8 @@ class Matcher:
         rate 'held at the value the run finishes with' closest to 'starting rank held throughout'."""
         said = which_cues(text)
         # ...a text that gives the value itself ('the initial rank is put to 16') sets a number, not this
-        if len(said) != 1 or NUMBER.search(words_to_numbers(text)):
+        # (one in brackets restates it: 'the top rank (32)')
+        if len(said) != 1 or NUMBER.search(words_to_numbers(BRACKETS.sub(" ", text))):
             return 0.0
         key = ("which", name, option)
         if key not in self._memo:
@@ -1148,6 +1149,9 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
 # ----------------------------------------------------------------------------- replacement
 
 _PURPOSE = re.compile(r"\s(?:so that|so|because|since|in order to|which means|such that)\s|[;\u2014]|\s-\s", re.IGNORECASE)
+# the setting a replacement moves away from: 'distil from that checkpoint instead of from the model
+# itself', 'rather than having the student taught by itself' (up to the end of its clause)
+_INSTEAD_CLAUSE = re.compile(r",?\s*\(?\b(?:instead\s+of|rather\s+than|in\s+place\s+of)\b[^.;,:)\u2014]*\)?", re.IGNORECASE)
 _NAME_NUMBER = re.compile(r"\b([A-Za-z][A-Za-z]+)-(\d+(?:\.\d+)?)\b(?!\s*%)")
 
 
@@ -1177,10 +1181,13 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     # a number glued to a name ('FlashAttention-2', 'Llama-2') is part of the name, not a value
     said, text = text, _NAME_NUMBER.sub(r"\1\2", text)
     comp_score = {n: s for s, n in scores}
-    texts = [text]
-    purpose = _PURPOSE.search(text)
-    if purpose and len(norm(text).split()) >= 12 and len(norm(text[:purpose.start()]).split()) >= 3:
-        texts.append(text[:purpose.start()])   # a long replacement with a purpose clause: what it does comes first
+    # what the replacement is, without what it replaces ('... instead of from the model itself')
+    moved = _INSTEAD_CLAUSE.sub(" ", text).strip()
+    what = moved if moved != text.strip() and len(tokens(moved)) >= 3 else text
+    texts = [what]
+    purpose = _PURPOSE.search(what)
+    if purpose and len(norm(what).split()) >= 12 and len(norm(what[:purpose.start()]).split()) >= 3:
+        texts.append(what[:purpose.start()])   # a long replacement with a purpose clause: what it does comes first
     if abl.variable and len(abl.replacement) == 1:
         texts.append(abl.variable)       # matrix rows: 'loss=LM+MSE' may be an option alias itself
     removal = _REMOVE_TEXT.match(text)

@@ -178,7 +178,7 @@ _TIME_SHARE = re.compile(r"-?\d+(?:\.\d+)?\s*(?:%|percent\b)\s+of\s+(?:the\s+)?(
                          r"iterations|epochs)\b", re.IGNORECASE)
 
 
-_BRACKETS = re.compile(r"\([^()]*\)")
+BRACKETS = re.compile(r"\([^()]*\)")
 
 
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
@@ -187,7 +187,7 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     text = _PLACE_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "where", text)
     text = _TIME_SHARE.sub("when", text)
     found = NUMBER.findall(text)
-    bare = _BRACKETS.sub(" ", text)         # a remark in brackets is not part of the value
+    bare = BRACKETS.sub(" ", text)         # a remark in brackets is not part of the value
     if len(found) != 1:
         # ...nor a second value: '1 (whole model on one GPU)'
         if len(found) < 2 or len(NUMBER.findall(bare)) != 1:
