@@ -186,6 +186,20 @@ EXTRA_SETS = [
      "is a place, a remark in brackets is not a second value, a part that names the run it starts from "
      "('the frozen-mask variant') makes that option, not the default, the one a replacement rarely means) "
      "was written after reading its misses, so read its current number as optimistic."),
+    ("heldout17", LABELLED / "heldout17.jsonl",
+     "written by a fifteenth helper that saw only the component catalogue, in voices no earlier set used: "
+     "English shaped by German or Chinese word order, a grant proposal's aims, meeting minutes, unified config "
+     "diffs ('- sparsity: 0,60' / '+ sparsity: 0,50') and SQL-like lines with decimal commas, a tweet thread, "
+     "a textbook exercise, a licence's clauses, settled hedges ('maybe 12, maybe 16 - go with 16'), ratios "
+     "('1 in 10', '5:1'), percentages with a space, a supervisor's margin notes, a reproducibility checklist, "
+     "a weather forecast and a play's stage directions. Its first measurement (at 58ff602, after round twenty "
+     "and before anything was read from it) was 72 of 102 right (70.6%), 4 silently wrong, 9 flagged, 17 "
+     "unresolved; the same set at 2d0af37, before round twenty, was 69 right and 5 silently wrong, so round "
+     "twenty's rules (written from heldout15 and 16) carried over to unseen wording. Round twenty-one (a "
+     "diff's '+' lines are the variant, a decimal comma after a leading zero, a settled hedge, a sentence's "
+     "end closes a value, 'two pipeline stages', 'X still, but Y' changes Y, 'early' and 'the final 25%' as "
+     "times, a removed part that says the removal itself, 'as in the paper' goes back to the default) was "
+     "written after reading its misses, so read its current number as optimistic."),
 ]
 OOS = "OUT_OF_SCOPE"
 
@@ -198,7 +212,8 @@ FIRST_MEASURED = [("heldout3", "02ad1a5", 50, 70, 5), ("heldout4", "23316c7", 57
                   ("heldout9", "b3a3b66", 66, 78, 1), ("heldout10", "5e2e61a", 61, 78, 4),
                   ("heldout11", "b3ea004", 58, 75, 3), ("heldout12", "a3c49b2", 52, 75, 4),
                   ("heldout13", "8dbd5bf", 52, 76, 4), ("heldout14", "5b52aa9", 56, 78, 3),
-                  ("heldout15", "4fa1d1f", 96, 119, 3), ("heldout16", "601f860", 86, 104, 4)]
+                  ("heldout15", "4fa1d1f", 96, 119, 3), ("heldout16", "601f860", 86, 104, 4),
+                  ("heldout17", "58ff602", 72, 102, 4)]
 
 
 def first_measured_markdown() -> list[str]:

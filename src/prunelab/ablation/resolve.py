@@ -69,7 +69,7 @@ OTHER_OPTION_LEAD = 0.1  # ...unless another component's option matches the text
 COMPONENT_FIRST = 0.1      # a part this far ahead of the next component: its options are matched first
 DEFAULT_PENALTY = 0.08     # a REPLACE that names the current default is rarely meant
 W_COMPONENT = 0.4          # joint score = W_COMPONENT * component + (1 - W_COMPONENT) * option
-WHEN_MATCH = 0.06          # option happens when the text says it does (start / throughout / end of training)
+WHEN_MATCH = 0.08          # option happens when the text says it does (start / throughout / end of training)
 WHICH_MATCH = 0.08         # option holds the value the text says (starting / middle / final rank)
 ALIKE_MATCH = 0.08         # option is alike everywhere / differs by place as the text says
 NEG_MATCH = 0.08           # option negates what the text negates ('ranking dropped' ~ 'no ranking loss')
@@ -115,8 +115,11 @@ _WHEN = {
     "start": re.compile(r"\b(?:before (?:any )?(?:training|fine-?tuning)|step (?:0|zero)|(?:very )?first step|at the (?:very )?"
                         r"(?:start|beginning|outset)|initiali[sz]ation|at init\b|up front|upfront|then (?:start )?(?:train|fine-?tun)\w*)",
                         re.IGNORECASE),
-    "end": re.compile(r"\b(?:(?:near|nearly|towards?|close to|at) (?:the )?end|late\b|later\b|last quarter|final quarter|"
-                      r"almost over|most of (?:the )?training is done|delay\w*|wait\w*)", re.IGNORECASE),
+    "early": re.compile(r"\b(?:(?:early|earlier)(?!\s+(?:layers?|stages?|blocks?|tokens?|positions?|devices?))|"
+                       r"first (?:part|half|third|stretch|phase|portion)|opening (?:stretch|phase|"
+                       r"part|portion)|front-?load\w*)\b", re.IGNORECASE),
+    "end": re.compile(r"\b(?:(?:near|nearly|towards?|close to|at) (?:the )?end|late\b|(?:final|last) \d+\s*(?:%|percent)|later\b|last quarter|final quarter|"
+                      r"almost over|most of (?:the )?training is done|delay\w*|wait\w*|defer\w*|postpon\w*)", re.IGNORECASE),
 }
 
 
@@ -132,7 +135,7 @@ _WHICH = {
                        rf"(?:adapter\W+|lora\W+)?{_VALUE_NOUN}\b|"
                        r"\b(?:finish(?:es|ed)?|ends?|ended|ends? up|winds? up|settles? on)\s+(?:up\s+)?with\b|"
                        r"\breach(?:es|ed)? (?:at|by) the (?:very )?end\b|\bend-of-training\b", re.IGNORECASE),
-    "middle": re.compile(rf"\b(?:intermediate|middle|mid|medium|average|moderate|mid-?range)\W+(?:adapter\W+|lora\W+)?"
+    "middle": re.compile(rf"\b(?:intermediate|middle|middling|mid|medium|average|moderate|mid-?range)\W+(?:adapter\W+|lora\W+)?"
                          rf"{_VALUE_NOUN}\b|\b(?:part-?way|half-?way|mid-?way|mid-?point|mid-?sized)\b", re.IGNORECASE),
 }
 
@@ -168,9 +171,13 @@ def which_cues(text: str) -> set[str]:
 def when_cues(text: str) -> set[str]:
     """{'start'|'throughout'|'end'} the text says about timing ('until the end' is throughout, not end)."""
     found = {k for k, rx in _WHEN.items() if rx.search(text)}
-    if "throughout" in found and "end" in found and re.search(r"\buntil\b", text, re.IGNORECASE) \
-            and not re.search(r"\b(?:wait|delay)\w*", text, re.IGNORECASE):
-        found.discard("end")
+    if "throughout" in found and "end" in found:
+        if re.search(r"\buntil\b", text, re.IGNORECASE) \
+                and not re.search(r"\b(?:wait|delay|defer|postpon)\w*", text, re.IGNORECASE):
+            found.discard("end")
+        else:
+            # 'still progressive, but squeezed into the final 25% of steps': progressive within the end
+            found.discard("throughout")
     return found
 
 
@@ -423,11 +430,48 @@ _OLD_INSTEAD = re.compile(r"(?<=\d|%)(\s*(?:%|percent\b)?)\s*,?\s*\(?(?:instead\
 _BACK_TO_DEFAULT = re.compile(r"\b(?:go(?:es|ing)?\s+back|back\s+to|revert\w*|restor\w*|as\s+(?:before|usual|today|now)|"
                               r"original\s+(?:behaviou?r|setting|method|recipe)|baseline\s+(?:row|run|setting)|"
                               r"control\s+(?:row|run)|keep\s+\w+ing|(?:as|like)\s+(?:in\s+)?the\s+default|"
-                              r"the\s+default\s+(?:recipe|setting|behaviou?r|run|one))\b", re.IGNORECASE)
+                              r"the\s+default\s+(?:recipe|setting|behaviou?r|run|one)|"
+                              r"(?:use|keep|with|take)\s+the\s+default|(?:paper|paper's|method's|reference|usual)\s+default|"
+                              r"default\s+(?:setting|value|config\w*)|#\s*default|(?:as|like)\s+(?:in\s+)?the\s+paper)\b",
+                              re.IGNORECASE)
 # pictographs and arrows drawn as emoji ('👉', '✂️', '🚀') are layout; '➡️' is an arrow like '->'
 _PICTOGRAPH = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]")
 _INITIAL_R = re.compile(r"\br(?:\u2080|_0|0|_init|_start)(?=\s*[=:]|\b)", re.IGNORECASE)
 _RUN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9.]+)+$")
+
+
+# a unified diff ('- salience: magnitude' / '+ salience: outlier_aware'): the '+' lines are the variant
+_DIFF_OLD = re.compile(r"^\s*-(?!-)", re.MULTILINE)
+_DIFF_NEW = re.compile(r"^\s*\+(?!\+)\s*", re.MULTILINE)
+# a decimal comma ('keep_ratio = 0,35'): only after a leading zero, so '4,8,16' stays a list
+_DECIMAL_COMMA = re.compile(r"(?<![\d.,])0,(\d+)(?![\d,])")
+# a hedge settled in the text ('keep maybe 80 %, or 85? no - settle on 80 %', 'maybe 12, maybe 16 - go
+# with 16'): what comes after the decision is the value, up to the end of its clause
+_DECISION = re.compile(r"\b(?:settle[ds]?\s+(?:on|for)|go(?:ing)?\s+with|make\s+it|let'?s\s+say|final\s+answer\s*:?|"
+                       r"decided?\s+on|we'?ll\s+take|stick\s+(?:with|to))\s+(?=[^;.!?]*\d)", re.IGNORECASE)
+
+
+# a thread's numbering ('2/ so what if ...', '3/ same budget') is layout
+_THREAD_NUMBER = re.compile(r"(?:^|(?<=\s))\d{1,2}/(?=\s)")
+# a sentence that says what to do with the variant, not what it is ('Predict, then measure, the accuracy
+# drop.', 'results soon', 'Report the F1.')
+_TASK_SENTENCE = re.compile(r"(?:^|(?<=[.!?]\s))(?:predict|measure|report|compare|plot|results?\s+(?:soon|tbd|pending)|"
+                            r"we\s+expect|expect\w*|note\s+that)\b[^.!?]*(?:[.!?]|$)", re.IGNORECASE)
+
+
+def _new_side(t: str) -> str:
+    """The variant a plan writer means: a diff's '+' lines, a decimal comma as a point, a settled hedge,
+    without a thread's numbering or a sentence that only says what to measure."""
+    if _DIFF_NEW.search(t) and _DIFF_OLD.search(t):
+        t = " ".join(_DIFF_NEW.sub("", ln) for ln in t.splitlines() if _DIFF_NEW.match(ln))
+    t = _DECIMAL_COMMA.sub(r"0.\1", _THREAD_NUMBER.sub(" ", t))
+    task = _TASK_SENTENCE.sub(" ", t).strip()
+    if task and len(tokens(task)) >= 3:
+        t = task
+    d = _DECISION.search(t)
+    if d and NUMBER.search(t[:d.start()]):
+        t = re.split(r"[;!?]|\.(?!\d)", t[d.end():])[0]
+    return t
 
 
 def _unicode_layout(t: str) -> str:
@@ -513,7 +557,7 @@ class Matcher:
                 return t
             # a planner's field labels ('**Variant:** ...') are layout, not content; so are LaTeX
             # markup ('$r=8$', '60\\%', '\\textsc{SDTP}') and citations ('[Zhao et al.]')
-            t = _FIELD.sub("", _unicode_layout(t))
+            t = _FIELD.sub("", _new_side(_unicode_layout(t)))
             if _INTERVENTION.search(t) or _RATIONALE.search(t):
                 t = _INTERVENTION.sub("", _RATIONALE.sub(" ", t)).strip(" ;") or t
             t = _latex_to_text(t)
@@ -527,7 +571,8 @@ class Matcher:
             # a bare 'r' ('stays at the r it started with') is the rank; 'r=8' is left to the value reader
             t = re.sub(r"\br\b(?!\s*[=:]?\s*\d)(?!\s*[=:])", "rank", t)
             # 'act*grad', 'activation×gradient': a product, as the options write it ('activation x gradient')
-            t = re.sub(r"(?<=[A-Za-z])(?:\s*[*\u00d7\u00b7]\s*|[\s-]times[\s-])(?=[A-Za-z])", " x ", t)
+            t = re.sub(r"(?<=[A-Za-z])(?:\s*[*\u00d7\u00b7]\s*|[\s-]times[\s-]|\s+multiplied\s+(?:with|by)\s+)(?=[A-Za-z])",
+                       " x ", t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
         new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
         if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
@@ -641,16 +686,19 @@ class Matcher:
         """+ when the option happens when the text says (start / throughout / end of training), - when
         the option's own words put it at another time; 0 when either says nothing about timing."""
         said = when_cues(text)
-        if len(said) != 1:
+        if not said:
             return 0.0
         key = ("when", name, option)
         if key not in self._memo:
-            cues = [when_cues(t) for t in sum(self._otexts[(name, option)], [])]
-            self._memo[key] = set().union(*cues) if cues else set()
+            self._memo[key] = [c for c in (when_cues(t) for t in sum(self._otexts[(name, option)], [])) if c]
         own = self._memo[key]
         if not own:
             return 0.0
-        return WHEN_MATCH if said <= own else -WHEN_MATCH
+        # an option one of whose texts says just what the text says: 'progressively, in the first part
+        # of training' is early pruning, 'a bit at every step' (throughout alone) is not
+        if said in own:
+            return WHEN_MATCH
+        return -WHEN_MATCH if len(said) == 1 and not said <= set().union(*own) else 0.0
 
     def which(self, name: str, option: str, text: str) -> float:
         """+ when the option holds the value the text says (the starting / a middle / the final one),
@@ -1079,15 +1127,25 @@ def _removed_option(abl: Ablation, m: Matcher, name: str) -> Choice | None:
     comp = m.components[name]
     if comp.remove is None:
         return None
-    phrase = f"without {abl.ablated_part}"
-    scored = sorted(((m.option_score(name, o, phrase), o) for o in comp.options
-                     if o != comp.default and comp.options[o] != comp.options[comp.default]), reverse=True)
+    def rate(phrase):
+        scored = sorted(((m.option_score(name, o, phrase), o) for o in comp.options
+                         if o != comp.default and comp.options[o] != comp.options[comp.default]), reverse=True)
+        removal = max((s for s, o in scored if comp.options[o] == comp.options[comp.remove]), default=0.0)
+        return scored, removal
+
+    scored, removal = rate(f"without {abl.ablated_part}")
     if not scored:
         return None
     best, opt = scored[0]
-    removal = max((s for s, o in scored if comp.options[o] == comp.options[comp.remove]), default=0.0)
     if comp.options[opt] == comp.options[comp.remove] or best < SUB_OPTION_MIN or best - removal < SUB_OPTION_LEAD:
-        return None
+        if not _NEGATION.search(abl.ablated_part):
+            return None
+        # a part that says the removal itself ('shall attach no LoRA adapters of any rank') is read as it
+        # is: an option it describes clearly better than the component's removal
+        scored, removal = rate(abl.ablated_part)
+        best, opt = scored[0]
+        if comp.options[opt] == comp.options[comp.remove] or best < OPTION_MIN or best - removal < LOW_MARGIN:
+            return None
     flag = None
     if best - removal < LOW_MARGIN:
         flag = f"low margin: {name}.{opt} ({best:.2f}) vs {name}.{comp.remove} ({removal:.2f}), the removal of all of {name}"
@@ -1151,25 +1209,39 @@ def _numeric_choice(abl, text, m: Matcher, scores) -> Choice | None:
 _PURPOSE = re.compile(r"\s(?:so that|so|because|since|in order to|which means|such that)\s|[;\u2014]|\s-\s", re.IGNORECASE)
 # the setting a replacement moves away from: 'distil from that checkpoint instead of from the model
 # itself', 'rather than having the student taught by itself' (up to the end of its clause)
-_INSTEAD_CLAUSE = re.compile(r",?\s*\(?\b(?:instead\s+of|rather\s+than|in\s+place\s+of)\b[^.;,:)\u2014]*\)?", re.IGNORECASE)
+_INSTEAD_CLAUSE = re.compile(r",?\s*\(?\b(?:instead\s+of|rather\s+than|in\s+place\s+of)\b[^.;,:)?!\u2014]*\)?", re.IGNORECASE)
+# 'still progressive, but squeezed into the final 25% of steps', 'keep the learned pruner, but every stage
+# decides from scratch': what stays comes before 'but', the change after it
+_KEPT_BUT = re.compile(r"^[^.;]*?\b(?:still|keep\w*|same|unchanged|as before|as usual|as is)\b[^.;]*?,?\s+but\s+(?=\S)",
+                       re.IGNORECASE)
 _NAME_NUMBER = re.compile(r"\b([A-Za-z][A-Za-z]+)-(\d+(?:\.\d+)?)\b(?!\s*%)")
 
 
 # an ablated part that names the run it starts from: 'the pruning timing in the gradual-schedule variant'
 _BASE_CUE = re.compile(r"\b(?:of|in|from)\s+the\s+(?:[\w-]+\s+){1,3}(?:variant|run|version|ablation|arm|condition|"
                        r"setting|model)\b", re.IGNORECASE)
+# ...or says what the setting is now ('teacher_weights (set to a separate full copy for the memory test)',
+# 'the current config prunes in the last quarter', 'still wearing the same-width constraint'): the whole
+# part is then read for that option
+_NOW_CUE = re.compile(r"\b(?:currently|(?:the\s+)?current\s+(?:config\w*|setting|run)|at\s+present|presently|"
+                      r"right\s+now|set\s+to|still\s+(?:wearing|using|on|with|set))\b", re.IGNORECASE)
 BASE_OPTION_MIN = 0.6        # the part must describe that option this well
 
 
 def _base_option(abl: Ablation, m: Matcher, scores) -> tuple[str, str] | None:
     """(component, option) when the ablated part says the ablation starts from a non-default option of
     its best component ('rank policy of the static-rank run'), else None."""
-    cue = _BASE_CUE.search(abl.ablated_part or "")
-    if cue is None or not scores or scores[0][0] < COMPONENT_MIN:
+    part = abl.ablated_part or ""
+    cue = _BASE_CUE.search(part)
+    now = _NOW_CUE.search(part)
+    if (cue is None and now is None) or not scores or scores[0][0] < COMPONENT_MIN:
         return None
     name = scores[0][1]
     comp = m.components[name]
-    rated = sorted(((m.option_score(name, o, cue.group(0)), o) for o in comp.options
+    said = [cue.group(0)] if cue is not None else []
+    if now is not None:
+        said.append(part)
+    rated = sorted(((max(m.option_score(name, o, t) for t in said), o) for o in comp.options
                     if comp.options[o] != comp.options[comp.default]), reverse=True)
     if not rated or rated[0][0] < BASE_OPTION_MIN or (len(rated) > 1 and rated[0][0] - rated[1][0] < LOW_MARGIN):
         return None
@@ -1184,6 +1256,9 @@ def _replacement(abl: Ablation, text: str, m: Matcher, scores) -> Choice:
     # what the replacement is, without what it replaces ('... instead of from the model itself')
     moved = _INSTEAD_CLAUSE.sub(" ", text).strip()
     what = moved if moved != text.strip() and len(tokens(moved)) >= 3 else text
+    kept = _KEPT_BUT.match(what)
+    if kept and len(tokens(what[kept.end():])) >= 3:
+        what = what[kept.end():]
     texts = [what]
     purpose = _PURPOSE.search(what)
     if purpose and len(norm(what).split()) >= 12 and len(norm(what[:purpose.start()]).split()) >= 3:

@@ -44,8 +44,11 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  # 'one out of every four such parameters', 'just one device, no pipelining'
                  "such", "no", "pipelining", "take", "takes", "taking", "took", "taken",
                  # what is compressed: 'compress the encoder by a factor of 4'
-                 "encoder", "decoder", "network", "backbone", "net"}
-KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retained|retaining|remain|remaining|survive|surviving|"
+                 "encoder", "decoder", "network", "backbone", "net",
+                 # 'leave 90 % of the weights in place', "brings it back to the paper's 60 %"
+                 "place", "intact", "back", "paper", "s", "default", "usual", "bring", "brings", "brought", "he", "she"}
+KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retains|retained|retaining|remain|remains|remaining|survive|"
+                        r"survives|surviving|stays|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
 REMOVED_WORDS = re.compile(r"\b(prune|pruned|pruning|remove|removed|removing|drop|dropped|dropping|discard|discarded|"
                             r"cut|cutting|sparsity|sparse|zeroed|eliminated?|toss|tossed|tossing|throw|thrown|throwing|"
@@ -106,8 +109,9 @@ _ONE_IN = re.compile(r"\b(" + _CARDINAL_RE + r"|\d+)\s+(?:\w+\s+)?(?:in|out\s+of
 # 'eighty percent', 'thirty-five per cent'
 _PCT_WORD = re.compile(r"\b(" + _CARDINAL_RE + r")[\s-]*(?:percent|per\s+cent|%)", re.IGNORECASE)
 # a count only where a unit says it is one ('two GPUs', 'eight-way split'): 'prune at one layer' stays words
-_COUNT = re.compile(r"\b(" + _CARDINAL_RE + r"|a\s+pair\s+of|pair\s+of)(?=[\s-]+(?:way|gpus?|devices?|"
-                    r"accelerators?|cards?|stages?|nodes?)\b)", re.IGNORECASE)
+# ('two pipeline stages': one word may come between; 'one stage each' is a remark, not a count)
+_COUNT = re.compile(r"\b(" + _CARDINAL_RE + r"|a\s+pair\s+of|pair\s+of)(?=[\s-]+(?:pipeline[\s-]+|gpu[\s-]+)?"
+                    r"(?:way|gpus?|devices?|accelerators?|cards?|stages?|nodes?)\b(?!\s+each\b))", re.IGNORECASE)
 
 
 # 'rank sixteen' is rank 16 ('rank one layer' stays words: only numbers a rank takes)
@@ -210,9 +214,10 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
         # survive'): the words next to the number decide (3 before it, 6 after)
         m = NUMBER.search(text)
         # ...within its own clause: 'In the second configuration, only 10% of them survive'
-        before = re.split(r"[,;:\u2014\u2013]|\s-\s", text[:m.start()])[-1].split()[-3:]
-        # (after it only a comma or a dash ends it: '0; optimizer only sees the head' still qualifies it)
-        after = re.split(r"[,\u2014\u2013]|\s-\s", text[m.end():])[0].split()[:6]
+        before = re.split(r"[,;:\u2014\u2013]|\s-\s|[.!?](?=\s)", text[:m.start()])[-1].split()[-3:]
+        # (after it only a comma, a dash or a sentence's end ends it: '0; optimizer only sees the head'
+        # still qualifies it, 'only 1 in 10 weights survives. lol.' does not go on)
+        after = re.split(r"[,\u2014\u2013]|\s-\s|[.!?](?=\s|$)", text[m.end():])[0].split()[:6]
         if len(text.split()) <= len(before) + len(after) + 1 or not plain(" ".join(before + after)):
             return None
     value = float(num)

@@ -37,6 +37,8 @@ COMPONENTS: dict[str, dict] = {
                     "salience score", "salience", "kurtosis", "Standard Salience Score", "Salience Scoring Ablation",
                     "importance score", "importance scoring", "importance estimate", "block importance"],
         "option_aliases": {
+            "outlier_aware": ["outlier-aware salience", "activation x gradient + kurtosis", "activation x gradient plus kurtosis",
+                              "with the kurtosis term", "kurtosis bonus"],
             "standard": ["Standard activation-gradient product salience", "activation-gradient product",
                          "standard salience", "w/o kurtosis", "without kurtosis", "no kurtosis", "activation x gradient", "no outlier term"],
             "magnitude": ["magnitude-based scoring", "magnitude scoring", "weight magnitude", "magnitude", "absolute weight values", "weight norm", "|w|", "L1 norm of weights"],
@@ -70,7 +72,8 @@ COMPONENTS: dict[str, dict] = {
                     "Adaptive tuning mechanism", "Adaptive tuning", "Dynamic parameter addition in salient layers",
                     "dynamic parameter addition", "dynamically increasing adapter ranks", "dynamic rank",
                     "adaptive rank", "Static Tuning Rank", "Adaptive Tuning Ablation", "A_T", "adapter rank",
-                    "LoRA rank", "initial rank", "rank r"],
+                    "LoRA rank", "initial rank", "rank r", "adapter dimension", "adapter width", "bottleneck width",
+                    "bottleneck dimension"],
         "option_aliases": {
             "static_initial": ["Fixed initial rank", "static parameter allocation", "static rank", "fixed rank",
                                "w/o A_T", "without adaptive tuning", "starting rank throughout", "initial rank for the whole run", "no rank growth", "constant initial rank", "static tuning"],
@@ -161,6 +164,8 @@ COMPONENTS: dict[str, dict] = {
         "aliases": ["Early pruning schedule", "Early-stage pruning strategy", "early pruning", "pruning schedule",
                     "Late Pruning", "Early Pruning Schedule Ablation", "when to prune"],
         "option_aliases": {
+            "early": ["early pruning", "prune early", "front-loaded pruning", "pruning in the first part of training",
+                      "progressively in the early phase of training"],
             "gradual": ["Prune gradually throughout training", "gradual pruning throughout training",
                         "gradual pruning", "prune throughout training", "progressively during the whole run", "a little every step", "until the end of training", "continuous pruning"],
             "last_quarter": ["Prune all at once in the last quarter of training", "late pruning",
@@ -171,7 +176,8 @@ COMPONENTS: dict[str, dict] = {
         },
         "description": ("when in training the pruning happens: by default early, progressively during the first part of training"),
         "option_descriptions": {
-            "early": ["prune early in training, finished well before the end"],
+            "early": ["prune early in training, finished well before the end",
+                      "progressive pruning during the first part of training only"],
             "gradual": ["prune a little at every step, spread evenly over the whole training run", "progressive pruning that continues until the end of training"],
             "last_quarter": ["prune only late, all at once near the end of training (the final quarter)", "delay pruning until most of the training is done"],
             "init": ["prune once before training starts, at step zero, then train the pruned model", "one-shot pruning at initialization, all structures removed before any fine-tuning"],
