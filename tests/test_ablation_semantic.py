@@ -801,3 +801,19 @@ def test_diffs_decimal_commas_settled_hedges_and_kept_but(apt, sdtp):
     assert one(apt, "[the layout, still using the same-width-in-every-layer constraint from the export run]", "REPLACE",
                ["[the layout drops the constraint; each layer may now keep its own number of heads and neurons]"]) \
         == [("layout", "free")]
+
+
+def test_title_values_full_stops_two_sided_shares_and_other_corpora(apt, sdtp):
+    # round twenty-two (from heldout18's misses): 'as in the title' reads the item's name; a value
+    # before a full stop is a value; one share said from both sides is one value; a verb of change
+    # around a value; another training corpus is out of scope
+    value = lambda got: [(c, round(float(v), 4)) for c, v in got]      # noqa: E731
+    assert value(one(apt, "sparsity", "REPLACE", ["as in the title"], name="APT at 75% sparsity")) \
+        == [("sparsity", 0.75)]
+    assert value(one(sdtp, "keep ratio", "REPLACE", ["Set the keep ratio to 0.45."])) == [("keep_ratio", 0.45)]
+    assert value(one(apt, "target sparsity", "REPLACE",
+                     ["remove 30% of the layer parameters; keep the remaining 70%."])) == [("sparsity", 0.3)]
+    assert value(one(apt, "initial LoRA rank (growth untouched)", "REPLACE",
+                     ["adaptive growth kept; only the starting adapter rank moves to 6"])) == [("tuning", 6)]
+    with pytest.raises(PrunelabError, match="no component"):
+        one(sdtp, "the pruner's training data", "REPLACE", ["train the token pruner on C4 instead of the original mix"])

@@ -40,7 +40,7 @@ from prunelab.ablation.text import (component_names, expand_abbreviations, fix_s
 # the value readers live in values.py (PlanValueError, expand_values, parse_number, words_to_numbers are
 # also imported from here by callers of resolve)
 from prunelab.ablation.values import (BRACKETS, KEPT_WORDS, NUMBER, NUMBER_WORDS, REMOVED_WORDS,  # noqa: F401
-                                      PlanValueError, component_sense, expand_values, key_words, numeric_value, parse_number,
+                                      TIME_NUMBER, PlanValueError, component_sense, expand_values, key_words, numeric_value, parse_number,
                                       value_fits, words_to_numbers)
 from prunelab.errors import PrunelabError
 
@@ -129,6 +129,8 @@ _WHEN = {
 _VALUE_NOUN = r"(?:rank|value|size|width|r|setting|budget|capacity|dimension)s?"
 _WHICH = {
     "first": re.compile(rf"\b(?:start(?:ing)?|initial|original|beginning|opening|init)\W+(?:adapter\W+|lora\W+)?{_VALUE_NOUN}\b|"
+                        rf"\b{_VALUE_NOUN}\s+(?:it|they|each\s+\w+)?\s*(?:was|were|is|are)?\s*(?:initiali[sz]ed|started|created)\s+"
+                        r"(?:with|at)\b|"
                         r"\b(?:start(?:s|ed)?|began|begins?)\s+with\b|\blike at the (?:beginning|start)\b|"
                         r"\bwhere (?:it|they) (?:start(?:s|ed)?|beg[ia]n)\b", re.IGNORECASE),
     "last": re.compile(rf"\b(?:final|largest|maximum|max|peak|end(?:-of-training)?|ending|highest|biggest|top)\W+"
@@ -459,6 +461,10 @@ _TASK_SENTENCE = re.compile(r"(?:^|(?<=[.!?]\s))(?:predict|measure|report|compar
                             r"we\s+expect|expect\w*|note\s+that)\b[^.!?]*(?:[.!?]|$)", re.IGNORECASE)
 
 
+_AS_TITLE = re.compile(r"^\W*(?:(?:as|like)\s+(?:in|per|said\s+in)\s+the\s+(?:title|name|heading|item\s+name)|"
+                       r"see\s+(?:the\s+)?(?:title|name|heading)|(?:same\s+)?as\s+titled)\W*$", re.IGNORECASE)
+
+
 def _new_side(t: str) -> str:
     """The variant a plan writer means: a diff's '+' lines, a decimal comma as a point, a settled hedge,
     without a thread's numbering or a sentence that only says what to measure."""
@@ -574,7 +580,10 @@ class Matcher:
             t = re.sub(r"(?<=[A-Za-z])(?:\s*[*\u00d7\u00b7]\s*|[\s-]times[\s-]|\s+multiplied\s+(?:with|by)\s+)(?=[A-Za-z])",
                        " x ", t)
             return fix_spelling(expand_abbreviations(t, self.vocab), self.vocab, self.known)
-        new = (fix(abl.name), fix(abl.ablated_part), [fix(r) for r in abl.replacement], fix(abl.variable))
+        name = fix(abl.name)
+        # 'as in the title': the item's name says the variant
+        repl = [name if name and _AS_TITLE.match(r) else fix(r) for r in abl.replacement]
+        new = (name, fix(abl.ablated_part), repl, fix(abl.variable))
         if new == (abl.name, abl.ablated_part, abl.replacement, abl.variable):
             return abl
         return dataclasses.replace(abl, name=new[0], ablated_part=new[1], replacement=new[2], variable=new[3])
@@ -707,7 +716,8 @@ class Matcher:
         said = which_cues(text)
         # ...a text that gives the value itself ('the initial rank is put to 16') sets a number, not this
         # (one in brackets restates it: 'the top rank (32)')
-        if len(said) != 1 or NUMBER.search(words_to_numbers(BRACKETS.sub(" ", text))):
+        # (nor is a moment of training: 'from step 0')
+        if len(said) != 1 or NUMBER.search(words_to_numbers(TIME_NUMBER.sub(" ", BRACKETS.sub(" ", text)))):
             return 0.0
         key = ("which", name, option)
         if key not in self._memo:

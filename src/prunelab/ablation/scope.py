@@ -35,6 +35,8 @@ FOREIGN = [
     ("a training hyperparameter (learning rate, batch size, optimizer, warm-up, dropout, weight decay)",
      r"\blearning[- ]rate\b|\bbatch[- ]size\b|\boptimi[sz]er\b|\badamw?\b|\bsgd\b|\bwarm-?up\b|\bdropout\b|"
      r"\bweight decay\b"),
+    ("another training dataset", r"\bc4\b|\bthe pile\b|\bredpajama\b|\bopenwebtext\b|\bslimpajama\b|\bfineweb\b|"
+                                 r"\banother (?:training )?(?:dataset|corpus)\b|\bdifferent (?:training )?(?:data|dataset|corpus)\b"),
     ("the token scorer's own size", r"\b(?:hidden (?:size|width|dim\w*)|width|depth|capacity|number of layers)\b"
                                     r"[^.]{0,40}\b(?:predictor|scorer)\b|\b(?:predictor|scorer)\b[^.]{0,20}"
                                     r"\b(?:hidden (?:size|width)|width|depth|capacity)\b"),

@@ -12,7 +12,8 @@ import re
 from prunelab.ablation.text import component_names, norm, tokens
 from prunelab.errors import PrunelabError
 
-NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d+)?|\.\d+))\s*(%|percent\b|pct\b)?(?![\w.])", re.IGNORECASE)
+# (a full stop after a value ends a sentence: 'keep 0.5.' and 'retain 60%.' are values; '1.2.3' is not)
+NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d+)?|\.\d+))\s*(%|percent\b|pct\b)?(?!\w|\.\d)", re.IGNORECASE)
 NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", "prune", "pruning", "target", "x",
                  "density", "level", "set", "to", "of", "at", "remain", "remaining", "param", "parameter",
                  "parameters", "fraction", "frac", "r", "rank", "step", "steps", "epoch", "epochs", "layer", "layers",
@@ -46,7 +47,12 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  # what is compressed: 'compress the encoder by a factor of 4'
                  "encoder", "decoder", "network", "backbone", "net",
                  # 'leave 90 % of the weights in place', "brings it back to the paper's 60 %"
-                 "place", "intact", "back", "paper", "s", "default", "usual", "bring", "brings", "brought", "he", "she"}
+                 # verbs of change and contractions around a value ('only the starting rank moves to 12',
+                 # "they're keeping 80 percent of the prompt out there")
+                 "move", "moves", "moved", "goes", "becomes", "change", "changes", "changed", "switch", "switched",
+                 "raise", "raised", "lower", "lowered", "increase", "increased", "decrease", "decreased", "bump",
+                 "bumped", "they", "re", "ll", "ve", "there", "here", "you", "i",
+                 "place", "intact", "back", "paper", "s", "default", "apt", "sdtp", "usual", "bring", "brings", "brought", "he", "she"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retains|retained|retaining|remain|remains|remaining|survive|"
                         r"survives|surviving|stays|"
                          r"density|preserve|preserved|leave|leaving|left|original)\b", re.IGNORECASE)
@@ -69,6 +75,16 @@ class PlanValueError(PrunelabError):
 _LIST_SPLIT = re.compile(r"\s*(?:,|;|/|\bor\b|\band\b|\bvs\.?\b|\bversus\b)\s*", re.IGNORECASE)
 
 
+def _two_sided(text: str, clauses: list[str]) -> bool:
+    """Two percentages that add up to 100%, one said removed and one said kept, each in its own clause:
+    one value from both sides ('remove 40%; retain the remaining 60%'), not a sweep ('20% and 80%')."""
+    found = NUMBER.findall(text)
+    if len(found) != 2 or not all(f[1] for f in found) or abs(sum(float(f[0]) for f in found) - 100) > 1e-6:
+        return False
+    senses = [(bool(KEPT_WORDS.search(c)), bool(REMOVED_WORDS.search(c))) for c in clauses if NUMBER.search(c)]
+    return len(senses) == 2 and {senses[0], senses[1]} == {(True, False), (False, True)}
+
+
 def expand_values(text: str) -> list[str]:
     """'r=4, r=8, r=16' -> ['r=4', 'r=8', 'r=16']; '20%, 50% and 80% sparsity' -> three texts.
 
@@ -80,6 +96,8 @@ def expand_values(text: str) -> list[str]:
         return [text]
     if not all(len(NUMBER.findall(p)) == 1 for p in parts):
         return [text]
+    if len(parts) == 2 and _two_sided(text, parts):
+        return [text]                    # one share from both sides: 'remove 30%; keep the remaining 70%'
     if any(re.search(r"[a-z]", NUMBER.sub(" ", p), re.IGNORECASE) and parse_number(p) is None for p in parts):
         return [text]
     # a shared unit or noun at the end ('20, 50 and 80 percent sparsity') goes to every piece
@@ -170,7 +188,7 @@ def words_to_numbers(text: str) -> str:
 
 
 # a number after these is a moment of training, not a setting: 'fixed from step 0', 'after epoch 2'
-_TIME_NUMBER = re.compile(r"\b(?:step|steps|epoch|epochs|iteration|iter)\s+(?:number\s+)?(-?\d+)\b", re.IGNORECASE)
+TIME_NUMBER = re.compile(r"\b(?:step|steps|epoch|epochs|iteration|iter)\s+(?:number\s+)?(-?\d+)\b", re.IGNORECASE)
 
 
 # ...and one after 'layer' / 'stage' is a place: 'at layer 4 only' names where, not how much
@@ -187,10 +205,15 @@ BRACKETS = re.compile(r"\([^()]*\)")
 
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     """'0.2' -> (0.2, False); '50%' -> (0.5, True); 'keep ratio 0.5' -> (0.5, False); 'prune only L4' -> None."""
-    text = _TIME_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "when", words_to_numbers(text))
+    text = TIME_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "when", words_to_numbers(text))
     text = _PLACE_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "where", text)
     text = _TIME_SHARE.sub("when", text)
     found = NUMBER.findall(text)
+    if len(found) == 2 and _two_sided(text, re.split(r"[;,]|\.(?!\d)", text)):
+        # one value said from both sides ('remove 40% of the parameters; retain the remaining 60%'): the
+        # first, in its own clause
+        text = re.split(r"[;,]|\.(?!\d)", text[NUMBER.search(text).start():])[0]
+        found = NUMBER.findall(text)
     bare = BRACKETS.sub(" ", text)         # a remark in brackets is not part of the value
     if len(found) != 1:
         # ...nor a second value: '1 (whole model on one GPU)'
