@@ -214,6 +214,17 @@ EXTRA_SETS = [
      "contractions around a value, 'retention' for the keep ratio, 'the rank it was initialised with', "
      "another training corpus ('C4') is out of scope) was written after reading its misses, so read its "
      "current number as optimistic."),
+    ("heldout19", LABELLED / "heldout19.jsonl",
+     "written by a seventeenth helper that saw only the component catalogue, asked this time for the ordinary "
+     "way working researchers write plans rather than for new voices: six imagined authors (a PhD student, a "
+     "PI, an industry engineer, an LM planner writing JSON, a reviewer, a student reproducing the paper), "
+     "short and long items, defaults restated before the change, figure and section pointers, occasional "
+     "typos, and close pairs of options. Its first measurement (at 8346f54, after round twenty-two, before "
+     "anything was read from it) was 96 of 99 right (97.0%), 1 silently wrong, 1 flagged, 1 unresolved. It "
+     "is plainer than the sets before it by design, so read it as the figure for an ordinary plan, not as "
+     "a rise on unusual wording. Round twenty-three (a rank said to keep growing, 'initial rank 32, still "
+     "allowed to grow', is an initial rank, not the fixed option holding that number) was written after "
+     "reading its one silent miss."),
 ]
 OOS = "OUT_OF_SCOPE"
 
@@ -227,7 +238,11 @@ FIRST_MEASURED = [("heldout3", "02ad1a5", 50, 70, 5), ("heldout4", "23316c7", 57
                   ("heldout11", "b3ea004", 58, 75, 3), ("heldout12", "a3c49b2", 52, 75, 4),
                   ("heldout13", "8dbd5bf", 52, 76, 4), ("heldout14", "5b52aa9", 56, 78, 3),
                   ("heldout15", "4fa1d1f", 96, 119, 3), ("heldout16", "601f860", 86, 104, 4),
-                  ("heldout17", "58ff602", 72, 102, 4), ("heldout18", "8e93d3b", 84, 102, 0)]
+                  ("heldout17", "58ff602", 72, 102, 4), ("heldout18", "8e93d3b", 84, 102, 0),
+                  ("heldout19", "8346f54", 96, 99, 1)]
+# sets whose helper was asked for ordinary wording, not for voices no earlier set used: kept apart, so the
+# estimate for unusual wording is not raised by a plainer set
+PLAIN = {"heldout19"}
 
 
 def first_measured_markdown() -> list[str]:
@@ -238,15 +253,24 @@ def first_measured_markdown() -> list[str]:
              "| set | at commit | right | cells | accuracy | silently wrong |", "|---|---|---|---|---|---|"]
     for split, sha, right, cells, wrong in FIRST_MEASURED:
         lines.append(f"| {split} | {sha} | {right} | {cells} | {right / cells:.1%} | {wrong} |")
-    r, c, w = (sum(x[i] for x in FIRST_MEASURED) for i in (2, 3, 4))
-    last = FIRST_MEASURED[-4:]
-    r4, c4, w4 = (sum(x[i] for x in last) for i in (2, 3, 4))
-    lines += [f"| all | | {r} | {c} | {r / c:.1%} | {w} ({w / c:.1%}) |",
-              f"| last four | | {r4} | {c4} | {r4 / c4:.1%} | {w4} ({w4 / c4:.1%}) |", "",
-              f"So on unseen plans about {r4 / c4:.0%} of cells resolve right and about {w4 / c4:.0%} resolve wrong "
-              "without a flag; the target (>= 95%, none silently wrong) is met on the sets the rules were written "
-              "from, not yet on fresh ones. A cell that is not right is mostly an explicit question (unresolved, "
-              "or chosen with a flag in `plan check` and the report).", ""]
+    unusual = [x for x in FIRST_MEASURED if x[0] not in PLAIN]
+    plain = [x for x in FIRST_MEASURED if x[0] in PLAIN]
+    r, c, w = (sum(x[i] for x in unusual) for i in (2, 3, 4))
+    r4, c4, w4 = (sum(x[i] for x in unusual[-4:]) for i in (2, 3, 4))
+    lines += [f"| all written for unusual wording | | {r} | {c} | {r / c:.1%} | {w} ({w / c:.1%}) |",
+              f"| last four of those ({unusual[-4][0]}-{unusual[-1][0]}) | | {r4} | {c4} | {r4 / c4:.1%} | "
+              f"{w4} ({w4 / c4:.1%}) |"]
+    if plain:
+        rp, cp, wp = (sum(x[i] for x in plain) for i in (2, 3, 4))
+        lines.append(f"| written for ordinary wording ({', '.join(x[0] for x in plain)}) | | {rp} | {cp} | "
+                     f"{rp / cp:.1%} | {wp} ({wp / cp:.1%}) |")
+    lines += ["", f"So on unseen plans in unusual wording about {r4 / c4:.0%} of cells resolve right and about "
+              f"{w4 / c4:.0%} resolve wrong without a flag"
+              + (f"; on an ordinary plan (measured on {len(plain)} set of {cp} cells, so roughly) about "
+                 f"{rp / cp:.0%} and {wp / cp:.0%}" if plain else "")
+              + ". The target (>= 95%, none silently wrong) is met on the sets the rules were written from and "
+              "nearly on ordinary wording, not on unusual wording. A cell that is not right is mostly an explicit "
+              "question (unresolved, or chosen with a flag in `plan check` and the report).", ""]
     return lines
 
 

@@ -817,3 +817,7 @@ def test_title_values_full_stops_two_sided_shares_and_other_corpora(apt, sdtp):
                      ["adaptive growth kept; only the starting adapter rank moves to 6"])) == [("tuning", 6)]
     with pytest.raises(PrunelabError, match="no component"):
         one(sdtp, "the pruner's training data", "REPLACE", ["train the token pruner on C4 instead of the original mix"])
+    # round twenty-three (from heldout19): a rank said to keep growing is an initial rank, even when
+    # it is a fixed option's number ('initial rank 32, still allowed to grow' is not static_final)
+    assert value(one(apt, "initial LoRA rank", "REPLACE", ["initial rank 20, ranks still allowed to grow"])) \
+        == [("tuning", 20)]

@@ -1434,6 +1434,12 @@ def _term_option(text: str, comp) -> str | None:
     return found[0] if len(found) == 1 and found[0] != comp.default else None
 
 
+# a setting said to keep changing ('still allowed to grow', 'growth still on', 'ranks keep growing')
+_STILL_CHANGES = re.compile(r"\b(?:still|keeps?|keeping|continu\w*)\b[^.;]{0,25}\b(?:grow\w*|growth|expand\w*|adaptiv\w*)|"
+                            r"\b(?:growth|growing)\s+(?:is\s+)?(?:still\s+)?(?:on|enabled|allowed|kept|untouched)\b|"
+                            r"\ballowed\s+to\s+grow\b", re.IGNORECASE)
+
+
 def _valued_option(text: str, m: Matcher, scores) -> Choice | None:
     """'static rank 20 the whole time' is tuning.static_intermediate (a static rank of 20), not an
     initial rank of 20 that still grows: a number that is the setting of exactly one option of the
@@ -1442,8 +1448,8 @@ def _valued_option(text: str, m: Matcher, scores) -> Choice | None:
     other option. A bare 'r=32' says nothing more and stays the component's number."""
     top, name = scores[0]
     comp = m.components[name]
-    if top < COMPONENT_MIN:
-        return None
+    if top < COMPONENT_MIN or _STILL_CHANGES.search(text):
+        return None                      # 'initial rank 32, still allowed to grow' is a number, not a fixed rank
 
     def is_num(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
