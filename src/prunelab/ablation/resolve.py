@@ -691,16 +691,21 @@ class Matcher:
             self._memo[key] = any(negation_scope(t)[0] for t in sum(self._otexts[(name, option)], []))
         return self._memo[key]
 
+    def option_cues(self, cues, name: str, option: str) -> list[set]:
+        """What one cue reader (when_cues, which_cues, alike_cues) finds in each of the option's own
+        texts that says anything to it: the option's timing, held value or sameness, in its own words."""
+        key = (cues.__name__, name, option)
+        if key not in self._memo:
+            self._memo[key] = [c for c in (cues(t) for t in sum(self._otexts[(name, option)], [])) if c]
+        return self._memo[key]
+
     def timing(self, name: str, option: str, text: str) -> float:
         """+ when the option happens when the text says (start / throughout / end of training), - when
         the option's own words put it at another time; 0 when either says nothing about timing."""
         said = when_cues(text)
         if not said:
             return 0.0
-        key = ("when", name, option)
-        if key not in self._memo:
-            self._memo[key] = [c for c in (when_cues(t) for t in sum(self._otexts[(name, option)], [])) if c]
-        own = self._memo[key]
+        own = self.option_cues(when_cues, name, option)
         if not own:
             return 0.0
         # an option one of whose texts says just what the text says: 'progressively, in the first part
@@ -719,11 +724,7 @@ class Matcher:
         # (nor is a moment of training: 'from step 0')
         if len(said) != 1 or NUMBER.search(words_to_numbers(TIME_NUMBER.sub(" ", BRACKETS.sub(" ", text)))):
             return 0.0
-        key = ("which", name, option)
-        if key not in self._memo:
-            cues = [which_cues(t) for t in sum(self._otexts[(name, option)], [])]
-            self._memo[key] = set().union(*cues) if cues else set()
-        own = self._memo[key]
+        own = set().union(*self.option_cues(which_cues, name, option))
         if not own:
             return 0.0
         return WHICH_MATCH if said <= own else -WHICH_MATCH
@@ -737,8 +738,7 @@ class Matcher:
             return 0.0
         key = ("alike", name)
         if key not in self._memo:
-            own = {o: set().union(*[alike_cues(t) for t in sum(self._otexts[(name, o)], [])] or [set()])
-                   for o in self.components[name].options}
+            own = {o: set().union(*self.option_cues(alike_cues, name, o)) for o in self.components[name].options}
             split = any(c == {"same"} for c in own.values()) and any(c == {"differ"} for c in own.values())
             self._memo[key] = own if split else {}
         own = self._memo[key].get(option)
