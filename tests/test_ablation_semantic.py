@@ -33,6 +33,17 @@ def one(comps, part, action, repl=(), name="x"):
     return [(c.component, c.option if c.option is not None else c.value) for c in got]
 
 
+def value(got):
+    """Cells as (component, value) with numbers rounded, so '0.75' read as 1 - 0.25 compares equal; a
+    listed value is an option named by its number ('0.3'), another option name stays as it is."""
+    def num(v):
+        try:
+            return round(float(v), 6)
+        except ValueError:
+            return v
+    return [(c, num(v)) for c, v in got]
+
+
 # ----------------------------------------------------------------------------- wording
 
 def test_prune_once_before_training_is_init_not_gradual(apt):
@@ -620,7 +631,6 @@ def test_k_in_n_shares_config_keys_and_planner_rationale_fields(apt, sdtp):
     assert one(sdtp, "Hypothesis: shorter prompts degrade gracefully. Intervention: vary how many prompt tokens "
                "survive.", "REPLACE", ["keep one token in five"]) == [("keep_ratio", 0.2)]
     assert one(apt, "target sparsity", "REPLACE", ["`--target_density 0.35`"]) == [("sparsity", 0.65)]
-    value = lambda got: [(c, float(v)) for c, v in got]      # noqa: E731 - a listed value is an option named '0.3'
     assert value(one(sdtp, "KR .7 -> lower; frac of prompt toks surviving", "REPLACE", ["KR .3"])) == [("keep_ratio", 0.3)]
     assert value(one(apt, "tgt sparsity (dflt dens .4)", "REPLACE", ["dens 0.2"])) == [("sparsity", 0.8)]
 
@@ -628,7 +638,6 @@ def test_k_in_n_shares_config_keys_and_planner_rationale_fields(apt, sdtp):
 def test_config_diffs_read_the_new_value_under_any_namespace(apt, sdtp):
     # round fourteen (from heldout13's misses): 'old -> new' is the new value, 'apt.' / 'sdtp.' name the tool,
     # and a key's words ('drop_frac') say what the value measures
-    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
     assert value(one(apt, "PL-101: sweep the amount of pruning", "REPLACE",
                      ["`apt.target_density: 0.4 -> 0.3`"])) == [("sparsity", 0.7)]
     assert value(one(sdtp, "SDTP-80: sweep how hard we shorten the prompt", "REPLACE",
@@ -639,7 +648,6 @@ def test_config_diffs_read_the_new_value_under_any_namespace(apt, sdtp):
 def test_a_value_said_twice_is_one_cell_and_a_glued_rank_is_a_rank(apt):
     # round fifteen (from heldout14's misses): a restatement in brackets or after 'i.e.' is the same
     # value (it had made two cells, or no value at all); 'r4' is rank 4, still growing
-    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
     assert value(one(apt, "amount of layer weight removed by pruning", "REPLACE",
                      ["target density 0.3, i.e. the model keeps only 30 %"])) == [("sparsity", 0.7)]
     assert value(one(apt, "how much of the layer weights gets pruned away", "REPLACE",
@@ -677,7 +685,6 @@ def test_plain_field_labels_are_layout(sdtp):
 
 def test_plain_words_for_tokens_and_kr_shorthand(sdtp):
     # round seventeen: a manager's 'words' are a prompt's tokens; 'kr' is the keep ratio
-    value = lambda got: [(c, round(float(v), 6) if not isinstance(v, str) else v) for c, v in got]  # noqa: E731
     assert value(one(sdtp, "How many of the words in a long prompt the model actually holds on to while reading it.",
                      "REPLACE", ["Can we see what happens if the model keeps fewer words when reading long prompts, "
                                  "only about a quarter of them?"])) == [("keep_ratio", 0.25)]
@@ -697,7 +704,6 @@ def test_numbers_in_words_old_values_in_words_and_cli_flags(apt, sdtp):
     assert words_to_numbers("nineteen out of every twenty weights pruned") == "95% weights pruned"
     assert words_to_numbers("retain 3 of every 4") == "retain 75%"
     assert words_to_numbers("a pair of GPUs") == "2 GPUs"
-    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
     assert value(one(apt, "target sparsity", "REPLACE", ["lower the target from the usual 60% to 30%"])) \
         == [("sparsity", 0.3)]
     assert value(one(sdtp, "keep ratio (0.7 right now)", "REPLACE", ["try 0.45 instead of the current 0.7"])) \
@@ -722,7 +728,6 @@ def test_emoji_subscripts_run_names_spoken_percent_and_a_named_base_run(apt, sdt
     # round nineteen (from heldout16's misses): pictographs are layout and '➡️' an arrow, 'r₀' is the
     # initial rank, '½' a half, a run name alone is read as its words, 'per cent' in words, a clause
     # after the value ('seventy per cent, if you'd be so kind') is not part of it, 'take out' removes
-    value = lambda got: [(c, round(float(v), 6)) for c, v in got]      # noqa: E731
     assert value(one(apt, "LoRA r\u2080 \u27a1\ufe0f", "REPLACE", ["\U0001f449 r\u2080 = 16 (growth still on)"])) \
         == [("tuning", 16)]
     assert value(one(apt, "target sparsity \u27a1\ufe0f", "REPLACE", ["\u00bd of the non-embedding weights gone \u2702\ufe0f"])) \
@@ -750,7 +755,6 @@ def test_which_value_is_held_alike_or_by_layer_and_compression_factors(apt, sdtp
                ["go back to letting every layer keep its own number of heads and neurons"]) == [("layout", "free")]
     assert one(apt, "extra adapter rank goes to the most salient layers as the budget rises", "REPLACE",
                ["extra adapter rank is handed out in equal measure to all layers"]) == [("tuning", "uniform")]
-    value = lambda got: [(c, round(float(v), 4)) for c, v in got]      # noqa: E731
     assert value(one(sdtp, "the prompt compression, 70% kept by default", "REPLACE",
                      ["a five-x compression of the prompt"])) == [("keep_ratio", 0.2)]
     assert value(one(apt, "target sparsity", "REPLACE", ["compress the encoder by a factor of 4"])) \
@@ -770,7 +774,6 @@ def test_diffs_decimal_commas_settled_hedges_and_kept_but(apt, sdtp):
     # round twenty-one (from heldout17's misses): a unified diff's '+' lines are the variant; a decimal
     # comma after a leading zero is a point; a hedge settled in the text ('go with 16') is its value; a
     # sentence's end closes a value's window; 'X still, but Y' changes Y
-    value = lambda got: [(c, round(float(v), 4)) for c, v in got]      # noqa: E731
     assert value(one(apt, "target sparsity", "REPLACE", ["- sparsity_target: 0,60\n+ sparsity_target: 0,70"])) \
         == [("sparsity", 0.7)]
     assert one(apt, "salience function (currently magnitude from an old sweep)", "REPLACE",
@@ -807,7 +810,6 @@ def test_title_values_full_stops_two_sided_shares_and_other_corpora(apt, sdtp):
     # round twenty-two (from heldout18's misses): 'as in the title' reads the item's name; a value
     # before a full stop is a value; one share said from both sides is one value; a verb of change
     # around a value; another training corpus is out of scope
-    value = lambda got: [(c, round(float(v), 4)) for c, v in got]      # noqa: E731
     assert value(one(apt, "sparsity", "REPLACE", ["as in the title"], name="APT at 75% sparsity")) \
         == [("sparsity", 0.75)]
     assert value(one(sdtp, "keep ratio", "REPLACE", ["Set the keep ratio to 0.45."])) == [("keep_ratio", 0.45)]
