@@ -46,12 +46,12 @@ NUMBER_WORDS = {"ratio", "rate", "sparsity", "percent", "pct", "value", "keep", 
                  "such", "no", "pipelining", "take", "takes", "taking", "took", "taken",
                  # what is compressed: 'compress the encoder by a factor of 4'
                  "encoder", "decoder", "network", "backbone", "net",
-                 # 'leave 90 % of the weights in place', "brings it back to the paper's 60 %"
                  # verbs of change and contractions around a value ('only the starting rank moves to 12',
                  # "they're keeping 80 percent of the prompt out there")
                  "move", "moves", "moved", "goes", "becomes", "change", "changes", "changed", "switch", "switched",
                  "raise", "raised", "lower", "lowered", "increase", "increased", "decrease", "decreased", "bump",
                  "bumped", "they", "re", "ll", "ve", "there", "here", "you", "i",
+                 # 'leave 90 % of the weights in place', "brings it back to the paper's 60 %"
                  "place", "intact", "back", "paper", "s", "default", "apt", "sdtp", "usual", "bring", "brings", "brought", "he", "she"}
 KEPT_WORDS = re.compile(r"\b(keep|keeps|kept|keeping|retain|retains|retained|retaining|remain|remains|remaining|survive|"
                         r"survives|surviving|stays|"
@@ -201,6 +201,7 @@ _TIME_SHARE = re.compile(r"-?\d+(?:\.\d+)?\s*(?:%|percent\b)\s+of\s+(?:the\s+)?(
 
 
 BRACKETS = re.compile(r"\([^()]*\)")
+_CLAUSE = re.compile(r"[;,]|\.(?!\d)")     # where a clause ends (not inside '0.5')
 
 
 def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
@@ -209,10 +210,10 @@ def parse_number(text: str, comp=None) -> tuple[float, bool] | None:
     text = _PLACE_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "where", text)
     text = _TIME_SHARE.sub("when", text)
     found = NUMBER.findall(text)
-    if len(found) == 2 and _two_sided(text, re.split(r"[;,]|\.(?!\d)", text)):
+    if len(found) == 2 and _two_sided(text, _CLAUSE.split(text)):
         # one value said from both sides ('remove 40% of the parameters; retain the remaining 60%'): the
         # first, in its own clause
-        text = re.split(r"[;,]|\.(?!\d)", text[NUMBER.search(text).start():])[0]
+        text = _CLAUSE.split(text[NUMBER.search(text).start():])[0]
         found = NUMBER.findall(text)
     bare = BRACKETS.sub(" ", text)         # a remark in brackets is not part of the value
     if len(found) != 1:
